@@ -1,0 +1,159 @@
+"""The ``walking-noise`` command: each sub-command is a few lines over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from walking_noise.config import RunConfig
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from walking_noise.data import DATASET_SHAPES
+    from walking_noise.models import build_model, format_layer_table, layer_table
+
+    if args.dataset not in DATASET_SHAPES:
+        raise ValueError(f"unknown dataset {args.dataset!r}; valid choices: {', '.join(DATASET_SHAPES)}")
+    shape, classes = DATASET_SHAPES[args.dataset]
+    model = build_model(args.model, shape, classes, batchnorm=args.batchnorm)
+    rows = layer_table(model)
+    if args.json:
+        _print(json.dumps(rows))
+    else:
+        bn = "with" if args.batchnorm else "without"
+        _print(f"{args.model} on {args.dataset} {bn} BatchNorm: {len(rows)} injection points "
+               f"(global noise skips BatchNorm outputs)")
+        _print(format_layer_table(rows))
+    return 0
+
+
+def _run_config(args: argparse.Namespace, **noise: object) -> RunConfig:
+    return RunConfig.from_dict({
+        "dataset": args.dataset, "model": args.model, "batchnorm": args.batchnorm, "seed": args.seed,
+        "data_dir": args.data_dir, "weight_clamping": args.clamp,
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
+        "noise": noise,
+    })
+
+
+def _noise_from_args(args: argparse.Namespace) -> dict[str, object]:
+    if args.noise_kind == "none":
+        return {"kind": "none"}
+    noise: dict[str, object] = {"kind": args.noise_kind, "noise_std": args.noise_std, "phase": args.phase,
+                                "placement": "walking" if args.injection_layer is not None else "global"}
+    if args.injection_layer is not None:
+        noise["injection_layer"] = args.injection_layer
+    return noise
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from walking_noise.training import train_run
+
+    cfg = _run_config(args, **_noise_from_args(args))
+    result = train_run(cfg, log=None if args.json else _print)
+    if args.json:
+        _print(json.dumps({"config": cfg.to_dict(), "result": result.to_dict()}))
+    else:
+        _print(f"final accuracy (mean of last 5 epochs): {result.final_accuracy:.4f}"
+               f"{'  (diverged)' if result.diverged else ''}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train the same small model clean and with global noise and print both accuracies."""
+    from walking_noise.training import load_run_dataset, train_run
+
+    clean = _run_config(args, kind="none")
+    noisy = _run_config(args, kind=args.noise_kind if args.noise_kind != "none" else "additive",
+                        noise_std=args.noise_std)
+    data = load_run_dataset(clean)
+    _print(f"dataset {clean.dataset}: {len(data.train_x)} training / {len(data.test_x)} validation samples, "
+           f"model {clean.model}{' + BatchNorm' if clean.batchnorm else ''}, {clean.training.epochs} epochs")
+    results = {}
+    for label, cfg in (("clean", clean), (f"global {noisy.noise.kind} s={noisy.noise.noise_std:g}", noisy)):
+        _print(f"-- training {label}")
+        results[label] = train_run(cfg, data, log=_print)
+    _print("\nfinal validation accuracy (mean of last 5 epochs)")
+    for label, result in results.items():
+        _print(f"  {label:<32} {result.final_accuracy:.4f}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a study YAML locally into the embedded store, resumably."""
+    from walking_noise.campaign import load_study, parse_filters, run_campaign
+    from walking_noise.store import LocalStore
+
+    study = load_study(args.study, parse_filters(args.filter))
+    store = LocalStore(args.store or Path("runs") / study.name)
+    summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
+                           progress=not args.no_progress, log=_print)
+    return 1 if summary.failed else 0
+
+
+def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    p.add_argument("--dataset", default="mnist_5k")
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--batchnorm", action="store_true")
+    p.add_argument("--clamp", action="store_true", help="clamp every weight to [-1, 1] after each step")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--noise-kind", default="additive", help="none, additive, multiplicative")
+    p.add_argument("--noise-std", type=float, default=1.0, help="standard deviation s of the injected noise")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="walking-noise", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("layers", help="print the numbered injection points of a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--batchnorm", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("train", help="train one model with noise and print its final accuracy")
+    _add_run_options(p, epochs=10)
+    p.add_argument("--injection-layer", type=int, default=None, help="walking noise at this point only")
+    p.add_argument("--phase", default="train_and_inference", help="train_and_inference or inference")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="run a SEML study YAML locally (no cluster, no MongoDB), resumably")
+    p.add_argument("study", help="a YAML file of seml_configs/")
+    p.add_argument("--store", default=None, help="store folder (default: runs/<study name>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="run only configs with this value, e.g. noise.kind=additive (repeatable)")
+    p.add_argument("--retry-failed", action="store_true", help="run again the configs that failed before")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="train a small model clean and with global noise, print both accuracies")
+    _add_run_options(p, epochs=5)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"walking-noise {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""One training run with noise: train, evaluate every epoch, clamp, summarise (paper section III.D).
+
+The final accuracy is the mean validation accuracy of the last five epochs, measured with the noise of the
+inference phase. A run that diverges (non-finite weights, e.g. multiplicative s = 1e16) is not an exception: it is
+recorded as diverged with what it measured, and NaN/inf logits count as wrong predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from walking_noise.config import RunConfig
+from walking_noise.data import DatasetSplits, load_dataset
+from walking_noise.models import NoisyNetwork, build_model, clamp_weights, layer_table, weight_magnitudes
+from walking_noise.noise import configure_noise
+
+FINAL_EPOCHS = 5
+EVAL_BATCH = 2048
+
+
+@dataclass
+class RunResult:
+    """What one run measured; every field is a plain Python type so it can be stored as JSON or in MongoDB.
+
+    Accuracies are fractions in [0, 1]; losses are mean cross-entropy per sample.
+    """
+
+    final_accuracy: float
+    val_accuracy: list[float]
+    val_loss: list[float]
+    train_accuracy: list[float]
+    train_loss: list[float]
+    weight_magnitudes: dict[str, float]
+    diverged: bool
+    diverged_epoch: int | None
+    epochs_run: int
+    active_points: list[int]
+    layer_table: list[dict]
+    checkpoint: str | None
+    preprocessing: dict
+    wall_time_s: float
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def final_accuracy(curve: list[float], last: int = FINAL_EPOCHS) -> float:
+    """Mean of the last ``last`` epochs' accuracies (fewer when fewer epochs were run)."""
+    if not curve:
+        raise ValueError("no epoch was evaluated, so there is no final accuracy")
+    tail = curve[-last:]
+    return float(sum(tail) / len(tail))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch sees no GPU; use device=cpu or auto")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+    """(accuracy, mean loss) in eval mode; a sample whose logits are not all finite counts as wrong."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb)
+        finite = torch.isfinite(logits).all(dim=1)
+        correct += int(((logits.argmax(dim=1) == yb) & finite).sum())
+        loss_sum += float(criterion(logits, yb)) * len(xb)
+    return correct / len(x), loss_sum / len(x)
+
+
+def _optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, Any]:
+    t = cfg.training
+    if t.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.schedule == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+    return opt, None
+
+
+def _finite_parameters(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def save_checkpoint(model: NoisyNetwork, cfg: RunConfig, path: str | os.PathLike) -> str:
+    """Write the trained weights and the config atomically (a crash never leaves half a checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def load_checkpoint(path: str | os.PathLike, dataset: DatasetSplits | None = None) -> tuple[NoisyNetwork, RunConfig]:
+    """Rebuild a model saved by :func:`save_checkpoint` (noise cleared), e.g. to examine activations (Fig. 4)."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = RunConfig.from_dict(saved["config"])
+    shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _dataset_shape(cfg)
+    model = build_model(cfg.model, shape, classes, batchnorm=cfg.batchnorm)
+    model.load_state_dict(saved["state_dict"])
+    return model, cfg
+
+
+def _dataset_shape(cfg: RunConfig) -> tuple[tuple[int, ...], int]:
+    data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, augment=cfg.augment,
+                        max_train=cfg.max_train, max_test=cfg.max_test)
+    return data.input_shape, data.num_classes
+
+
+def load_run_dataset(cfg: RunConfig, device: torch.device | None = None) -> DatasetSplits:
+    """The dataset a run trains on, as tensors on ``device``."""
+    data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, augment=cfg.augment,
+                        max_train=cfg.max_train, max_test=cfg.max_test)
+    if device is not None and device.type != "cpu":
+        for name in ("train_x", "train_y", "test_x", "test_y"):
+            setattr(data, name, getattr(data, name).to(device))
+        if data.class_weights is not None:
+            data.class_weights = data.class_weights.to(device)
+    return data
+
+
+def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
+              log: Callable[[str], None] | None = None) -> RunResult:
+    """Train one model of ``cfg`` and return what it measured.
+
+    ``data`` may be passed in to share one loaded dataset between runs (it is not modified). Deterministic on the
+    CPU for a fixed ``cfg.seed``: the seed fixes the initial weights, the data order and the noise draws.
+    """
+    started = time.perf_counter()
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = load_run_dataset(cfg, device)
+    torch.manual_seed(cfg.seed)
+    order = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm).to(device)
+    active = configure_noise(model, cfg.noise)
+    criterion = nn.CrossEntropyLoss(weight=data.class_weights)
+    optimizer, scheduler = _optimizer(model, cfg)
+    batch = cfg.training.batch_size
+    n = len(data.train_x)
+    curves: dict[str, list[float]] = {"val_accuracy": [], "val_loss": [], "train_accuracy": [], "train_loss": []}
+    diverged_epoch: int | None = None
+
+    for epoch in range(cfg.training.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=order).to(device)
+        seen, correct, loss_sum = 0, 0, 0.0
+        for start in range(0, n, batch):
+            idx = perm[start:start + batch]
+            if len(idx) < 2 and cfg.batchnorm:  # BatchNorm cannot normalise a batch of one sample
+                continue
+            xb, yb = data.train_x[idx], data.train_y[idx]
+            if data.augment is not None:
+                xb = data.augment(xb, order)
+            logits = model(xb)
+            loss = criterion(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if cfg.weight_clamping:
+                clamp_weights(model)
+            seen += len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(dim=1) == yb).sum())
+        if scheduler is not None:
+            scheduler.step()
+        val_acc, val_loss = evaluate(model, data.test_x, data.test_y, criterion)
+        for key, value in zip(curves, (val_acc, val_loss, correct / max(seen, 1), loss_sum / max(seen, 1))):
+            curves[key].append(value)
+        if log is not None:
+            log(f"epoch {epoch + 1}/{cfg.training.epochs}  train loss {curves['train_loss'][-1]:.4f}  "
+                f"val acc {val_acc:.4f}  val loss {val_loss:.4f}")
+        if not _finite_parameters(model):
+            diverged_epoch = epoch
+            if log is not None:
+                log(f"diverged at epoch {epoch + 1}: non-finite weights; stopping")
+            break
+
+    # A model with non-finite weights stays non-finite under every further step, so the epochs it skipped would
+    # have measured exactly what its last evaluation measured: the final accuracy extends the curve with it.
+    remaining = cfg.training.epochs - len(curves["val_accuracy"])
+    padded = curves["val_accuracy"] + [curves["val_accuracy"][-1]] * remaining
+    checkpoint = save_checkpoint(model, cfg, cfg.checkpoint) if cfg.checkpoint else None
+    return RunResult(
+        final_accuracy=final_accuracy(padded),
+        weight_magnitudes=weight_magnitudes(model),
+        diverged=diverged_epoch is not None,
+        diverged_epoch=diverged_epoch,
+        epochs_run=len(curves["val_accuracy"]),
+        active_points=active,
+        layer_table=layer_table(model),
+        checkpoint=checkpoint,
+        preprocessing=dict(data.preprocessing),
+        wall_time_s=time.perf_counter() - started,
+        device=str(device),
+        **curves,
+    )

@@ -1,0 +1,137 @@
+"""The local runner: SEML expansion, validation before training, resume after a kill, failures recorded."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from walking_noise.campaign import CampaignError, load_study, parse_filters, run_campaign
+from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY = """\
+# 2 noise levels x 3 seeds = 6 experiments
+seml:
+  executable: exp.py
+  name: tiny
+  output_dir: logs
+fixed:
+  dataset: mnist_5k
+  model: mlp
+  max_train: {max_train}
+  max_test: 300
+  training.epochs: {epochs}
+  noise.kind: additive
+grid:
+  noise.noise_std:
+    type: choice
+    options: [0.1, 1.0]
+  seed:
+    type: range
+    min: 0
+    max: 3
+    step: 1
+"""
+
+
+def _study(tmp_path, text=None, name="tiny.yaml", **fmt):
+    fmt = {"max_train": 600, "epochs": 1, **fmt}
+    (tmp_path / "exp.py").write_text("# stand-in executable for read_config\n")
+    path = tmp_path / name
+    path.write_text(text if text is not None else STUDY.format(**fmt))
+    return path
+
+
+def test_study_expands_with_seml_and_fills_defaults(tmp_path):
+    study = load_study(_study(tmp_path))
+    assert len(study) == 6
+    assert {c["seed"] for c in study.configs} == {0, 1, 2}
+    assert {c["noise"]["noise_std"] for c in study.configs} == {0.1, 1.0}
+    assert all(c["training"]["lr"] == 1e-3 and c["noise"]["placement"] == "global" for c in study.configs)
+    only = load_study(_study(tmp_path), parse_filters(["seed=1", "noise.noise_std=1.0"]))
+    assert len(only) == 1 and only.configs[0]["seed"] == 1
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("seml: {executable: exp.py}\nfixed:\n  dataset: [unclosed\n", "not valid YAML"),
+        ("seml: {executable: exp.py}\nfixed:\n  modle: mlp\n", r"unknown run setting\(s\) \['modle'\]"),
+        ("seml: {executable: exp.py}\nfixed:\n  dataset: imagenet\n", "unknown dataset 'imagenet'"),
+        ("seml: {executable: exp.py}\nfixed:\n  noise.noise_std: -1\n  noise.kind: additive\n", "noise_std must"),
+        ("fixed:\n  dataset: mnist_5k\n", "seml"),
+    ],
+)
+def test_bad_study_is_one_clear_error_before_training(tmp_path, text, match):
+    with pytest.raises(CampaignError, match=match):
+        load_study(_study(tmp_path, text))
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CampaignError, match="cannot be written"):
+        run_campaign(load_study(_study(tmp_path)), LocalStore(blocker / "store"), progress=False, log=lambda _: None)
+
+
+def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
+    text = STUDY.format(max_train=300, epochs=1).replace(
+        "  noise.noise_std:", "  data_dir:\n    type: choice\n    options: [null]\n  noise.noise_std:")
+    study = load_study(_study(tmp_path, text))
+    study.configs[0] = {**study.configs[0], "dataset": "mnist", "data_dir": str(tmp_path / "missing")}
+    store = LocalStore(tmp_path / "store")
+    summary = run_campaign(study, store, progress=False, log=lambda _: None)
+    assert (summary.completed, summary.failed) == (5, 1)
+    failed = [d for d in store.documents() if d["status"] == FAILED]
+    assert len(failed) == 1 and "FileNotFoundError" in "".join(failed[0]["fail_trace"])
+    again = run_campaign(study, store, progress=False, log=lambda _: None)
+    assert (again.ran, again.skipped_failed) == (0, 1)
+    retried = run_campaign(study, store, retry_failed=True, progress=False, log=lambda _: None)
+    assert (retried.ran, retried.failed) == (1, 1)
+
+
+def _store_count(store_dir: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in (store_dir / "runs").glob("*.jsonl"))
+
+
+def test_runner_killed_mid_campaign_and_restarted_has_every_config_exactly_once(tmp_path):
+    path = _study(tmp_path, max_train=2000, epochs=2)
+    store_dir = tmp_path / "store"
+    cmd = [sys.executable, "-m", "walking_noise.cli", "run", str(path), "--store", str(store_dir),
+           "--workers", "2", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while _store_count(store_dir) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, at once
+    proc.wait(timeout=30)
+    stored_before = _store_count(store_dir)
+    assert 2 <= stored_before < 6, "the kill should land mid-campaign"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{stored_before} done" in done.stdout
+    store = LocalStore(store_dir)
+    docs = list(store.documents())
+    expected = {config_hash(c) for c in load_study(path).configs}
+    assert Counter(d["config_hash"] for d in docs) == Counter({h: 1 for h in expected})
+    assert all(d["status"] == COMPLETED and 0 < d["result"]["final_accuracy"] <= 1 for d in docs)
+    assert store.skipped_lines == 0
+
+
+def test_torn_last_line_is_skipped_and_nothing_else_is_lost(tmp_path):
+    store = LocalStore(tmp_path)
+    with store:
+        for i in range(3):
+            store.put({"config": {"i": i}, "config_hash": str(i), "status": COMPLETED})
+    segment = next((tmp_path / "runs").glob("*.jsonl"))
+    with open(segment, "ab") as fh:
+        fh.write(b'{"config": {"i": 3}, "config_ha')  # a writer killed mid-line
+    docs = list(store.documents())
+    assert [d["config"]["i"] for d in docs] == [0, 1, 2] and store.skipped_lines == 1

@@ -1,0 +1,116 @@
+"""One training run on the embedded dataset: learning, noise, determinism, divergence, clamping, checkpoints."""
+
+import pytest
+import torch
+from torch import nn
+
+from walking_noise.config import RunConfig
+from walking_noise.training import evaluate, final_accuracy, load_checkpoint, load_run_dataset, train_run
+
+
+def _cfg(**kw) -> RunConfig:
+    base = {"dataset": "mnist_5k", "model": "mlp", "training": {"epochs": 4}, "seed": 0}
+    base.update(kw)
+    return RunConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def mnist_5k():
+    return load_run_dataset(_cfg())
+
+
+def test_clean_mlp_beats_chance_by_far_and_global_additive_s10_falls_towards_chance(mnist_5k):
+    clean = train_run(_cfg(training={"epochs": 10}), mnist_5k)
+    noisy = train_run(_cfg(training={"epochs": 10}, noise={"kind": "additive", "noise_std": 10.0}), mnist_5k)
+    assert clean.final_accuracy > 0.85
+    assert noisy.final_accuracy < 0.35
+    assert noisy.active_points == list(range(8))
+    assert len(clean.val_accuracy) == 10 and clean.epochs_run == 10 and not clean.diverged
+
+
+def test_same_seed_same_run_and_other_seed_other_run(mnist_5k):
+    cfg = _cfg(noise={"kind": "multiplicative", "noise_std": 0.5}, training={"epochs": 2})
+    a, b = train_run(cfg, mnist_5k), train_run(cfg, mnist_5k)
+    assert a.val_accuracy == b.val_accuracy and a.weight_magnitudes == b.weight_magnitudes
+    c = train_run(_cfg(noise={"kind": "multiplicative", "noise_std": 0.5}, training={"epochs": 2}, seed=1), mnist_5k)
+    assert c.weight_magnitudes != a.weight_magnitudes
+
+
+def test_inference_only_noise_trains_the_clean_model_and_evaluates_it_noisy(mnist_5k):
+    clean = train_run(_cfg(training={"epochs": 2}), mnist_5k)
+    noisy_eval = train_run(_cfg(training={"epochs": 2}, noise={"kind": "additive", "noise_std": 3.0,
+                                                              "phase": "inference"}), mnist_5k)
+    assert noisy_eval.weight_magnitudes == clean.weight_magnitudes  # same weights: no noise while training
+    assert noisy_eval.train_loss == clean.train_loss
+    assert noisy_eval.final_accuracy < clean.final_accuracy - 0.2
+
+
+def test_weight_clamping_keeps_weights_in_unit_interval_after_training(mnist_5k, tmp_path):
+    cfg = _cfg(batchnorm=True, weight_clamping=True, training={"epochs": 2, "lr": 0.05},
+               checkpoint=str(tmp_path / "run.pt"))
+    result = train_run(cfg, mnist_5k)
+    model, saved_cfg = load_checkpoint(result.checkpoint, mnist_5k)
+    assert saved_cfg == cfg
+    for point in model.learnable_layers():
+        assert float(point.layer.weight.detach().abs().max()) <= 1.0
+    unclamped = train_run(_cfg(batchnorm=True, training={"epochs": 2, "lr": 0.05}), mnist_5k)
+    assert max(unclamped.weight_magnitudes.values()) > max(result.weight_magnitudes.values())
+
+
+def test_checkpoint_restores_the_trained_model(mnist_5k, tmp_path):
+    cfg = _cfg(training={"epochs": 1}, checkpoint=str(tmp_path / "sub" / "model.pt"))
+    result = train_run(cfg, mnist_5k)
+    model, _ = load_checkpoint(result.checkpoint, mnist_5k)
+    acc, _ = evaluate(model, mnist_5k.test_x, mnist_5k.test_y, nn.CrossEntropyLoss())
+    assert acc == pytest.approx(result.val_accuracy[-1])
+    assert not list(tmp_path.glob("sub/*.tmp*"))
+
+
+def test_huge_multiplicative_noise_does_not_crash(mnist_5k):
+    for s in (1e10, 1e16):
+        result = train_run(_cfg(training={"epochs": 2}, noise={"kind": "multiplicative", "noise_std": s}), mnist_5k)
+        assert 0.0 <= result.final_accuracy <= 1.0
+        assert result.epochs_run >= 1
+        if result.diverged:
+            assert result.diverged_epoch is not None
+
+
+def test_diverged_run_is_recorded_with_what_it_measured(mnist_5k):
+    result = train_run(_cfg(training={"epochs": 6, "lr": 1e30, "optimizer": "sgd"}), mnist_5k)
+    assert result.diverged and result.diverged_epoch == 0 and result.epochs_run == 1
+    assert result.final_accuracy == pytest.approx(result.val_accuracy[-1])
+
+
+def test_nan_logits_count_as_wrong():
+    class NaNModel(nn.Module):
+        def forward(self, x):
+            out = torch.zeros(len(x), 3)
+            out[:, 1] = 1.0
+            out[::2, 0] = float("nan")  # every other sample has a NaN logit
+            return out
+
+    y = torch.ones(10, dtype=torch.long)
+    acc, _ = evaluate(NaNModel(), torch.zeros(10, 1), y, nn.CrossEntropyLoss())
+    assert acc == pytest.approx(0.5)
+
+
+def test_final_accuracy_is_the_mean_of_the_last_five_epochs():
+    assert final_accuracy([0.1, 0.2, 0.5, 0.6, 0.7, 0.8, 0.9]) == pytest.approx(0.7)
+    assert final_accuracy([0.4, 0.6]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"dataset": "imagenet"}, "valid choices: mnist_5k"),
+        ({"model": "vgg"}, "valid choices: mlp, lenet5, cnn_s"),
+        ({"lr": 0.1}, r"unknown run setting\(s\) \['lr'\]"),
+        ({"training": {"epoch": 3}}, r"unknown training setting\(s\) \['epoch'\]"),
+        ({"training": {"epochs": 0}}, "training.epochs must be a positive integer"),
+        ({"noise": {"kind": "additive", "noise_std": -1}}, "noise_std must be"),
+        ({"batchnorm": "yes"}, "batchnorm must be true or false"),
+    ],
+)
+def test_bad_run_config_is_rejected_with_a_message_naming_it(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _cfg(**kw)
