@@ -104,7 +104,7 @@ def test_runner_killed_mid_campaign_and_restarted_has_every_config_exactly_once(
     path = _study(tmp_path, max_train=2000, epochs=2)
     store_dir = tmp_path / "store"
     cmd = [sys.executable, "-m", "walking_noise.cli", "run", str(path), "--store", str(store_dir),
-           "--workers", "2", "--no-progress"]
+           "--workers", "2", "--members", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
@@ -135,3 +135,26 @@ def test_torn_last_line_is_skipped_and_nothing_else_is_lost(tmp_path):
         fh.write(b'{"config": {"i": 3}, "config_ha')  # a writer killed mid-line
     docs = list(store.documents())
     assert [d["config"]["i"] for d in docs] == [0, 1, 2] and store.skipped_lines == 1
+
+
+def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
+    text = STUDY.format(max_train=600, epochs=2).replace(
+        "  noise.kind: additive", "  noise.kind: additive\n  noise.phase: {phase}")
+    for phase in ("train_and_inference", "inference"):
+        study = load_study(_study(tmp_path, text.replace("{phase}", phase), name=f"{phase}.yaml"))
+        store = LocalStore(tmp_path / phase)
+        summary = run_campaign(study, store, members=4, progress=False, log=lambda _: None)
+        assert (summary.completed, summary.failed) == (6, 0)
+        docs = list(store.documents())
+        assert len(docs) == 6 and {d["config_hash"] for d in docs} == {config_hash(c) for c in study.configs}
+        engines = {d["result"]["extra"].get("engine") for d in docs}
+        if phase == "inference":
+            assert engines == {"train_once_evaluate_many"}
+            # one clean model per seed: the two noise levels of a seed share its training curve
+            by_seed = {}
+            for d in docs:
+                by_seed.setdefault(d["config"]["seed"], set()).add(tuple(d["result"]["train_loss"]))
+            assert all(len(curves) == 1 for curves in by_seed.values())
+            assert all(len(d["result"]["val_accuracy"]) == 2 for d in docs)  # the last (up to) five epochs
+        else:
+            assert engines == {"batched"}

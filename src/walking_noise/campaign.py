@@ -166,8 +166,96 @@ def execute(config: dict[str, Any], study: str, store: LocalStore) -> dict[str, 
             "error": doc.get("fail_trace", [""])[-1].strip() if doc["status"] == FAILED else None}
 
 
-def _execute_in_worker(config: dict[str, Any], study: str) -> dict[str, Any]:
-    return execute(config, study, _WORKER["store"])
+def _execute_in_worker(unit: list[dict[str, Any]], study: str) -> list[dict[str, Any]]:
+    return execute_unit(unit, study, _WORKER["store"])
+
+
+def is_inference_only(cfg: RunConfig) -> bool:
+    """Noise only at evaluation: the trained model is the clean one, so it can be trained once and reused."""
+    return cfg.noise.kind != "none" and cfg.noise.phase == "inference"
+
+
+def auto_members(cfg: RunConfig) -> int:
+    """Members per batch: packing pays for the FC models on CPU and for everything on a GPU
+    (``benchmarks/batched_throughput.py``); grouped convolutions on CPU are slower than separate ones."""
+    from walking_noise.training import resolve_device
+
+    if resolve_device(cfg.device).type == "cuda":
+        return 64
+    return 16 if cfg.model == "mlp" else 1
+
+
+def plan_units(configs: list[dict[str, Any]], members: int | None = None) -> list[list[dict[str, Any]]]:
+    """Group configs into work units: batches that train together, and inference-only groups that share one
+    clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`)."""
+    from walking_noise.batched import batch_key, clean_config
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for config in configs:
+        cfg = RunConfig.from_dict(config)
+        key = ("evaluate",) + batch_key(clean_config(cfg)) if is_inference_only(cfg) else batch_key(cfg)
+        groups.setdefault(key, []).append(config)
+    units: list[list[dict[str, Any]]] = []
+    for key, group in groups.items():
+        size = len(group) if key[0] == "evaluate" else (members or auto_members(RunConfig.from_dict(group[0])))
+        units += [group[i:i + max(1, size)] for i in range(0, len(group), max(1, size))]
+    return units
+
+
+def execute_unit(unit: list[dict[str, Any]], study: str, store: LocalStore) -> list[dict[str, Any]]:
+    """Run a work unit and store one document per config; a failing batch falls back to one run per config."""
+    cfgs = [RunConfig.from_dict(c) for c in unit]
+    if len(unit) == 1 and not is_inference_only(cfgs[0]):
+        return [execute(unit[0], study, store)]
+    started = now_iso()
+    try:
+        if is_inference_only(cfgs[0]):
+            docs = _train_once_evaluate_many(unit, cfgs, study, started)
+        else:
+            from walking_noise.batched import train_members
+
+            results, _, _ = train_members(cfgs, _dataset_for(cfgs[0]))
+            docs = [run_document(c, study, COMPLETED, r.to_dict(), started) for c, r in zip(unit, results)]
+    except Exception:  # noqa: BLE001 - isolate the failing config by running each on its own
+        return [execute(config, study, store) for config in unit]
+    outcomes = []
+    for doc in docs:
+        store.put(doc)
+        outcomes.append({"config_hash": doc["config_hash"], "status": doc["status"],
+                         "final_accuracy": doc["result"]["final_accuracy"], "error": None})
+    return outcomes
+
+
+def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,
+                              started: str) -> list[dict[str, Any]]:
+    """Train one clean model per seed (batched), keep its last five epochs, evaluate every config's noise on them."""
+    from walking_noise.batched import clean_config, evaluate_snapshots, train_members
+    from walking_noise.training import final_accuracy
+
+    data = _dataset_for(cfgs[0])
+    seeds = sorted({c.seed for c in cfgs})
+    clean = [replace_seed(clean_config(cfgs[0]), s) for s in seeds]
+    results, packed, snapshots = train_members(clean, data, keep_last=5)
+    by_seed = {s: (r, snap) for s, r, snap in zip(seeds, results, snapshots)}
+    docs = []
+    for config, cfg in zip(unit, cfgs):
+        trained, snaps = by_seed[cfg.seed]
+        evaluated = evaluate_snapshots(snaps, packed.template, cfg, data, seed=cfg.seed)
+        result = trained.to_dict()
+        result.update(val_accuracy=evaluated["val_accuracy"], val_loss=evaluated["val_loss"],
+                      final_accuracy=final_accuracy(evaluated["val_accuracy"]),
+                      active_points=evaluated["active_points"],
+                      extra={"engine": "train_once_evaluate_many", "clean_members": len(seeds),
+                             "evaluated_epochs": list(range(cfg.training.epochs - len(snaps) + 1,
+                                                            cfg.training.epochs + 1))})
+        docs.append(run_document(config, study, COMPLETED, result, started))
+    return docs
+
+
+def replace_seed(cfg: RunConfig, seed: int) -> RunConfig:
+    from dataclasses import replace
+
+    return replace(cfg, seed=seed)
 
 
 # ---- runner side -------------------------------------------------------------------------------------------
@@ -213,9 +301,13 @@ def pending_configs(study: Study, store: LocalStore, retry_failed: bool = False)
 
 
 def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_failed: bool = False,
-                 threads_per_worker: int | None = None, progress: bool = True,
+                 members: int | None = None, threads_per_worker: int | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> CampaignSummary:
-    """Run every pending config of ``study`` into ``store`` with ``workers`` processes (1: in this process)."""
+    """Run every pending config of ``study`` into ``store`` with ``workers`` processes (1: in this process).
+
+    Compatible configs train together as one batch of up to ``members`` (None: chosen per model and device), and
+    inference-only configs reuse one clean training per seed.
+    """
     try:
         store.ensure_writable()
     except Exception as err:
@@ -227,28 +319,30 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
     log(f"{study.name}: {summary.total} configs, {done} done, {skipped} failed earlier, {len(pending)} to run "
         f"with {workers} worker(s); store {store.path}")
     bar = _progress_bar(len(pending), study.name, progress)
+    units = plan_units(pending, members)
 
-    def record(outcome: dict[str, Any]) -> None:
-        summary.ran += 1
-        if outcome["status"] == COMPLETED:
-            summary.completed += 1
-        else:
-            summary.failed += 1
-            summary.failures.append(outcome["error"])
-            bar.write(f"run {outcome['config_hash'][:10]} failed: {outcome['error']}")
-        bar.update(1)
+    def record(outcomes: list[dict[str, Any]]) -> None:
+        for outcome in outcomes:
+            summary.ran += 1
+            if outcome["status"] == COMPLETED:
+                summary.completed += 1
+            else:
+                summary.failed += 1
+                summary.failures.append(outcome["error"])
+                bar.write(f"run {outcome['config_hash'][:10]} failed: {outcome['error']}")
+            bar.update(1)
 
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
     try:
         if workers <= 1:
             _init_worker(str(store.path), threads)
-            for config in pending:
-                record(execute(config, study.name, store))
+            for unit in units:
+                record(execute_unit(unit, study.name, store))
         else:
             ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(str(store.path), threads)) as pool:
-                queue = iter(pending)
+                queue = iter(units)
                 running = {pool.submit(_execute_in_worker, c, study.name) for c in _take(queue, 2 * workers)}
                 while running:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)

@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study, parse_filters(args.filter))
     store = LocalStore(args.store or Path("runs") / study.name)
     summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
-                           progress=not args.no_progress, log=_print)
+                           members=args.members, progress=not args.no_progress, log=_print)
     return 1 if summary.failed else 0
 
 
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="run only configs with this value, e.g. noise.kind=additive (repeatable)")
     p.add_argument("--retry-failed", action="store_true", help="run again the configs that failed before")
+    p.add_argument("--members", type=int, default=None,
+                   help="configs trained together as one batch (default: 16 for the MLP on CPU, 1 for conv models "
+                        "on CPU, 64 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

@@ -1,0 +1,132 @@
+"""Training throughput of the one-model path vs the batched engine, printed as ratios measured in one run.
+
+    .venv/bin/python benchmarks/batched_throughput.py [--threads 2] [--epochs 1] [--quick]
+
+Rows, for the MLP on MNIST-sized input (1x28x28, real mnist_5k digits) and LeNet-5 on CIFAR-sized input (3x32x32,
+random tensors: throughput does not depend on pixel values), all with BatchNorm and global additive noise:
+- ``dataloader``: the one-model loop as a plain SEML experiment runs it (torch DataLoader over a TensorDataset);
+- ``tensor``: the one-model path of ``training.train_run`` (data as tensors, no DataLoader);
+- ``batched K``: ``batched.train_members`` with K members.
+Throughput is trained member-samples per second (per epoch, evaluation included); ratios are against
+``dataloader``. The fraction of peak is model FLOPs (3x the forward multiply-adds x 2) per second divided by the
+machine's measured single-precision matmul rate with the same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from walking_noise.batched import train_members
+from walking_noise.config import RunConfig
+from walking_noise.data import DatasetSplits, load_dataset
+from walking_noise.models import build_model
+from walking_noise.noise import configure_noise
+from walking_noise.training import train_run
+
+
+def peak_flops(seconds: float = 1.0) -> float:
+    """Sustained float32 matmul rate (FLOP/s) of this machine at the current thread count."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 1024**3 * n / (time.perf_counter() - start)
+
+
+def training_flops_per_sample(model: nn.Module, shape: tuple[int, ...]) -> float:
+    """3 x forward FLOPs (forward + two backward matmuls) of the conv/FC layers, per sample."""
+    macs = 0
+
+    def hook(module: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Linear):
+            macs += module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
+            macs += out[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return 3 * 2 * macs
+
+
+def dataloader_epoch(cfg: RunConfig, data: DatasetSplits) -> None:
+    """One epoch the way a one-config-per-process SEML experiment trains: DataLoader batches, then evaluation."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm)
+    configure_noise(model, cfg.noise)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.train_x, data.train_y),
+                                         batch_size=cfg.training.batch_size, shuffle=True)
+    model.train()
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.test_x, data.test_y),
+                                                  batch_size=1000):
+            model(xb).argmax(1).eq(yb).sum()
+
+
+def timed(fn, repeats: int = 2) -> float:
+    fn()  # warm-up: first-call allocations and kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cifar_sized(n: int, n_test: int) -> DatasetSplits:
+    g = torch.Generator().manual_seed(0)
+    return DatasetSplits(name="cifar10", train_x=torch.randn(n, 3, 32, 32, generator=g),
+                         train_y=torch.randint(0, 10, (n,), generator=g), test_x=torch.randn(n_test, 3, 32, 32),
+                         test_y=torch.randint(0, 10, (n_test,)), num_classes=10, input_shape=(3, 32, 32),
+                         class_weights=None, preprocessing={}, augment=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--quick", action="store_true", help="smaller K list and data (a smoke run)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    peak = peak_flops()
+    print(f"threads {args.threads}, measured peak {peak / 1e9:.1f} GFLOP/s (float32 1024^3 matmul)")
+    suites = [("mlp", load_dataset("mnist_5k"), (1, 8, 32) if args.quick else (1, 8, 32, 128)),
+              ("lenet5", cifar_sized(2000 if args.quick else 4000, 1000), (1, 8) if args.quick else (1, 8, 32))]
+    for model_name, data, ks in suites:
+        def cfg(seed: int) -> RunConfig:
+            return RunConfig.from_dict({"dataset": data.name if data.name != "cifar10" else "cifar10",
+                                        "model": model_name, "batchnorm": True, "seed": seed,
+                                        "training": {"epochs": 1},
+                                        "noise": {"kind": "additive", "noise_std": 0.1}})
+        flops = training_flops_per_sample(build_model(model_name, data.input_shape, 10, batchnorm=True),
+                                          data.input_shape)
+        n = len(data.train_x)
+        base = n / timed(lambda: dataloader_epoch(cfg(0), data))
+        rows = [("dataloader (SEML-style)", base), ("tensor (train_run)", n / timed(lambda: train_run(cfg(0), data)))]
+        for k in ks:
+            configs = [cfg(s) for s in range(k)]
+            rows.append((f"batched K={k}", n * k / timed(lambda: train_members(configs, data), repeats=1)))
+        print(f"\n{model_name} on {data.input_shape}, {n} samples/epoch, {flops / 1e6:.2f} MFLOP/sample trained")
+        print(f"{'path':<26}{'member-samples/s':>18}{'ratio':>8}{'% of peak':>11}")
+        for name, rate in rows:
+            print(f"{name:<26}{rate:>18.0f}{rate / base:>8.2f}{100 * rate * flops / peak:>10.1f}%")
+
+
+if __name__ == "__main__":
+    main()

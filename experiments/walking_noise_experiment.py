@@ -1,0 +1,107 @@
+"""Sacred/SEML entry point: one Walking Noise training run per call, configured by the axes of the paper.
+
+The config sections are exactly the keys of :class:`walking_noise.config.RunConfig` (``dataset``, ``model``,
+``batchnorm``, ``noise.*``, ``training.*``, ``weight_clamping``, ``seed``, ...), so a SEML YAML, the command line
+and the local campaign runner describe a run the same way. This file only wires a config to
+:func:`walking_noise.training.train_run`; the science lives in the library.
+
+    python experiments/walking_noise_experiment.py with training.epochs=1 noise.kind=additive noise.noise_std=0.5
+    python experiments/walking_noise_experiment.py validate with model=lenet5 dataset=cifar10   # no training
+    seml <collection> add seml_configs/smoke.yaml && seml <collection> start
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    import walking_noise  # noqa: F401
+except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use its src/ folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from seml import Experiment
+
+from walking_noise.config import RunConfig
+from walking_noise.store import config_hash, to_plain
+from walking_noise.training import train_run
+
+# Keys SEML's config hook adds to every run (which collection observes it, which staged document it overwrites);
+# they say where a run is recorded, not what it computes.
+SEML_KEYS = ("db_collection", "overwrite")
+# Per-epoch curves of RunResult that are logged as Sacred metrics.
+CURVES = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+
+
+class InvalidRunConfig(ValueError):
+    """The experiment's config is not a valid run (unknown key or bad value); raised before any training."""
+
+
+def _experiment() -> Experiment:
+    try:
+        return Experiment(name="walking_noise")
+    except ValueError:
+        # Sacred reads the git HEAD of the experiment's repository on construction and raises ValueError in a
+        # repository without any commit yet; run without recording git info rather than not at all.
+        return Experiment(name="walking_noise", save_git_info=False)
+
+
+ex = _experiment()
+# The defaults are RunConfig's own, so this file can never disagree with the library about them (a Sacred
+# @ex.config scope would have to restate every key by hand; a config dict is the same thing without that).
+ex.add_config(RunConfig().to_dict())
+
+
+def run_config(config: dict[str, Any]) -> RunConfig:
+    """Validate Sacred's resolved config as a :class:`RunConfig`; the error message names the offending key.
+
+    Every key except SEML's own is passed on, so an unknown top-level key is rejected here: Sacred's own check for
+    added config entries does not protect a seml.Experiment (SEML's config scopes for ``db_collection``/``overwrite``
+    re-declare every update, so nothing counts as added), and SEML starts runs with ``--force``, which skips it.
+    """
+    values = {key: value for key, value in to_plain(dict(config)).items() if key not in SEML_KEYS}
+    try:
+        return RunConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise InvalidRunConfig(f"invalid walking_noise experiment config: {err}") from err
+
+
+def metric_prefix(db_collection: str | None, run_id: Any) -> str:
+    """``<collection>.<run id>``: the namespace of this run's metric names.
+
+    Sacred's MongoObserver stores the metrics of *all* collections of a database in one ``metrics`` collection,
+    keyed by (run id, metric name), and SEML numbers the runs of each collection from 1. Run 7 of two collections
+    would append to the same series if the names were bare, so the collection and the run id go into the name.
+    """
+    return f"{db_collection or 'local'}.{run_id if run_id is not None else 'unobserved'}"
+
+
+@ex.config_hook
+def reject_invalid_config(config: dict[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
+    """Fail while the config is resolved, before a run starts: on the command line, and already at ``seml add``
+    (SEML resolves every staged config through the config hooks), not after a Slurm job was scheduled."""
+    run_config(config)
+    return {}
+
+
+@ex.command(unobserved=True)
+def validate(_config: dict[str, Any]) -> dict[str, Any]:
+    """Resolve and validate the config without training; returns the full run config and its hash."""
+    cfg = run_config(_config)
+    return {"config": cfg.to_dict(), "config_hash": config_hash(cfg.to_dict())}
+
+
+@ex.automain
+def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None = None) -> dict[str, Any]:
+    """Train one run and return what it measured (plain Python types, stored by SEML as the run's ``result``)."""
+    cfg = run_config(_config)
+    result = train_run(cfg, log=_log.info)
+    # train_run reports epochs as text while it trains; the numbers are logged here, one step per epoch.
+    prefix = metric_prefix(db_collection, _run._id)
+    for name in CURVES:
+        for epoch, value in enumerate(getattr(result, name)):
+            _run.log_scalar(f"{prefix}.{name}", float(value), epoch)
+    summary = to_plain(result.to_dict())
+    summary["config_hash"] = config_hash(cfg.to_dict())
+    return summary
