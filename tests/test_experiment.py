@@ -229,10 +229,10 @@ def test_seml_add_stages_the_expanded_grid(mongo, exp):
     _seml_add("wn_smoke")
     docs = list(mongo["wn_smoke"].find(sort=[("_id", 1)]))
     expected = generate_configs(read_config(SMOKE)[2])
-    assert len(docs) == len(expected) == 8
+    assert len(docs) == len(expected) >= 6
     # SEML 0.5.7 stages added experiments as STAGED (its QUEUED is the legacy alias of the same state).
     assert {d["status"] for d in docs} == {"STAGED"} and "QUEUED" in SETTINGS.STATES.STAGED
-    assert [d["_id"] for d in docs] == list(range(1, 9))
+    assert [d["_id"] for d in docs] == list(range(1, len(expected) + 1))
     # Each document's config holds exactly one expanded grid point (plus the experiment's resolved defaults).
     remaining = [_flat(e) for e in expected]
     for doc in docs:

@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
+    from walking_noise.report.cli import add_subcommands as add_report_subcommands
+    from walking_noise.slurm import add_subcommands as add_slurm_subcommands
+
+    add_report_subcommands(sub)
+    add_slurm_subcommands(sub)
+
     p = sub.add_parser("demo", help="train a small model clean and with global noise, print both accuracies")
     _add_run_options(p, epochs=5)
     p.set_defaults(func=cmd_demo)

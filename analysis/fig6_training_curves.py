@@ -1,0 +1,13 @@
+"""Fig. 6: validation accuracy per epoch for several levels of global noise.
+
+    python analysis/fig6_training_curves.py --store runs/STUDY [--out report]
+    python analysis/fig6_training_curves.py --mongo-uri mongodb://HOST:27017 --db DB --collection COLL [--out DIR]
+"""
+
+from _source import parse, show
+
+if __name__ == "__main__":
+    args, runs = parse(__doc__.splitlines()[0])
+    from walking_noise.report import fig6_training_curves
+
+    show(fig6_training_curves(runs, args.out))

@@ -1,0 +1,13 @@
+"""Table I: the midpoint noise level mu of global noise per dataset, model, BatchNorm and noise kind.
+
+    python analysis/table1.py --store runs/STUDY [--out report]
+    python analysis/table1.py --mongo-uri mongodb://HOST:27017 --db DB --collection COLL [--out DIR]
+"""
+
+from _source import parse, show
+
+if __name__ == "__main__":
+    args, runs = parse(__doc__.splitlines()[0])
+    from walking_noise.report import table1
+
+    show(table1(runs, args.out))

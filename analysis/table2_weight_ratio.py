@@ -1,0 +1,13 @@
+"""Table II: mean weight magnitude ratio unclamped / clamped near mu, per learnable layer.
+
+    python analysis/table2_weight_ratio.py --store runs/STUDY [--out report]
+    python analysis/table2_weight_ratio.py --mongo-uri mongodb://HOST:27017 --db DB --collection COLL [--out DIR]
+"""
+
+from _source import parse, show
+
+if __name__ == "__main__":
+    args, runs = parse(__doc__.splitlines()[0])
+    from walking_noise.report import table2_weight_ratio
+
+    show(table2_weight_ratio(runs, args.out))

@@ -1,0 +1,151 @@
+"""Adaptive noise grids: find a curve's transition with fewer runs than a dense fixed grid.
+
+Instead of training every seed at every level of a dense grid of s, the search measures a coarse grid, then refines
+where the logistic of Eq. 1 is least certain, and stops as soon as the midpoint noise level is known to the target
+relative error (``mu_err / mu``):
+
+1. measure ``initial_levels`` levels evenly spaced on the fit axis (log10 or linear) between ``low`` and ``high``;
+2. while the fit does not converge: bisect the bracket where the level means cross half-way between the highest and
+   lowest mean (or, if the curve never leaves a plateau, widen the range towards the missing plateau);
+3. once it converges: add levels at ``mu + u * |sigma|`` for u in 0, -1, 1, -0.5, 0.5, -2, 2, ... (the steep part,
+   where accuracy carries the most information about mu and the slope), skipping levels already measured;
+4. stop when ``mu_err / mu <= target_rel_err`` or after ``max_runs`` runs.
+
+Coarse levels (steps 1-2) are measured with the first ``coarse_seeds`` seeds, refinement levels with all ``seeds``:
+the repeats matter where the fit is decided, not on the plateaus. ``measure(levels, seeds)`` trains (or looks up)
+every given seed at each level and returns (noise_std, seed, accuracy) rows, so
+the same search drives real training (``benchmarks/adaptive_grid.py``) and the synthetic curves of the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from walking_noise.fit import FitResult, fit_midpoint
+
+Measure = Callable[[Sequence[float], Sequence[int]], list[tuple[float, int, float]]]
+_OFFSETS = (0.0, -1.0, 1.0, -0.5, 0.5, -2.0, 2.0, -1.5, 1.5, -0.25, 0.25, -3.0, 3.0)
+
+
+@dataclass(frozen=True)
+class AdaptiveGrid:
+    """Search settings: noise range (noise-std units), fit axis, stopping rule, refinement per round."""
+
+    low: float
+    high: float
+    axis: str = "log10"
+    initial_levels: int = 5
+    levels_per_round: int = 2
+    target_rel_err: float = 0.05
+    max_runs: int = 200
+    max_widenings: int = 3
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    coarse_seeds: int = 2
+
+    def __post_init__(self) -> None:
+        if self.axis not in ("log10", "linear"):
+            raise ValueError(f"unknown axis {self.axis!r}; valid choices: log10, linear")
+        if not 0 <= self.low < self.high or (self.axis == "log10" and self.low <= 0):
+            raise ValueError(f"need 0 <= low < high (low > 0 on a log10 axis), got low={self.low}, high={self.high}")
+        if self.initial_levels < 4:
+            raise ValueError("initial_levels must be at least 4 (a logistic has four parameters)")
+
+    def to_axis(self, s: float) -> float:
+        return math.log10(s) if self.axis == "log10" else s
+
+    def from_axis(self, t: float) -> float:
+        return 10.0**t if self.axis == "log10" else max(t, 0.0)
+
+
+@dataclass
+class AdaptiveResult:
+    fit: FitResult
+    rows: list[tuple[float, int, float]]
+    rounds: list[list[float]] = field(default_factory=list)
+    stopped_because: str = ""
+
+    @property
+    def runs(self) -> int:
+        return len(self.rows)
+
+    @property
+    def levels(self) -> list[float]:
+        return sorted({r[0] for r in self.rows})
+
+
+def relative_error(fit: FitResult) -> float:
+    """mu_err / mu of a converged fit (inf otherwise)."""
+    if not fit.converged or not fit.mu or fit.mu_err is None:
+        return math.inf
+    return fit.mu_err / fit.mu
+
+
+def _fit(rows: list[tuple[float, int, float]], grid: AdaptiveGrid) -> FitResult:
+    x, seeds, y = (np.array(col) for col in zip(*rows))
+    return fit_midpoint(x, y, seeds=seeds, axis=grid.axis)
+
+
+def _new_levels(rows, grid: AdaptiveGrid, fit: FitResult, widened: int) -> tuple[list[float], str]:
+    measured = sorted({r[0] for r in rows})
+    t_measured = np.array([grid.to_axis(s) for s in measured])
+    spacing = np.min(np.diff(t_measured)) if len(t_measured) > 1 else 1.0
+    if fit.converged and fit.mu is not None and fit.sigma is not None:
+        t_mu, width = grid.to_axis(fit.mu), abs(fit.sigma)
+        picks: list[float] = []
+        for u in _OFFSETS:
+            t = t_mu + u * width
+            near = np.abs(np.append(t_measured, [grid.to_axis(p) for p in picks]) - t) < max(width, spacing) / 8
+            if not near.any() and t_measured[0] <= t <= t_measured[-1]:
+                picks.append(grid.from_axis(t))
+            if len(picks) == grid.levels_per_round:
+                break
+        if picks:
+            return picks, "refine"
+    means = {s: np.mean([r[2] for r in rows if r[0] == s]) for s in measured}
+    values = np.array([means[s] for s in measured])
+    half = (values.max() + values.min()) / 2
+    crossings = [i for i in range(len(values) - 1) if (values[i] - half) * (values[i + 1] - half) <= 0]
+    spread = values.max() - values.min()
+    if crossings and spread > 0.05 * max(abs(values.max()), 1e-12):
+        i = crossings[0]
+        lo, hi = t_measured[i], t_measured[i + 1]
+        n = grid.levels_per_round
+        picks = [lo + (hi - lo) * (k + 1) / (n + 1) for k in range(n)]
+        if (hi - lo) > 1e-3 * (t_measured[-1] - t_measured[0]):  # else the bracket is resolved: widen instead
+            return [grid.from_axis(t) for t in picks], "bisect"
+    if widened < grid.max_widenings:  # never left a plateau: widen the range on both sides
+        step = (t_measured[-1] - t_measured[0]) / 2
+        lower = t_measured[0] - step
+        wider = [grid.from_axis(t_measured[-1] + step)]
+        return wider + ([grid.from_axis(lower)] if grid.axis == "log10" or lower >= 0 else []), "widen"
+    return [], "no transition found in range"
+
+
+def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:
+    """Search the transition of one accuracy-vs-noise curve; see the module docstring for the rule."""
+    t0, t1 = grid.to_axis(grid.low), grid.to_axis(grid.high)
+    first = [grid.from_axis(t) for t in np.linspace(t0, t1, grid.initial_levels)]
+    coarse = grid.seeds[:grid.coarse_seeds]
+    rows = list(measure(first, coarse))
+    result = AdaptiveResult(_fit(rows, grid), rows, [first])
+    widened = 0
+    while True:
+        if relative_error(result.fit) <= grid.target_rel_err:
+            result.stopped_because = f"mu_err/mu {relative_error(result.fit):.3g} <= target {grid.target_rel_err}"
+            return result
+        levels, how = _new_levels(result.rows, grid, result.fit, widened)
+        seeds = grid.seeds if how == "refine" else coarse
+        if not levels:
+            result.stopped_because = how
+            return result
+        if result.runs + len(seeds) * len(levels) > grid.max_runs:
+            result.stopped_because = f"run budget {grid.max_runs} reached"
+            return result
+        widened += how == "widen"
+        result.rows += measure(levels, seeds)
+        result.rounds.append(levels)
+        result.fit = _fit(result.rows, grid)

@@ -1,0 +1,120 @@
+"""The ``fit`` and ``report`` sub-commands of ``walking-noise`` (added by :func:`add_subcommands`).
+
+    walking-noise fit FILE.csv [--axis linear|log10] [--model single|double|auto] [--json]
+    walking-noise report --store PATH | --mongo-uri URI --db D --collection C [--out DIR]
+
+Each handler is a few lines over :mod:`walking_noise.fit`, :mod:`walking_noise.results` and
+:mod:`walking_noise.report`; a problem with the input raises ``ValueError``/``FileNotFoundError`` with a message the
+main command prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+FIT_CSV_COLUMNS = ("noise_std", "accuracy")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--store PATH`` or ``--mongo-uri URI --db D --collection C`` (+ ``--batch-id``), the runs to analyse."""
+    parser.add_argument("--store", default=None, help="local run store folder (from `walking-noise run --store`)")
+    parser.add_argument("--mongo-uri", default=None, help="MongoDB URI of a SEML database, e.g. mongodb://host:27017")
+    parser.add_argument("--db", default=None, help="MongoDB database name (with --mongo-uri)")
+    parser.add_argument("--collection", default=None, help="SEML collection name (with --mongo-uri)")
+    parser.add_argument("--batch-id", type=int, default=None, help="only this SEML batch (with --mongo-uri)")
+
+
+def load_from_args(args: argparse.Namespace) -> Any:
+    """The runs DataFrame of the source named by :func:`add_source_arguments`' options (the result fields the
+    report uses; the training-loss and training-accuracy curves are not loaded)."""
+    from walking_noise.results import REPORT_FIELDS, load_runs
+
+    return load_runs(store=args.store, mongo_uri=args.mongo_uri, db=args.db, collection=args.collection,
+                     batch_id=getattr(args, "batch_id", None), fields=REPORT_FIELDS)
+
+
+def read_fit_csv(path: str | Path) -> Any:
+    """A CSV with one row per run: ``noise_std``, ``accuracy`` and optionally ``seed``."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a CSV with columns noise_std, accuracy[, seed]")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable CSV file: {err}") from err
+    missing = [c for c in FIT_CSV_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}. "
+                         f"Expected one row per run with noise_std, accuracy and optionally seed")
+    return table
+
+
+def fit_text(result: Any) -> str:
+    """A fit result as a few lines of text (units: mu in noise std, sigma in fit-axis units)."""
+    from walking_noise.report.common import format_pm, reported_error
+
+    lines = []
+    if result.converged:
+        lines.append(f"midpoint noise level mu = {format_pm(result.mu, reported_error(result))} (noise std; "
+                     f"mu_err {result.mu_err:.3g}"
+                     + (f", jackknife {result.mu_err_jackknife:.3g}" if result.mu_err_jackknife else "") + ")")
+    else:
+        lines.append(f"not converged: {result.reason}")
+    if result.sigma is not None:
+        unit = "decades" if result.axis == "log10" else "noise std"
+        lines.append(f"sigma   = {format_pm(result.sigma, result.sigma_err)} ({unit})")
+    for name in ("delta_a", "a_min"):
+        value = getattr(result, name)
+        if value is not None:
+            lines.append(f"{name:<7} = {format_pm(value, getattr(result, name + '_err'))}")
+    chi2 = f"{result.chi2_red:.3g}" if result.chi2_red is not None else "n/a"
+    lines.append(f"{result.model} logistic on a {result.axis} axis; {result.n_runs} runs at {result.n_levels} noise "
+                 f"levels; chi2_red {chi2}")
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit Eq. 1 to a CSV of runs and print the result (text, or one JSON object with ``--json``)."""
+    from walking_noise.fit import fit_midpoint
+    from walking_noise.report.common import choose_axis
+
+    table = read_fit_csv(args.csv)
+    axis = args.axis or choose_axis(table["noise_std"])
+    seeds = table["seed"].to_numpy() if "seed" in table.columns else None
+    result = fit_midpoint(table["noise_std"].to_numpy(float), table["accuracy"].to_numpy(float), seeds=seeds,
+                          axis=axis, model=args.model)
+    print(json.dumps(result.to_dict()) if args.json else fit_text(result), flush=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Load the runs and write every table and figure they support, with an index."""
+    from walking_noise.report import write_report
+
+    df = load_from_args(args)
+    index = write_report(df, args.out)
+    print(f"{len(df)} runs; report written to {index}", flush=True)
+    return 0
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``fit`` and ``report`` to the ``walking-noise`` sub-command parsers."""
+    p = subparsers.add_parser("fit", help="fit the logistic of Eq. 1 to accuracy vs noise from a CSV")
+    p.add_argument("csv", help="CSV with one row per run: noise_std, accuracy[, seed]")
+    p.add_argument("--axis", choices=("linear", "log10"), default=None,
+                   help="fit axis (default: log10 for a log-spaced grid spanning >= 2 decades, else linear)")
+    p.add_argument("--model", choices=("single", "double", "auto"), default="single",
+                   help="one logistic, two stacked logistics, or the better by AIC (default single)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every fit field")
+    p.set_defaults(func=cmd_fit)
+
+    p = subparsers.add_parser("report", help="write the paper's tables and figures for a set of runs")
+    add_source_arguments(p)
+    p.add_argument("--out", default="report", help="output folder (default ./report)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,269 @@
+"""Global noise (paper section IV, appendix A-B): Table I, Fig. 1 (a fitted curve), Fig. 6 (training curves) and
+Fig. 7 (two stacked logistics).
+
+Accuracies are plotted in percent; the fits are made on the stored fractions. Noise levels are the standard
+deviation s of the injected Gaussian (activation units for additive noise, relative units for multiplicative).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from walking_noise.report.common import (
+    MIN_LEVELS, MIN_LEVELS_DOUBLE, NOISE_STD, NotEnoughRuns, Series, accuracy_points, column,
+    dataset_name, display, fit_row, fit_series, format_pm, markdown_table, model_name, new_figure, panel_grid,
+    paper_runs, reported_error, save_figure, series_of, short_name, sort_key, varying, write_csv, write_text,
+)
+
+KINDS = ("additive", "multiplicative")
+#: The columns of Table I: (noise kind, BatchNorm) in the paper's order.
+TABLE1_CELLS = (("additive", False), ("additive", True), ("multiplicative", False), ("multiplicative", True))
+#: What distinguishes the cells and rows of Table I; any other config difference makes a separate table (variant).
+TABLE1_AXES = ("dataset", "model", "batchnorm", "noise.kind")
+
+
+def _global_series(df: pd.DataFrame, min_levels: int = MIN_LEVELS) -> tuple[list[Series], list[Series]]:
+    """(series with >= ``min_levels`` levels, all global series) of additive/multiplicative global noise."""
+    every = series_of(paper_runs(df, KINDS, "global"))
+    return [s for s in every if len(s.levels) >= min_levels], every
+
+
+def _too_few(what: str, every: list[Series], need: int) -> NotEnoughRuns:
+    if not every:
+        return NotEnoughRuns(f"{what}: no completed runs with global additive or multiplicative noise")
+    most = max(len(s.levels) for s in every)
+    return NotEnoughRuns(f"{what}: {len(every)} global-noise series, but none has >= {need} distinct noise levels "
+                         f"(at most {most}); a fit of Eq. 1 needs {need}")
+
+
+def series_title(s: Series, extra: list[str] | None = None) -> str:
+    """``"MNIST-5k MLP w/t BN, additive"`` plus any other config values that tell series apart."""
+    k = s.key
+    bn = "w/t BN" if k.get("batchnorm") else "w/o BN"
+    title = f"{dataset_name(k.get('dataset'))} {model_name(k.get('model'))} {bn}, {k.get('noise.kind')}"
+    if k.get("noise.placement") == "walking" and k.get("noise.injection_layer") is not None:
+        title += f" at point {k.get('noise.injection_layer')}"
+    more = [f"{short_name(c)}={display(k.get(c))}" for c in (extra or []) if c not in TABLE1_AXES
+            and c not in ("noise.injection_layer",)]
+    return title + (f" ({', '.join(more)})" if more else "")
+
+
+def _cell(fit_row_: dict[str, Any]) -> str:
+    if fit_row_["converged"]:
+        return format_pm(fit_row_["mu"], fit_row_["mu_err_reported"])
+    if fit_row_.get("mu_lower_bound") is not None:
+        return f"> {fit_row_['mu_lower_bound']:.3g} (n.c.)"
+    if fit_row_.get("mu_upper_bound") is not None:
+        return f"< {fit_row_['mu_upper_bound']:.3g} (n.c.)"
+    return "n.c."
+
+
+def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Table I: the midpoint noise level mu of global noise per dataset, model, BatchNorm and noise kind.
+
+    Writes ``table1_global_mu.md`` (the paper's layout, "mu ± err", err = the larger of the chi2-scaled fit error
+    and the leave-one-seed-out jackknife error; "n.c." = not converged, with the reason below the table) and
+    ``table1_global_mu.csv`` (one row per series with every fit field). Series that differ in anything but
+    dataset, model, BatchNorm and kind (e.g. noise only at inference) get a table of their own.
+    """
+    out_dir = Path(out_dir)
+    good, every = _global_series(df)
+    if not good:
+        raise _too_few("Table I", every, MIN_LEVELS)
+    rows = [fit_row(s, fit_series(s)) for s in every]
+    table = pd.DataFrame(rows)
+    extra = [c for c in varying(every) if c not in TABLE1_AXES]
+    variants: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        variants.setdefault(tuple(row.get(c) for c in extra), []).append(row)
+
+    def rank(variant: tuple) -> tuple:
+        values = dict(zip(extra, variant))
+        return (values.get("noise.phase", "train_and_inference") != "train_and_inference",
+                bool(values.get("weight_clamping", False)), [sort_key(v) for v in variant])
+
+    lines = ["# Table I: robustness mu to globally injected Gaussian noise", "",
+             "Midpoint noise level mu (noise std at half the accuracy drop, Eq. 1) ± its error "
+             "(the larger of the chi2-scaled fit error and the leave-one-seed-out jackknife error). "
+             "n.c.: the fit did not converge (reasons below); > x: the curve never left its upper plateau up to x.",
+             ""]
+    notes: list[str] = []
+    for variant in sorted(variants, key=rank):
+        vrows = variants[variant]
+        if extra:
+            lines += [f"## {', '.join(f'{short_name(c)} = {display(v)}' for c, v in zip(extra, variant))}", ""]
+        body = []
+        for dataset, model in sorted({(r.get("dataset"), r.get("model")) for r in vrows}, key=lambda t: tuple(
+                sort_key(v) for v in t)):
+            cells = []
+            for kind, bn in TABLE1_CELLS:
+                match = [r for r in vrows if r.get("dataset") == dataset and r.get("model") == model
+                         and r.get("noise.kind") == kind and bool(r.get("batchnorm")) == bn]
+                if not match:
+                    cells.append("")
+                    continue
+                r = match[0]
+                text = _cell(r)
+                if not r["converged"]:
+                    notes.append(f"{dataset_name(dataset)} {model_name(model)} {kind} "
+                                 f"{'w/t' if bn else 'w/o'} BN: {r['reason']}")
+                    text += f" [{len(notes)}]"
+                cells.append(text)
+            body.append([dataset_name(dataset), model_name(model), *cells])
+        lines.append(markdown_table(["Dataset", "Model", "Additive w/o BN", "Additive w/t BN",
+                                     "Multiplicative w/o BN", "Multiplicative w/t BN"], body))
+    if notes:
+        lines += ["Not converged:", ""] + [f"- [{i}] {n}" for i, n in enumerate(notes, 1)] + [""]
+    axes = sorted(set(table["axis"]))
+    lines.append(f"Fit axis: {', '.join(axes)} (log10 where the grid of noise levels is log-spaced); "
+                 f"all fit fields in `table1_global_mu.csv`.")
+    return [write_text("\n".join(lines) + "\n", out_dir / "table1_global_mu.md"),
+            write_csv(table, out_dir / "table1_global_mu.csv")]
+
+
+def plot_fit(ax: Any, s: Series, fit: Any, title: str, *, second: Any = None) -> None:
+    """Accuracy (percent) vs noise with error bars (std over seeds) and the fitted curve on ``ax``."""
+    pts = accuracy_points(s)
+    log = fit.axis == "log10"
+    if log:
+        pts = pts[pts["noise_std"] > 0]
+    ax.errorbar(pts["noise_std"], 100 * pts["mean"], yerr=100 * pts["std"], fmt="o", ms=4, capsize=3,
+                color="tab:blue", label="runs (mean ± std over seeds)")
+    lo, hi = float(pts["noise_std"].min()), float(pts["noise_std"].max())
+    grid = np.logspace(np.log10(lo), np.log10(hi), 300) if log else np.linspace(lo, hi, 300)
+    for f, style, color, name in ((fit, "-", "tab:orange", fit.model), (second, "--", "tab:green",
+                                                                          second.model if second else "")):
+        if f is None or f.params.get("a_min") is None:
+            continue
+        text = f"{name} logistic: mu = {format_pm(f.mu, reported_error(f))}" if f.converged else \
+            f"{name} logistic (not converged)"
+        ax.plot(grid, 100 * f.predict(grid), style, color=color, lw=1.6, label=text)
+        if f.converged and f.mu is not None:
+            ax.axvline(f.mu, color=color, ls=":", lw=1)
+    if not fit.converged:
+        ax.text(0.02, 0.03, "not converged: " + _wrap(fit.reason, 60), transform=ax.transAxes, fontsize=6,
+                va="bottom", color="tab:red")
+    if log:
+        ax.set_xscale("log")
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("noise std s" + (" (log axis; s = 0 not shown)" if log and (s.levels == 0).any() else ""),
+                  fontsize=8)
+    ax.set_ylabel("validation accuracy (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="upper right")
+    ax.grid(alpha=0.3)
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = str(text).split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    return "\n".join(lines[:4])
+
+
+def fig1_fit(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 12) -> list[Path]:
+    """Fig. 1: accuracy vs global noise with error bars and the fitted logistic, one panel per series.
+
+    Writes ``fig1_fit.png`` (and ``fig1_fit_2.png``, ... when there are more than ``max_panels`` series).
+    """
+    out_dir = Path(out_dir)
+    good, every = _global_series(df)
+    if not good:
+        raise _too_few("Fig. 1", every, MIN_LEVELS)
+    extra = varying(good)
+    paths = []
+    for page, start in enumerate(range(0, len(good), max_panels), 1):
+        chunk = good[start:start + max_panels]
+        rows, cols = panel_grid(len(chunk), 3)
+        fig = new_figure(4.2 * cols, 3.3 * rows)
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+        for ax, s in zip(axes, chunk):
+            plot_fit(ax, s, fit_series(s), _wrap(series_title(s, extra), 60))
+        for ax in axes[len(chunk):]:
+            ax.set_visible(False)
+        fig.suptitle("Fig. 1: accuracy vs globally injected noise, logistic fit (Eq. 1)", fontsize=10)
+        paths.append(save_figure(fig, out_dir / ("fig1_fit.png" if page == 1 else f"fig1_fit_{page}.png")))
+    return paths
+
+
+def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: int = 8) -> list[Path]:
+    """Fig. 6: validation accuracy per epoch for several noise levels of one global series (mean over seeds).
+
+    The series shown is the global additive one with the most noise levels (else multiplicative); writes
+    ``fig6_training_curves.png``.
+    """
+    out_dir = Path(out_dir)
+    _, every = _global_series(df)
+    usable = [s for s in every if len(s.levels) >= 2 and any(isinstance(v, list) and v
+                                                             for v in column(s.runs, "val_accuracy"))]
+    if not usable:
+        raise NotEnoughRuns("Fig. 6: no global-noise series with >= 2 noise levels and stored validation curves")
+    s = max(usable, key=lambda t: (t.key.get("noise.kind") == "additive", len(t.levels), len(t.runs)))
+    levels = s.levels
+    if len(levels) > max_levels:
+        levels = levels[np.unique(np.linspace(0, len(levels) - 1, max_levels).round().astype(int))]
+    fig = new_figure(6.4, 4.2)
+    ax = fig.subplots()
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    for i, level in enumerate(levels):
+        curves = [c for c, x in zip(column(s.runs, "val_accuracy"), s.runs[NOISE_STD]) if x == level
+                  and isinstance(c, list) and c]
+        n = max(len(c) for c in curves)
+        padded = np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
+        mean = np.nanmean(padded, axis=0)
+        ax.plot(np.arange(1, n + 1), 100 * mean, "-o", ms=3, color=cmap(i / max(1, len(levels) - 1)),
+                label=f"s = {level:g} ({len(curves)} seeds)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(_wrap("Fig. 6: training under global noise, " + series_title(s, varying(every)), 80), fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return [save_figure(fig, out_dir / "fig6_training_curves.png")]
+
+
+def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 4) -> list[Path]:
+    """Fig. 7: two stacked logistics (appendix B) on curves with a plateau, compared with the single logistic.
+
+    Candidates are all series (global and walking) with >= 8 noise levels; those for which ``model="auto"``
+    prefers the double logistic come first, then the ones with the largest AIC gain. Writes
+    ``fig7_double_logistic.png`` and ``fig7_double_logistic.csv`` (both fits of every panel).
+    """
+    out_dir = Path(out_dir)
+    every = series_of(paper_runs(df, KINDS, ("global", "walking")))
+    candidates = [s for s in every if len(s.levels) >= MIN_LEVELS_DOUBLE]
+    if not candidates:
+        most = max((len(s.levels) for s in every), default=0)
+        raise NotEnoughRuns(f"Fig. 7: the double logistic needs a series with >= {MIN_LEVELS_DOUBLE} noise levels; "
+                            f"the most any series has is {most}")
+    scored = []
+    for s in candidates:
+        auto = fit_series(s, model="auto")
+        scored.append((auto.model == "double", auto.params.get("auto_delta_aic") or -np.inf, s, auto))
+    scored.sort(key=lambda t: (not t[0], -t[1]))
+    chosen = scored[:max_panels]
+    extra = varying([c[2] for c in chosen]) if len(chosen) > 1 else []
+    rows, cols = panel_grid(len(chosen), 2)
+    fig = new_figure(5.2 * cols, 3.8 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    table = []
+    for ax, (prefers_double, _, s, auto) in zip(axes, chosen):
+        double, single = fit_series(s, model="double"), fit_series(s)
+        plot_fit(ax, s, double, _wrap(series_title(s, extra), 70) + f"\nauto choice: {auto.model}", second=single)
+        table += [fit_row(s, double), fit_row(s, single)]
+    for ax in axes[len(chosen):]:
+        ax.set_visible(False)
+    fig.suptitle("Fig. 7: two stacked logistics vs one", fontsize=10)
+    return [save_figure(fig, out_dir / "fig7_double_logistic.png"),
+            write_csv(pd.DataFrame(table), out_dir / "fig7_double_logistic.csv")]
+
+
+__all__ = ["table1", "fig1_fit", "fig6_training_curves", "fig7_double_logistic", "series_title", "plot_fit"]

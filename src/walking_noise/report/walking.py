@@ -1,0 +1,377 @@
+"""Walking noise (paper sections V-VI, appendix C-D): Fig. 2/10/11 (mu per injection point), Fig. 3 (a_min per
+point, multiplicative), Fig. 5/8/9 (preserved accuracy) and Table II (weight magnitude ratio).
+
+Every walking series is one injection point (``noise.injection_layer``) in one setting: the *role* of a series is
+"noise only at inference" (``noise.phase = inference``), "noise in training" or "noise in training, clamped weights"
+(``weight_clamping``), the three curves of the paper's Fig. 2. The x axis of every per-point figure is the model's
+list of injection points, labelled "index name" from the stored layer table of the runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from walking_noise.report.common import (
+    MIN_LEVELS, NOISE_STD, NotEnoughRuns, Series, accuracy_points, chance_level, column, dataset_name, display,
+    fit_row, fit_series, half_drop_level, layer_labels, learnable_points, markdown_table, model_name,
+    new_figure, paper_runs, plain_log_ticks, save_figure, series_of, short_name, slug, sort_key, varying,
+    write_csv, write_text,
+)
+
+#: Config columns that vary *within* one figure of walking noise (points and the three roles).
+WITHIN_FIGURE = ("noise.injection_layer", "noise.phase", "weight_clamping")
+ROLE_STYLE = {  # the paper's colours: blue baseline, orange trained with noise, green trained and clamped
+    "noise only at inference": "tab:blue",
+    "noise in training": "tab:orange",
+    "noise in training, clamped weights": "tab:green",
+    "noise at inference, clamped weights": "tab:purple",
+}
+
+
+def role(key: dict[str, Any]) -> str:
+    """Which of the paper's curves a walking series belongs to."""
+    inference = key.get("noise.phase") == "inference"
+    clamped = bool(key.get("weight_clamping"))
+    if inference:
+        return "noise at inference, clamped weights" if clamped else "noise only at inference"
+    return "noise in training, clamped weights" if clamped else "noise in training"
+
+
+def walking_series(df: pd.DataFrame, kind: str) -> list[Series]:
+    return series_of(paper_runs(df, kind, "walking"))
+
+
+def figure_groups(series: list[Series]) -> list[tuple[dict[str, Any], list[Series]]]:
+    """Series grouped into figures: same config except the injection point and the role."""
+    keys = [c for c in (series[0].key if series else {}) if c not in WITHIN_FIGURE]
+    groups: dict[tuple, list[Series]] = {}
+    for s in series:
+        groups.setdefault(tuple(repr(s.key.get(c)) for c in keys), []).append(s)
+    out = [({c: g[0].key.get(c) for c in keys}, g) for g in groups.values()]
+    out.sort(key=lambda t: [sort_key(t[0].get(c)) for c in keys])
+    return out
+
+
+def group_title(key: dict[str, Any], extra: list[str]) -> str:
+    bn = "with BatchNorm" if key.get("batchnorm") else "without BatchNorm"
+    more = [f"{short_name(c)}={display(key.get(c))}" for c in extra if c not in ("dataset", "model", "batchnorm")
+            and c not in WITHIN_FIGURE]
+    return (f"{model_name(key.get('model'))} on {dataset_name(key.get('dataset'))}, {bn}, "
+            f"{key.get('noise.kind')} walking noise" + (f" ({', '.join(more)})" if more else ""))
+
+
+def group_slug(key: dict[str, Any], extra: list[str]) -> str:
+    more = [key.get(c) for c in extra if c not in ("dataset", "model", "batchnorm") and c not in WITHIN_FIGURE]
+    return slug(key.get("dataset"), key.get("model"), bool(key.get("batchnorm")), *more)
+
+
+def _point_axis(ax: Any, runs: pd.DataFrame, used: set[int]) -> dict[int, str]:
+    labels = layer_labels(runs) or {i: str(i) for i in sorted(used)}
+    for i in used:
+        labels.setdefault(i, str(i))
+    ax.set_xticks(sorted(labels))
+    ax.set_xticklabels([labels[i] for i in sorted(labels)], rotation=60, ha="right", fontsize=7)
+    ax.set_xlim(min(labels) - 0.5, max(labels) + 0.5)
+    ax.set_xlabel("injection point (index name)")
+    return labels
+
+
+def walking_fit_table(series: list[Series]) -> pd.DataFrame:
+    """One row per walking series: its config values, role, point label and every fit field."""
+    rows = []
+    for s in series:
+        row = fit_row(s, fit_series(s))
+        point = s.key.get("noise.injection_layer")
+        row["role"] = role(s.key)
+        row["point"] = layer_labels(s.runs).get(int(point), str(point)) if point is not None else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "additive") -> list[Path]:
+    """Fig. 2 (and 10, 11): walking midpoint noise level mu per injection point, log y axis.
+
+    Three series per figure: noise only at inference, noise in training, noise in training with clamped weights.
+    Filled markers with error bars: converged fits. Hollow triangles: fits that did not converge but bound mu
+    (the curve never left its upper plateau: mu > largest tested level, triangle up; or started at chance:
+    mu < smallest, triangle down). Points without either are omitted and named below the plot. One PNG per
+    dataset/model/BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
+    """
+    out_dir = Path(out_dir)
+    series = walking_series(df, kind)
+    if not any(len(s.levels) >= MIN_LEVELS for s in series):
+        raise NotEnoughRuns(f"Fig. 2 ({kind}): no walking {kind} series with >= {MIN_LEVELS} noise levels "
+                            f"({len(series)} series found)")
+    table = walking_fit_table(series)
+    paths = [write_csv(table, out_dir / f"fig2_walking_mu_{kind}.csv")]
+    extra = varying(series)
+    by_id = {id(s): i for i, s in enumerate(series)}
+    for key, group in figure_groups(series):
+        fig = new_figure(7.5, 4.6)
+        ax = fig.subplots()
+        runs = pd.concat([s.runs for s in group])
+        omitted: list[str] = []
+        roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
+        for r_i, r in enumerate(roles):
+            members = sorted([s for s in group if role(s.key) == r], key=lambda s: s.key["noise.injection_layer"])
+            shift = (r_i - (len(roles) - 1) / 2) * 0.12
+            color = ROLE_STYLE[r]
+            xs, ys, es = [], [], []
+            for s in members:
+                row = table.iloc[by_id[id(s)]]
+                x = float(s.key["noise.injection_layer"]) + shift
+                if row["converged"]:
+                    xs.append(x), ys.append(row["mu"]), es.append(float(np.nan_to_num(row["mu_err_reported"])))
+                elif row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
+                    ax.plot([x], [row["mu_lower_bound"]], "^", mfc="none", mec=color, ms=8)
+                elif row.get("mu_upper_bound") is not None and np.isfinite(row["mu_upper_bound"]):
+                    ax.plot([x], [row["mu_upper_bound"]], "v", mfc="none", mec=color, ms=8)
+                else:
+                    omitted.append(f"{row['point']} ({r}): {str(row['reason'])[:70]}")
+            if xs:
+                ax.errorbar(xs, ys, yerr=np.minimum(es, np.array(ys) * 0.999), fmt="o-", ms=5, capsize=3,
+                            color=color, label=r)
+            else:
+                ax.plot([], [], "o", color=color, label=f"{r} (no converged fit)")
+        ax.plot([], [], "^", mfc="none", mec="gray", label="not converged: mu beyond tested range (bound)")
+        _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
+        ax.set_ylabel("midpoint noise level mu (noise std)")
+        ax.set_title("Walking noise: " + group_title(key, extra), fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        if omitted:
+            fig.text(0.01, 0.005, "omitted (fit not converged): " + "; ".join(omitted[:4])
+                     + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="bottom")
+        paths.append(save_figure(fig, out_dir / f"fig2_walking_mu_{kind}_{group_slug(key, extra)}.png"))
+    return paths
+
+
+def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Fig. 3: multiplicative walking noise, the fitted lower plateau a_min per injection point (percent).
+
+    Filled: a_min ± error of converged fits. Hollow squares: the measured mean accuracy at the largest tested
+    noise (shown for every point, also where a flat curve has no a_min). Dashed: chance level. One PNG per
+    dataset/model/BatchNorm and a CSV with a_min, delta_a and the measured accuracies.
+    """
+    out_dir = Path(out_dir)
+    series = walking_series(df, "multiplicative")
+    if not any(len(s.levels) >= 2 for s in series):
+        raise NotEnoughRuns(f"Fig. 3: no walking multiplicative series with >= 2 noise levels "
+                            f"({len(series)} series found)")
+    table = walking_fit_table(series)
+    extremes = [_extremes(s) for s in series]
+    for col in ("acc_smallest_noise", "acc_largest_noise", "smallest_noise", "largest_noise"):
+        table[col] = [e[col] for e in extremes]
+    paths = [write_csv(table, out_dir / "fig3_amin.csv")]
+    extra = varying(series)
+    by_id = {id(s): i for i, s in enumerate(series)}
+    for key, group in figure_groups(series):
+        fig = new_figure(7.5, 4.6)
+        ax = fig.subplots()
+        runs = pd.concat([s.runs for s in group])
+        roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
+        for r_i, r in enumerate(roles):
+            members = sorted([s for s in group if role(s.key) == r], key=lambda s: s.key["noise.injection_layer"])
+            shift = (r_i - (len(roles) - 1) / 2) * 0.12
+            color = ROLE_STYLE[r]
+            rows = [table.iloc[by_id[id(s)]] for s in members]
+            x = np.array([float(s.key["noise.injection_layer"]) + shift for s in members])
+            ok = np.array([bool(row["converged"]) and row["a_min"] is not None for row in rows])
+            if ok.any():
+                amin = np.array([row["a_min"] if o else np.nan for row, o in zip(rows, ok)], dtype=float)
+                err = np.array([np.nan_to_num(float(row["a_min_err"] if row["a_min_err"] is not None else 0.0))
+                                if o else np.nan for row, o in zip(rows, ok)], dtype=float)
+                ax.errorbar(x[ok], 100 * amin[ok], yerr=100 * err[ok], fmt="o", ms=5, capsize=3, color=color,
+                            label=f"fitted a_min, {r}")
+            smallest = np.array([row["acc_smallest_noise"] for row in rows], dtype=float)
+            smin = min(row["smallest_noise"] for row in rows)
+            ax.plot(x, 100 * smallest, "_", color=color, ms=12, mew=2,
+                    label=f"measured at smallest noise (s = {smin:.3g}), {r}")
+            largest = np.array([row["acc_largest_noise"] for row in rows], dtype=float)
+            smax = max(row["largest_noise"] for row in rows)
+            ax.plot(x, 100 * largest, "s--", mfc="none", mec=color, color=color, lw=0.8, ms=6,
+                    label=f"measured at largest noise (s = {smax:.3g}), {r}")
+        chance = chance_level(runs)
+        if chance:
+            ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance level")
+        _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("Lower accuracy bound a_min: " + group_title(key, extra), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        paths.append(save_figure(fig, out_dir / f"fig3_amin_{group_slug(key, extra)}.png"))
+    return paths
+
+
+def _extremes(s: Series) -> dict[str, float]:
+    """Mean accuracy at the smallest (0 if run) and the largest tested noise level of a series."""
+    pts = accuracy_points(s)
+    if pts.empty:
+        return dict(acc_smallest_noise=np.nan, acc_largest_noise=np.nan, smallest_noise=np.nan, largest_noise=np.nan,
+                    std_smallest_noise=np.nan, std_largest_noise=np.nan)
+    lo, hi = pts.iloc[0], pts.iloc[-1]
+    return dict(acc_smallest_noise=float(lo["mean"]), acc_largest_noise=float(hi["mean"]),
+                smallest_noise=float(lo["noise_std"]), largest_noise=float(hi["noise_std"]),
+                std_smallest_noise=float(lo["std"]), std_largest_noise=float(hi["std"]))
+
+
+def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Fig. 5 (and 8, 9): preserved accuracy under multiplicative walking noise trained with noise, per point.
+
+    Preserved accuracy = mean accuracy at the largest tested noise / mean accuracy at noise 0 (or, without runs at
+    0, at the smallest tested noise); error bar from the seed spreads of both (relative errors added in
+    quadrature). One series per dataset, one PNG per model and BatchNorm
+    (``fig5_preserved_accuracy_<model>_<bn|nobn>.png``), and a CSV.
+    """
+    out_dir = Path(out_dir)
+    runs = paper_runs(df, "multiplicative", "walking")
+    runs = runs[(column(runs, "noise.phase", "train_and_inference") == "train_and_inference")
+                & ~column(runs, "weight_clamping", False).fillna(False).astype(bool)]
+    series = [s for s in series_of(runs) if len(s.levels) >= 2]
+    if not series:
+        raise NotEnoughRuns("Fig. 5: no walking multiplicative series (noise in training, no clamping) with >= 2 "
+                            "noise levels")
+    rows = []
+    for s in series:
+        e = _extremes(s)
+        ratio = e["acc_largest_noise"] / e["acc_smallest_noise"] if e["acc_smallest_noise"] > 0 else np.nan
+        rel = np.hypot(e["std_largest_noise"] / max(e["acc_largest_noise"], 1e-12),
+                       e["std_smallest_noise"] / max(e["acc_smallest_noise"], 1e-12))
+        point = int(s.key["noise.injection_layer"])
+        rows.append({**s.key, "point": layer_labels(s.runs).get(point, str(point)), **e,
+                     "preserved_accuracy": ratio, "preserved_accuracy_err": abs(ratio) * rel})
+    table = pd.DataFrame(rows)
+    paths = [write_csv(table, out_dir / "fig5_preserved_accuracy.csv")]
+    extra = [c for c in varying(series) if c not in WITHIN_FIGURE and c != "dataset"]
+    panels: dict[tuple, list[int]] = {}
+    for i, s in enumerate(series):
+        panels.setdefault(tuple(repr(s.key.get(c)) for c in ["model", "batchnorm", *extra]), []).append(i)
+    for members in panels.values():
+        first = series[members[0]].key
+        fig = new_figure(7.5, 4.6)
+        ax = fig.subplots()
+        datasets = sorted({series[i].key.get("dataset") for i in members}, key=sort_key)
+        for d_i, dataset in enumerate(datasets):
+            idx = sorted([i for i in members if series[i].key.get("dataset") == dataset],
+                         key=lambda i: series[i].key["noise.injection_layer"])
+            sub = table.iloc[idx]
+            shift = (d_i - (len(datasets) - 1) / 2) * 0.1
+            ax.errorbar(sub["noise.injection_layer"].astype(float) + shift, sub["preserved_accuracy"],
+                        yerr=sub["preserved_accuracy_err"], fmt="o-", ms=5, capsize=3,
+                        label=f"{dataset_name(dataset)} (s = {sub['largest_noise'].max():.3g} vs "
+                              f"{sub['smallest_noise'].min():.3g})")
+        runs_here = pd.concat([series[i].runs for i in members])
+        _point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
+        ax.set_ylim(bottom=0)
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.set_ylabel("preserved accuracy (largest noise / no noise)")
+        bn = "with" if first.get("batchnorm") else "without"
+        more = [f"{short_name(c)}={display(first.get(c))}" for c in extra]
+        ax.set_title(f"Preserved accuracy, multiplicative walking noise: {model_name(first.get('model'))} {bn} "
+                     f"BatchNorm" + (f" ({', '.join(more)})" if more else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        name = slug(first.get("model"), bool(first.get("batchnorm")), *[first.get(c) for c in extra])
+        paths.append(save_figure(fig, out_dir / f"fig5_preserved_accuracy_{name}.png"))
+    return paths
+
+
+def _closest_level(levels: list[float], mu: float, axis: str) -> float:
+    if axis == "log10" and mu > 0 and any(v > 0 for v in levels):
+        positive = [v for v in levels if v > 0]
+        return min(positive, key=lambda v: abs(np.log10(v) - np.log10(mu)))
+    return min(levels, key=lambda v: abs(v - mu))
+
+
+def _mean_magnitude(runs: pd.DataFrame, level: float, label: str) -> tuple[float, int]:
+    values = [m[label] for m, x in zip(column(runs, "weight_magnitudes"), runs[NOISE_STD])
+              if x == level and isinstance(m, dict) and label in m]
+    return (float(np.mean(values)), len(values)) if values else (np.nan, 0)
+
+
+def table2_weight_ratio(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Table II: mean |w| of each learnable layer, unclamped / clamped, at the noise level closest to mu.
+
+    For every learnable layer (conv/FC) with additive walking noise injected at its output and trained with noise,
+    mu is fitted on the unclamped series (if that fit does not converge: the tested level whose accuracy is
+    closest to half-way between the highest and lowest, noted in ``mu_source``). Among the levels run both clamped
+    and unclamped, the one closest to mu (in log10 for a log-spaced grid) is used; the ratio is the mean over seeds
+    of ``weight_magnitudes[layer]`` of the unclamped runs divided by that of the clamped runs. Writes
+    ``table2_weight_ratio.md`` (the paper's layout) and ``table2_weight_ratio.csv``.
+    """
+    out_dir = Path(out_dir)
+    series = [s for s in walking_series(df, "additive") if s.key.get("noise.phase") != "inference"]
+    other = [c for c in varying(series) if c not in WITHIN_FIGURE and c not in ("dataset", "model", "batchnorm")]
+    pairs: dict[tuple, dict[bool, Series]] = {}
+    for s in series:
+        k = tuple(repr(s.key.get(c)) for c in ["dataset", "model", "batchnorm", *other, "noise.injection_layer"])
+        pairs.setdefault(k, {})[bool(s.key.get("weight_clamping"))] = s
+    rows = []
+    for found in pairs.values():
+        if False not in found or True not in found:
+            continue
+        free, clamped = found[False], found[True]
+        point = int(free.key["noise.injection_layer"])
+        learnable = learnable_points(free.runs)
+        if point not in learnable:
+            continue
+        label = layer_labels(free.runs).get(point, str(point))
+        fit = fit_series(free)
+        if fit.converged:
+            mu, source = fit.mu, "fit of the unclamped series"
+        else:
+            mu = half_drop_level(free)
+            source = f"half-drop level (unclamped fit not converged: {fit.reason})"
+        common = sorted(set(free.levels) & set(clamped.levels))
+        if mu is None or not common:
+            continue
+        level = _closest_level(common, mu, fit.axis)
+        w_free, n_free = _mean_magnitude(free.runs, level, label)
+        w_clamped, n_clamped = _mean_magnitude(clamped.runs, level, label)
+        ordinal, layer_type = learnable[point]
+        rows.append({**{c: free.key.get(c) for c in ["dataset", "model", "batchnorm", *other]},
+                     "injection_layer": point, "layer": label, "layer_id": ordinal, "layer_type": layer_type,
+                     "mu": mu, "mu_err": fit.mu_err if fit.converged else None, "mu_source": source,
+                     "noise_std": level, "mean_abs_w_unclamped": w_free, "mean_abs_w_clamped": w_clamped,
+                     "n_unclamped": n_free, "n_clamped": n_clamped,
+                     "ratio": w_free / w_clamped if w_clamped and np.isfinite(w_clamped) else np.nan})
+    if not rows:
+        raise NotEnoughRuns("Table II: needs walking additive runs trained with noise, with and without weight "
+                            "clamping, at the same learnable (conv/FC) injection point and noise level, with stored "
+                            "weight magnitudes")
+    table = pd.DataFrame(rows).sort_values(["dataset", "model", *other, "batchnorm", "layer_id"], key=lambda c: c.map(
+        sort_key) if c.dtype == object else c, ignore_index=True)
+    lines = ["# Table II: weight magnitude ratio between unclamped and clamped weights", "",
+             "Mean |w| of the layer at the walking injection point, unclamped / clamped (w in [-1, 1]), trained with "
+             "additive noise at that point, at the tested noise level closest to the unclamped series' mu; mean over "
+             "seeds. Levels and sources in `table2_weight_ratio.csv`.", ""]
+    for key, sub in table.groupby(["dataset", "model", *other], sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        lines += [f"## {model_name(key[1])} on {dataset_name(key[0])}"
+                  + "".join(f", {short_name(c)} = {display(v)}" for c, v in zip(other, key[2:])), ""]
+        ids = sorted(set(sub["layer_id"]))
+        types = {i: sub[sub["layer_id"] == i]["layer_type"].iloc[0] for i in ids}
+        body = [["Layer Type", *[types[i] for i in ids]]]
+        for bn, name in ((True, "with BatchNorm"), (False, "without BatchNorm")):
+            part = sub[sub["batchnorm"].astype(bool) == bn]
+            if part.empty:
+                continue
+            cells = []
+            for i in ids:
+                r = part[part["layer_id"] == i]
+                cells.append(f"{r['ratio'].iloc[0]:.2g}" if len(r) and np.isfinite(r["ratio"].iloc[0]) else "")
+            body.append([name, *cells])
+        lines.append(markdown_table(["Layer ID", *[str(i) for i in ids]], body))
+    return [write_text("\n".join(lines) + "\n", out_dir / "table2_weight_ratio.md"),
+            write_csv(table, out_dir / "table2_weight_ratio.csv")]
+
+
+__all__ = ["fig2_walking_mu", "fig3_amin", "fig5_preserved_accuracy", "table2_weight_ratio", "role",
+           "walking_fit_table"]
