@@ -23,13 +23,11 @@ except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use 
 
 from seml import Experiment
 
+from walking_noise.campaign import NON_RUN_KEYS, run_bundle
 from walking_noise.config import RunConfig
 from walking_noise.store import config_hash, to_plain
 from walking_noise.training import train_run
 
-# Keys SEML's config hook adds to every run (which collection observes it, which staged document it overwrites);
-# they say where a run is recorded, not what it computes.
-SEML_KEYS = ("db_collection", "overwrite")
 # Per-epoch curves of RunResult that are logged as Sacred metrics.
 CURVES = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 
@@ -51,16 +49,20 @@ ex = _experiment()
 # The defaults are RunConfig's own, so this file can never disagree with the library about them (a Sacred
 # @ex.config scope would have to restate every key by hand; a config dict is the same thing without that).
 ex.add_config(RunConfig().to_dict())
+# A bundle runs many members in one experiment (batched, inference-only members reusing one clean training per
+# seed): a nested dict like the config whose leaves are lists, e.g. bundle.seed=[0,1,2] and
+# bundle.noise.noise_std=[0.1,1.0]; the result then holds one run document per member under "bundle".
+ex.add_config(bundle=None)
 
 
 def run_config(config: dict[str, Any]) -> RunConfig:
     """Validate Sacred's resolved config as a :class:`RunConfig`; the error message names the offending key.
 
-    Every key except SEML's own is passed on, so an unknown top-level key is rejected here: Sacred's own check for
+    Every key except SEML's own and ``bundle`` (``NON_RUN_KEYS``) is passed on, so an unknown top-level key is rejected here: Sacred's own check for
     added config entries does not protect a seml.Experiment (SEML's config scopes for ``db_collection``/``overwrite``
     re-declare every update, so nothing counts as added), and SEML starts runs with ``--force``, which skips it.
     """
-    values = {key: value for key, value in to_plain(dict(config)).items() if key not in SEML_KEYS}
+    values = {key: value for key, value in to_plain(dict(config)).items() if key not in NON_RUN_KEYS}
     try:
         return RunConfig.from_dict(values)
     except (TypeError, ValueError) as err:
@@ -93,12 +95,23 @@ def validate(_config: dict[str, Any]) -> dict[str, Any]:
 
 
 @ex.automain
-def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None = None) -> dict[str, Any]:
-    """Train one run and return what it measured (plain Python types, stored by SEML as the run's ``result``)."""
+def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None = None,
+        bundle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one run (or a bundle of runs) and return what it measured, as plain Python types (stored by SEML as the
+    run's ``result``)."""
     cfg = run_config(_config)
+    prefix = metric_prefix(db_collection, _run._id)
+    if bundle:
+        docs = run_bundle(cfg.to_dict(), to_plain(bundle), study=db_collection or "local")
+        for i, doc in enumerate(docs):
+            for epoch, value in enumerate(doc.get("result", {}).get("val_accuracy", [])):
+                _run.log_scalar(f"{prefix}.member{i}.val_accuracy", float(value), epoch)
+        members = [{k: doc[k] for k in ("config", "config_hash", "status", "result", "fail_trace") if k in doc}
+                   for doc in docs]
+        return {"bundle": to_plain(members), "bundle_size": len(members),
+                "completed": sum(m["status"] == "COMPLETED" for m in members)}
     result = train_run(cfg, log=_log.info)
     # train_run reports epochs as text while it trains; the numbers are logged here, one step per epoch.
-    prefix = metric_prefix(db_collection, _run._id)
     for name in CURVES:
         for epoch, value in enumerate(getattr(result, name)):
             _run.log_scalar(f"{prefix}.{name}", float(value), epoch)

@@ -158,3 +158,14 @@ def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
             assert all(len(d["result"]["val_accuracy"]) == 2 for d in docs)  # the last (up to) five epochs
         else:
             assert engines == {"batched"}
+
+
+def test_a_bundle_in_a_study_expands_into_its_members_locally(tmp_path):
+    text = STUDY.format(max_train=300, epochs=1).replace(
+        "  noise.kind: additive\n", "  noise.kind: additive\n  bundle.training.lr: [0.001, 0.01]\n")
+    study = load_study(_study(tmp_path, text))
+    assert len(study) == 12  # 2 noise levels x 3 seeds, each a bundle of 2 learning rates
+    assert sorted({c["training"]["lr"] for c in study.configs}) == [0.001, 0.01]
+    assert all("bundle" not in c for c in study.configs)
+    with pytest.raises(CampaignError, match="needs a non-empty list"):
+        load_study(_study(tmp_path, text.replace("[0.001, 0.01]", "0.01"), name="bad.yaml"))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from walking_noise.campaign import run_config_dict
 from walking_noise.config import RunConfig
 from walking_noise.store import config_hash
 
@@ -240,7 +241,8 @@ def test_seml_add_stages_the_expanded_grid(mongo, exp):
         match = [e for e in remaining if all(flat.get(k) == v for k, v in e.items())]
         assert len(match) == 1, doc["config"]
         remaining.remove(match[0])
-        assert RunConfig.from_dict(doc["config"]).to_dict() == doc["config"]
+        run = {k: v for k, v in doc["config"].items() if k != "bundle"}
+        assert doc["config"]["bundle"] is None and RunConfig.from_dict(run).to_dict() == run
     assert not remaining
     # code checkpoint: the experiment and the library's sources went to GridFS
     sources = {path for path, _ in docs[0]["seml"]["source_files"]}
@@ -271,7 +273,7 @@ def test_observed_runs_complete_into_the_seml_collection(mongo, exp):
         epochs = doc["config"]["training"]["epochs"]
         assert len(result["val_accuracy"]) == epochs and 0.0 <= result["final_accuracy"] <= 1.0
         assert result["final_accuracy"] == pytest.approx(sum(result["val_accuracy"]) / epochs)
-        assert result["config_hash"] == config_hash(RunConfig.from_dict(doc["config"]).to_dict())
+        assert result["config_hash"] == config_hash(run_config_dict(doc["config"]))
         assert "stats" in stored  # SEML's post-run hook found the document through get_collection
         for curve in exp.CURVES:
             metric = mongo["metrics"].find_one({"run_id": doc["_id"], "name": f"wn_smoke.{doc['_id']}.{curve}"})
@@ -290,3 +292,26 @@ def test_metrics_of_two_collections_never_mix(mongo, exp):
     assert sorted(s["name"] for s in series) == ["wn_a.1.val_accuracy", "wn_b.1.val_accuracy"]
     epochs = mongo["wn_a"].find_one({"_id": 1})["config"]["training"]["epochs"]
     assert all(len(s["values"]) == epochs for s in series)
+
+
+def test_a_bundle_stores_one_result_per_member_that_the_analysis_reads_unchanged(mongo, exp):
+    """One SEML experiment trains a bundle (noise levels x seeds, batched; the inference-only members reuse one
+    clean training per seed); runs_from_mongodb turns its document into one row per member."""
+    from walking_noise.results import runs_from_mongodb
+
+    _seml_add("wn_bundle")
+    doc = mongo["wn_bundle"].find_one({"_id": 1})
+    doc["config"] = {**doc["config"], "noise": {**doc["config"]["noise"], "kind": "additive", "placement": "global",
+                                                "phase": "inference"},
+                     "bundle": {"noise": {"noise_std": [0.1, 1.0, 10.0]}, "seed": [0, 1]}}
+    _start(exp, "wn_bundle", doc)
+    stored = mongo["wn_bundle"].find_one({"_id": 1})
+    assert stored["status"] == "COMPLETED" and stored["result"]["bundle_size"] == 6
+    members = stored["result"]["bundle"]
+    assert {m["result"]["extra"]["engine"] for m in members} == {"train_once_evaluate_many"}
+    runs = runs_from_mongodb(mongo.client, mongo.name, "wn_bundle")
+    assert len(runs) == 6
+    assert sorted(zip(runs["noise.noise_std"], runs["seed"])) == sorted(
+        (s, seed) for s in (0.1, 1.0, 10.0) for seed in (0, 1))
+    by_std = runs.groupby("noise.noise_std")["final_accuracy"].mean()
+    assert by_std[0.1] > by_std[10.0] + 0.3  # noise hurts: the members really differ

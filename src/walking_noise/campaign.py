@@ -22,8 +22,9 @@ from typing import Any
 from walking_noise.config import RunConfig
 from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash, now_iso
 
-# Keys SEML or Sacred put into a config that are not part of a run's definition.
-NON_RUN_KEYS = ("db_collection", "overwrite")
+# Keys of an experiment's config that are not part of a run's definition: SEML's own, and a bundle (which expands
+# into several runs).
+NON_RUN_KEYS = ("db_collection", "overwrite", "bundle")
 
 
 class CampaignError(ValueError):
@@ -99,7 +100,8 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None) -
         if filters and not matches(raw, filters):
             continue
         try:
-            configs.append(run_config_dict(raw))
+            bundle = raw.get("bundle")
+            configs += expand_bundle(raw, bundle) if bundle else [run_config_dict(raw)]
         except ValueError as err:
             problems.append(f"  config {number} {_flatten(raw)}: {err}")
     if problems:
@@ -202,20 +204,27 @@ def plan_units(configs: list[dict[str, Any]], members: int | None = None) -> lis
     return units
 
 
+def unit_documents(unit: list[dict[str, Any]], study: str) -> list[dict[str, Any]]:
+    """Train a work unit (a batch, or clean trainings plus evaluations) and return one COMPLETED document per config.
+
+    Raises if the unit fails as a whole; :func:`execute_unit` then isolates the failing config.
+    """
+    from walking_noise.batched import train_members
+
+    cfgs = [RunConfig.from_dict(c) for c in unit]
+    started = now_iso()
+    if is_inference_only(cfgs[0]):
+        return _train_once_evaluate_many(unit, cfgs, study, started)
+    results, _, _ = train_members(cfgs, _dataset_for(cfgs[0]))
+    return [run_document(c, study, COMPLETED, r.to_dict(), started) for c, r in zip(unit, results)]
+
+
 def execute_unit(unit: list[dict[str, Any]], study: str, store: LocalStore) -> list[dict[str, Any]]:
     """Run a work unit and store one document per config; a failing batch falls back to one run per config."""
-    cfgs = [RunConfig.from_dict(c) for c in unit]
-    if len(unit) == 1 and not is_inference_only(cfgs[0]):
+    if len(unit) == 1 and not is_inference_only(RunConfig.from_dict(unit[0])):
         return [execute(unit[0], study, store)]
-    started = now_iso()
     try:
-        if is_inference_only(cfgs[0]):
-            docs = _train_once_evaluate_many(unit, cfgs, study, started)
-        else:
-            from walking_noise.batched import train_members
-
-            results, _, _ = train_members(cfgs, _dataset_for(cfgs[0]))
-            docs = [run_document(c, study, COMPLETED, r.to_dict(), started) for c, r in zip(unit, results)]
+        docs = unit_documents(unit, study)
     except Exception:  # noqa: BLE001 - isolate the failing config by running each on its own
         return [execute(config, study, store) for config in unit]
     outcomes = []
@@ -224,6 +233,58 @@ def execute_unit(unit: list[dict[str, Any]], study: str, store: LocalStore) -> l
         outcomes.append({"config_hash": doc["config_hash"], "status": doc["status"],
                          "final_accuracy": doc["result"]["final_accuracy"], "error": None})
     return outcomes
+
+
+def expand_bundle(base: dict[str, Any], bundle: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The configs of a bundle: ``base`` with every combination of the listed values in ``bundle``, a nested dict
+    like the run config whose leaves are lists (e.g. ``{"noise": {"noise_std": [0.1, 1.0]}, "seed": [0, 1, 2]}``;
+    dotted keys work too), each validated."""
+    import copy
+    import itertools
+
+    bundle = _flatten(dict(bundle or {}))
+    if not bundle:
+        raise CampaignError("a bundle needs at least one key with a list of values, e.g. {'seed': [0, 1, 2]}")
+    keys = list(bundle)
+    for key in keys:
+        if not isinstance(bundle[key], (list, tuple)) or not bundle[key]:
+            raise CampaignError(f"bundle key {key!r} needs a non-empty list of values, got {bundle[key]!r}")
+    configs = []
+    for values in itertools.product(*(bundle[k] for k in keys)):
+        config = copy.deepcopy(base)
+        for key, value in zip(keys, values):
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        configs.append(run_config_dict(config))
+    return configs
+
+
+def run_bundle(base: dict[str, Any], bundle: dict[str, list[Any]], study: str) -> list[dict[str, Any]]:
+    """Run a bundle as the local runner would (batched, inference-only configs reusing one clean training) and
+    return its run documents; a member that fails is returned as a FAILED document."""
+    docs: list[dict[str, Any]] = []
+    for unit in plan_units(expand_bundle(base, bundle)):
+        try:
+            docs += unit_documents(unit, study)
+        except Exception:  # noqa: BLE001 - one failing member must not lose the others
+            store = _MemoryStore()
+            for config in unit:
+                execute(config, study, store)  # type: ignore[arg-type]
+            docs += store.documents
+    return docs
+
+
+class _MemoryStore:
+    """Collects documents in memory (for bundles, whose documents go into one SEML result)."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    def put(self, document: dict[str, Any]) -> None:
+        self.documents.append(document)
 
 
 def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,

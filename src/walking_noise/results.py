@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     JSON_PARSER = "json"
 
 #: Keys SEML adds to a stored config that are not part of a run's definition.
-SEML_EXTRA_KEYS = ("db_collection", "overwrite")
+from walking_noise.campaign import NON_RUN_KEYS as SEML_EXTRA_KEYS  # noqa: E402 - keys that are not part of a run
 #: Prefix of a result column whose name is also a config key.
 RESULT_PREFIX = "result."
 #: Document-level columns, first in the frame when present.
@@ -368,14 +368,19 @@ def _redact(uri: str) -> str:
     return re.sub(r"(mongodb(?:\+srv)?://[^:/@]+):[^@]*@", r"\1:***@", uri)
 
 
-def _seml_document(doc: Mapping[str, Any], collection: str) -> dict[str, Any]:
-    """A SEML/Sacred document in the local store's shape: completed config, our config hash, ``study``."""
+def _seml_documents(doc: Mapping[str, Any], collection: str) -> list[dict[str, Any]]:
+    """A SEML/Sacred document in the local store's shape (completed config, our config hash, ``study``); a bundle
+    experiment (``result.bundle``) gives one document per member, so the analysis reads it unchanged."""
+    members = (doc.get("result") or {}).get("bundle")
+    if members is not None:
+        parent = {k: v for k, v in doc.items() if k not in ("config", "result", "status")}
+        return [d for m in members for d in _seml_documents({**parent, **m}, collection)]
     config = complete_config(doc.get("config") or {})
     out = dict(doc)
     out["config"] = config
     out["config_hash"] = config_hash(config)
     out.setdefault("study", collection)
-    return out
+    return [out]
 
 
 def runs_from_mongodb(uri_or_client: Any, db: str, collection: str, *, filter: Mapping[str, Any] | None = None,
@@ -410,8 +415,10 @@ def runs_from_mongodb(uri_or_client: Any, db: str, collection: str, *, filter: M
         if fields is not None:  # fetch only the result keys asked for
             del projection["result"]
             projection.update({f"result.{name}": 1 for name in fields})
+            projection.update({f"result.bundle.{k}": 1 for k in ("config", "config_hash", "status")})
+            projection.update({f"result.bundle.result.{name}": 1 for name in fields})
         cursor = client[db][collection].find(query, projection).sort("_id", pymongo.ASCENDING)
-        docs = [_seml_document(d, collection) for d in cursor]
+        docs = [member for d in cursor for member in _seml_documents(d, collection)]
     except PyMongoError as err:
         raise ResultsError(
             f"cannot read MongoDB collection {db}.{collection} at {where}: {type(err).__name__}: "

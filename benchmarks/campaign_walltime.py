@@ -1,0 +1,88 @@
+"""Whole-campaign wall time: the local runner vs one process per config as a plain SEML campaign runs it.
+
+    .venv/bin/python benchmarks/campaign_walltime.py [--model mlp|lenet5] [--configs 16] [--epochs 3] [--workers 2]
+
+Both sides run the same configs (global additive noise, levels x seeds, on the embedded dataset) on this machine:
+- ``per process``: ``python experiments/walking_noise_experiment.py with ...`` once per config, ``--workers`` at a
+  time (what Slurm does with one experiment per job): process start, imports, data loading and training each time;
+- ``local runner``: ``walking-noise run STUDY --workers N`` into a fresh store (batches, shared data, one start).
+The ratio is per-process time / runner time for the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY = """\
+seml:
+  executable: experiments/walking_noise_experiment.py
+  project_root_dir: {root}
+  name: walltime
+fixed:
+  dataset: mnist_5k
+  model: {model}
+  batchnorm: true
+  training.epochs: {epochs}
+  noise.kind: additive
+grid:
+  noise.noise_std:
+    type: loguniform
+    min: 0.01
+    max: 10.0
+    num: {levels}
+  seed:
+    type: range
+    min: 0
+    max: {seeds}
+    step: 1
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mlp", choices=("mlp", "lenet5"))
+    parser.add_argument("--configs", type=int, default=16, help="levels x 2 seeds")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    from walking_noise.campaign import load_study
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "walltime.yaml"
+        path.write_text(STUDY.format(root=ROOT, model=args.model, epochs=args.epochs, levels=args.configs // 2,
+                                     seeds=2))
+        configs = load_study(path).configs
+        env_python = sys.executable
+
+        def one(cfg: dict) -> None:
+            updates = [f"seed={cfg['seed']}", f"model={cfg['model']}", "batchnorm=True",
+                       f"training.epochs={cfg['training']['epochs']}", "noise.kind=additive",
+                       f"noise.noise_std={cfg['noise']['noise_std']!r}"]
+            subprocess.run([env_python, str(ROOT / "experiments" / "walking_noise_experiment.py"), "-l", "WARNING",
+                            "with", *updates], check=True, capture_output=True, cwd=ROOT)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.workers) as pool:
+            list(pool.map(one, configs))
+        per_process = time.perf_counter() - start
+
+        start = time.perf_counter()
+        subprocess.run([env_python, "-m", "walking_noise.cli", "run", str(path), "--store", str(Path(tmp) / "store"),
+                        "--workers", str(args.workers), "--no-progress"], check=True, capture_output=True, cwd=ROOT)
+        runner = time.perf_counter() - start
+    print(f"{len(configs)} configs, {args.model} + BatchNorm, {args.epochs} epochs on mnist_5k, {args.workers} workers")
+    print(f"one process per config (SEML-style): {per_process:7.1f} s")
+    print(f"local runner (batched):              {runner:7.1f} s")
+    print(f"ratio: {per_process / runner:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
