@@ -26,6 +26,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--kind", default="additive", choices=("additive", "multiplicative"))
+    parser.add_argument("--levels-per-round", type=int, default=1)
+    parser.add_argument("--refine-seeds", type=int, default=3)
     args = parser.parse_args()
     data = load_run_dataset(RunConfig())
     trained: dict[tuple[float, int], float] = {}
@@ -50,12 +52,14 @@ def main() -> None:
     trained.clear()  # the adaptive search pays for every run it uses
     start = time.perf_counter()
     low = 0.01 if axis == "log10" else 0.0
-    result = find_transition(measure, AdaptiveGrid(low, float(dense_levels[-1]), axis=axis,
-                                                   target_rel_err=target, max_runs=len(dense)))
+    grid = AdaptiveGrid(low, float(dense_levels[-1]), axis=axis, target_rel_err=target, max_runs=len(dense),
+                        levels_per_round=args.levels_per_round, refine_seeds=args.refine_seeds)
+    result = find_transition(measure, grid)
     fit = result.fit
     mu = f"{fit.mu:.4g} +- {fit.mu_err:.3g} (rel. error {relative_error(fit):.3g})" if fit.converged else fit.reason
     print(f"adaptive:   {result.runs} runs in {len(result.rounds)} rounds, mu = {mu}; stopped: "
           f"{result.stopped_because} [{time.perf_counter() - start:.0f} s]")
+    print(f"levels per round {grid.levels_per_round}, seeds coarse {grid.coarse_seeds} / refine {grid.refine_seeds}")
     print(f"runs adaptive / dense = {result.runs / len(dense):.2f}")
 
 

@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use 
 
 from seml import Experiment
 
-from walking_noise.campaign import NON_RUN_KEYS, run_bundle
+from walking_noise.campaign import NON_RUN_KEYS, _MemoryStore, run_bundle, run_search, search_spec
 from walking_noise.config import RunConfig
 from walking_noise.store import config_hash, to_plain
 from walking_noise.training import train_run
@@ -53,6 +53,9 @@ ex.add_config(RunConfig().to_dict())
 # seed): a nested dict like the config whose leaves are lists, e.g. bundle.seed=[0,1,2] and
 # bundle.noise.noise_std=[0.1,1.0]; the result then holds one run document per member under "bundle".
 ex.add_config(bundle=None)
+# An adaptive noise-grid search (walking_noise.adaptive) in one experiment: e.g. adaptive.low=0.01
+# adaptive.high=100 adaptive.target_rel_err=0.05; its runs come back in the same "bundle" shape.
+ex.add_config(adaptive=None)
 
 
 def run_config(config: dict[str, Any]) -> RunConfig:
@@ -96,20 +99,30 @@ def validate(_config: dict[str, Any]) -> dict[str, Any]:
 
 @ex.automain
 def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None = None,
-        bundle: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one run (or a bundle of runs) and return what it measured, as plain Python types (stored by SEML as the
-    run's ``result``)."""
+        bundle: dict[str, Any] | None = None, adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one run (or a bundle of runs, or an adaptive search) and return what it measured, as plain Python
+    types (stored by SEML as the run's ``result``)."""
     cfg = run_config(_config)
     prefix = metric_prefix(db_collection, _run._id)
-    if bundle:
+    search = None
+    if adaptive:
+        store = _MemoryStore()
+        search = run_search(*search_spec(to_plain(dict(_config))), study=db_collection or "local", store=store)
+        docs = list(store.latest().values())
+    elif bundle:
         docs = run_bundle(cfg.to_dict(), to_plain(bundle), study=db_collection or "local")
+    if adaptive or bundle:
         for i, doc in enumerate(docs):
             for epoch, value in enumerate(doc.get("result", {}).get("val_accuracy", [])):
                 _run.log_scalar(f"{prefix}.member{i}.val_accuracy", float(value), epoch)
         members = [{k: doc[k] for k in ("config", "config_hash", "status", "result", "fail_trace") if k in doc}
                    for doc in docs]
-        return {"bundle": to_plain(members), "bundle_size": len(members),
-                "completed": sum(m["status"] == "COMPLETED" for m in members)}
+        summary = {"bundle": to_plain(members), "bundle_size": len(members),
+                   "completed": sum(m["status"] == "COMPLETED" for m in members)}
+        if search is not None:
+            summary["adaptive"] = to_plain({"fit": search.fit.to_dict(), "runs": search.runs,
+                                            "rounds": search.rounds, "stopped_because": search.stopped_because})
+        return summary
     result = train_run(cfg, log=_log.info)
     # train_run reports epochs as text while it trains; the numbers are logged here, one step per epoch.
     for name in CURVES:

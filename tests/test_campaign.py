@@ -169,3 +169,40 @@ def test_a_bundle_in_a_study_expands_into_its_members_locally(tmp_path):
     assert all("bundle" not in c for c in study.configs)
     with pytest.raises(CampaignError, match="needs a non-empty list"):
         load_study(_study(tmp_path, text.replace("[0.001, 0.01]", "0.01"), name="bad.yaml"))
+
+
+ADAPTIVE_STUDY = """\
+# 1 adaptive search (its runs are chosen as it goes)
+seml:
+  executable: exp.py
+fixed:
+  dataset: mnist_5k
+  model: mlp
+  max_train: 1000
+  max_test: 300
+  training.epochs: 2
+  noise.kind: additive
+  adaptive.low: 0.01
+  adaptive.high: 100.0
+  adaptive.target_rel_err: 0.15
+  adaptive.max_runs: 30
+  adaptive.seeds: [0, 1, 2]
+"""
+
+
+def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
+    study = load_study(_study(tmp_path, ADAPTIVE_STUDY, name="adaptive.yaml"))
+    assert len(study) == 0 and len(study.searches) == 1
+    store = LocalStore(tmp_path / "store")
+    summary = run_campaign(study, store, progress=False, log=lambda _: None)
+    search = summary.searches[0]
+    docs = list(store.documents())
+    assert len(docs) == search.runs <= 30  # every run of the search is stored like a grid run, once
+    assert {d["config"]["noise"]["noise_std"] for d in docs} == set(search.levels)
+    assert search.fit.converged, search.fit.reason
+    assert 0.01 < search.fit.mu < 100
+    again = run_campaign(load_study(tmp_path / "adaptive.yaml"), store, progress=False, log=lambda _: None)
+    assert len(list(store.documents())) == len(docs)  # a rerun reuses the stored runs
+    assert again.searches[0].fit.mu == pytest.approx(search.fit.mu)
+    with pytest.raises(CampaignError, match="valid keys"):
+        load_study(_study(tmp_path, ADAPTIVE_STUDY.replace("adaptive.max_runs", "adaptive.max_run"), name="b.yaml"))

@@ -131,6 +131,18 @@ def test_run_returns_plain_result_with_hash_and_checkpoint(exp, tmp_path):
     assert result["checkpoint"] == str(checkpoint) and checkpoint.is_file()
 
 
+def test_an_adaptive_search_runs_in_one_experiment(exp):
+    updates = {**QUICK, "noise": {"kind": "additive"},
+               "adaptive": {"low": 0.01, "high": 100.0, "target_rel_err": 0.3, "max_runs": 24, "seeds": [0, 1, 2]}}
+    result = exp.ex.run(config_updates=updates).result
+    assert is_plain(result)
+    search = result["adaptive"]
+    assert result["bundle_size"] == search["runs"] <= 24
+    assert {m["config"]["noise"]["noise_std"] for m in result["bundle"]} == {
+        s for levels in search["rounds"] for s in levels}
+    assert search["stopped_because"]
+
+
 def test_metric_prefix(exp):
     assert exp.metric_prefix("wn_table1", 7) == "wn_table1.7"
     assert exp.metric_prefix(None, None) == "local.unobserved"
@@ -241,8 +253,9 @@ def test_seml_add_stages_the_expanded_grid(mongo, exp):
         match = [e for e in remaining if all(flat.get(k) == v for k, v in e.items())]
         assert len(match) == 1, doc["config"]
         remaining.remove(match[0])
-        run = {k: v for k, v in doc["config"].items() if k != "bundle"}
-        assert doc["config"]["bundle"] is None and RunConfig.from_dict(run).to_dict() == run
+        run = {k: v for k, v in doc["config"].items() if k not in ("bundle", "adaptive")}
+        assert doc["config"]["bundle"] is None and doc["config"]["adaptive"] is None
+        assert RunConfig.from_dict(run).to_dict() == run
     assert not remaining
     # code checkpoint: the experiment and the library's sources went to GridFS
     sources = {path for path, _ in docs[0]["seml"]["source_files"]}

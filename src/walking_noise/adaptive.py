@@ -11,7 +11,8 @@ relative error (``mu_err / mu``):
    where accuracy carries the most information about mu and the slope), skipping levels already measured;
 4. stop when ``mu_err / mu <= target_rel_err`` or after ``max_runs`` runs.
 
-Coarse levels (steps 1-2) are measured with the first ``coarse_seeds`` seeds, refinement levels with all ``seeds``:
+Coarse levels (steps 1-2) are measured with the first ``coarse_seeds`` seeds, refinement levels with the first
+``refine_seeds``:
 the repeats matter where the fit is decided, not on the plateaus. ``measure(levels, seeds)`` trains (or looks up)
 every given seed at each level and returns (noise_std, seed, accuracy) rows, so
 the same search drives real training (``benchmarks/adaptive_grid.py``) and the synthetic curves of the tests.
@@ -39,12 +40,13 @@ class AdaptiveGrid:
     high: float
     axis: str = "log10"
     initial_levels: int = 5
-    levels_per_round: int = 2
+    levels_per_round: int = 1
     target_rel_err: float = 0.05
     max_runs: int = 200
     max_widenings: int = 3
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     coarse_seeds: int = 2
+    refine_seeds: int = 3
 
     def __post_init__(self) -> None:
         if self.axis not in ("log10", "linear"):
@@ -138,7 +140,7 @@ def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:
             result.stopped_because = f"mu_err/mu {relative_error(result.fit):.3g} <= target {grid.target_rel_err}"
             return result
         levels, how = _new_levels(result.rows, grid, result.fit, widened)
-        seeds = grid.seeds if how == "refine" else coarse
+        seeds = grid.seeds[:grid.refine_seeds] if how == "refine" else coarse
         if not levels:
             result.stopped_because = how
             return result

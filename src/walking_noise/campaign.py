@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from walking_noise.config import RunConfig
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash, now_iso
+from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash, latest_by_hash, now_iso
 
-# Keys of an experiment's config that are not part of a run's definition: SEML's own, and a bundle (which expands
-# into several runs).
-NON_RUN_KEYS = ("db_collection", "overwrite", "bundle")
+# Keys of an experiment's config that are not part of a run's definition: SEML's own, a bundle (which expands into
+# several runs) and an adaptive noise-grid search (which chooses its runs' noise levels and seeds as it goes).
+NON_RUN_KEYS = ("db_collection", "overwrite", "bundle", "adaptive")
 
 
 class CampaignError(ValueError):
@@ -40,6 +40,7 @@ class Study:
     seml: dict[str, Any]
     slurm: list[dict[str, Any]]
     configs: list[dict[str, Any]]
+    searches: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.configs)
@@ -96,10 +97,14 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None) -
     except (ConfigError, ExecutableError) as err:
         raise CampaignError(f"{path}: {err}") from err
     configs, problems = [], []
+    searches: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for number, raw in enumerate(expanded):
         if filters and not matches(raw, filters):
             continue
         try:
+            if raw.get("adaptive"):
+                searches.append(search_spec(raw))
+                continue
             bundle = raw.get("bundle")
             configs += expand_bundle(raw, bundle) if bundle else [run_config_dict(raw)]
         except ValueError as err:
@@ -107,7 +112,7 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None) -
     if problems:
         shown = "\n".join(problems[:5]) + (f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CampaignError(f"{path}: {len(problems)} of {len(expanded)} configs are invalid:\n{shown}")
-    return Study(path.stem, path, dict(seml_block), [dict(s) for s in slurm], configs)
+    return Study(path.stem, path, dict(seml_block), [dict(s) for s in slurm], configs, searches)
 
 
 def run_document(config: dict[str, Any], study: str, status: str, result: dict | None, started: str,
@@ -286,6 +291,9 @@ class _MemoryStore:
     def put(self, document: dict[str, Any]) -> None:
         self.documents.append(document)
 
+    def latest(self) -> dict[str, dict[str, Any]]:
+        return latest_by_hash(self.documents)
+
 
 def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,
                               started: str) -> list[dict[str, Any]]:
@@ -319,6 +327,57 @@ def replace_seed(cfg: RunConfig, seed: int) -> RunConfig:
     return replace(cfg, seed=seed)
 
 
+def search_spec(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base run config, adaptive settings) of a config with an ``adaptive`` block, both validated.
+
+    The block holds :class:`walking_noise.adaptive.AdaptiveGrid` fields (``low``, ``high``, ``axis``,
+    ``target_rel_err``, ``max_runs``, ``seeds``, ...); the search sets ``noise.noise_std`` and ``seed`` itself.
+    """
+    from walking_noise.adaptive import AdaptiveGrid
+
+    settings = dict(raw["adaptive"])
+    if "seeds" in settings:
+        settings["seeds"] = tuple(settings["seeds"])
+    try:
+        AdaptiveGrid(**settings)
+    except TypeError as err:
+        raise CampaignError(f"bad adaptive block {settings}: {err}; valid keys: "
+                            f"{sorted(AdaptiveGrid.__dataclass_fields__)}") from err
+    base = run_config_dict(raw)
+    if base["noise"]["kind"] == "none":
+        raise CampaignError("an adaptive search needs noise.kind additive, multiplicative or mixed")
+    return base, settings
+
+
+def run_search(base: dict[str, Any], settings: dict[str, Any], study: str, store: Any) -> Any:
+    """Run one adaptive noise-grid search; every run it trains is stored like a grid run, and runs already in
+    ``store`` (an earlier, interrupted search) are reused rather than trained again."""
+    import copy
+
+    from walking_noise.adaptive import AdaptiveGrid, find_transition
+
+    def config_for(noise_std: float, seed: int) -> dict[str, Any]:
+        config = copy.deepcopy(base)
+        config["noise"]["noise_std"] = float(noise_std)
+        config["seed"] = int(seed)
+        return run_config_dict(config)
+
+    def measure(levels: Any, seeds: Any) -> list[tuple[float, int, float]]:
+        wanted = {(float(s), int(seed)): config_for(s, seed) for s in levels for seed in seeds}
+        done = store.latest()
+        missing = [c for c in wanted.values() if done.get(config_hash(c), {}).get("status") != COMPLETED]
+        for unit in plan_units(missing):
+            execute_unit(unit, study, store)
+        done = store.latest()
+        rows = []
+        for (s, seed), config in wanted.items():
+            result = done.get(config_hash(config), {}).get("result") or {}
+            rows.append((s, seed, float(result.get("final_accuracy", float("nan")))))
+        return rows
+
+    return find_transition(measure, AdaptiveGrid(**settings))
+
+
 # ---- runner side -------------------------------------------------------------------------------------------
 
 
@@ -333,6 +392,7 @@ class CampaignSummary:
     skipped_failed: int = 0
     wall_time_s: float = 0.0
     failures: list[str] = field(default_factory=list)
+    searches: list[Any] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (f"{self.study}: {self.total} configs, {self.already_done} already in the store, ran {self.ran} "
@@ -412,6 +472,12 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
                     running |= {pool.submit(_execute_in_worker, c, study.name) for c in _take(queue, len(finished))}
     finally:
         bar.close()
+    for number, (base, settings) in enumerate(study.searches, 1):
+        found = run_search(base, settings, study.name, store)
+        summary.searches.append(found)
+        fit = found.fit
+        where = f"mu = {fit.mu:.4g} +- {fit.mu_err:.2g}" if fit.converged else f"not converged ({fit.reason})"
+        log(f"adaptive search {number}/{len(study.searches)}: {found.runs} runs, {where}; {found.stopped_because}")
     summary.wall_time_s = time.perf_counter() - started
     log(str(summary))
     return summary
