@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import socket
 import uuid
@@ -155,6 +154,3 @@ def latest_by_hash(documents: Iterable[dict[str, Any]]) -> dict[str, dict[str, A
             best[key] = doc
     return best
 
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

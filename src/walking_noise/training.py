@@ -114,16 +114,10 @@ def load_checkpoint(path: str | os.PathLike, dataset: DatasetSplits | None = Non
     """Rebuild a model saved by :func:`save_checkpoint` (noise cleared), e.g. to examine activations (Fig. 4)."""
     saved = torch.load(path, map_location="cpu", weights_only=False)
     cfg = RunConfig.from_dict(saved["config"])
-    shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _dataset_shape(cfg)
-    model = build_model(cfg.model, shape, classes, batchnorm=cfg.batchnorm)
+    data = dataset if dataset is not None else load_run_dataset(cfg)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm)
     model.load_state_dict(saved["state_dict"])
     return model, cfg
-
-
-def _dataset_shape(cfg: RunConfig) -> tuple[tuple[int, ...], int]:
-    data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, augment=cfg.augment,
-                        max_train=cfg.max_train, max_test=cfg.max_test)
-    return data.input_shape, data.num_classes
 
 
 def load_run_dataset(cfg: RunConfig, device: torch.device | None = None) -> DatasetSplits:

@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DatasetSplits, missing_files_error, reject_augment, resolve_data_dir
+from .base import DatasetSplits, missing_files_error, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
