@@ -114,3 +114,11 @@ def test_final_accuracy_is_the_mean_of_the_last_five_epochs():
 def test_bad_run_config_is_rejected_with_a_message_naming_it(kw, match):
     with pytest.raises(ValueError, match=match):
         _cfg(**kw)
+
+
+def test_out_of_range_injection_layer_is_rejected_with_the_config():
+    with pytest.raises(ValueError, match=r"injection_layer 8 is out of range for mlp without BatchNorm on mnist_5k: "
+                                         r"valid 0\.\.7 \(0 Input, 1 FC"):
+        _cfg(noise={"kind": "additive", "noise_std": 1.0, "placement": "walking", "injection_layer": 8})
+    assert _cfg(batchnorm=True, noise={"kind": "additive", "noise_std": 1.0, "placement": "walking",
+                                       "injection_layer": 10}).noise.injection_layer == 10

@@ -102,6 +102,27 @@ class RunConfig:
         for name in ("max_train", "max_test"):
             if getattr(self, name) is not None:
                 _positive(getattr(self, name), name, integer=True)
+        self._check_injection_layer()
+
+    def _check_injection_layer(self) -> None:
+        """A walking point must exist in this model: say so now, not after the dataset is loaded."""
+        from walking_noise.data import DATASET_SHAPES
+        from walking_noise.models import point_names
+
+        index = self.noise.injection_layer
+        if self.noise.placement != "walking" or self.noise.kind == "none" or index is None:
+            return
+        shape, classes = DATASET_SHAPES[self.dataset]
+        try:
+            names = point_names(self.model, shape, classes, self.batchnorm)
+        except ValueError:
+            return  # the model cannot take this input at all; building it reports that
+        if not 0 <= index < len(names):
+            raise ValueError(
+                f"noise.injection_layer {index} is out of range for {self.model} "
+                f"{'with' if self.batchnorm else 'without'} BatchNorm on {self.dataset}: valid 0..{len(names) - 1} "
+                f"({', '.join(names)})"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:

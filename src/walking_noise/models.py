@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -144,6 +145,12 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batch
         return MODELS[name](tuple(input_shape), num_classes, batchnorm=batchnorm)
     except RuntimeError as err:  # e.g. LeNet-5 on 8x8 digits: the feature maps vanish
         raise ValueError(f"model {name!r} cannot take inputs of shape {tuple(input_shape)}: {err}") from err
+
+
+@lru_cache(maxsize=64)
+def point_names(name: str, input_shape: tuple[int, ...], num_classes: int, batchnorm: bool) -> tuple[str, ...]:
+    """The labels ("<index> <name>") of a model's injection points, cached: configs are validated by the thousand."""
+    return tuple(p.label for p in build_model(name, input_shape, num_classes, batchnorm).injection_points)
 
 
 def layer_table(model: NoisyNetwork) -> list[dict]:
