@@ -40,8 +40,10 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("results") / "store"
     configs = _configs()
     with LocalStore(path) as st:
-        broken = dict(configs[0], noise={**configs[0]["noise"], "injection_layer": 99, "placement": "walking"})
-        execute(broken, "wn", st)  # FAILED: no injection point 99
+        broken = dict(configs[0], dataset="mnist", max_test=99)  # no MNIST files where it looks: FAILED
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("WALKING_NOISE_DATA", str(tmp_path_factory.mktemp("no_mnist")))
+            execute(broken, "wn", st)
         first = dict(configs[1])
         st.put({"config": first, "config_hash": config_hash(first), "status": FAILED, "study": "wn",
                 "fail_trace": ["Traceback", "RuntimeError: node lost"]})
@@ -97,7 +99,7 @@ def test_every_status_keeps_failed_configs_with_their_error(store, collection):
     mongo = runs_from_mongodb(collection, "walking_noise", "wn", status=None)
     assert len(local) == 7  # the retried failure collapsed into its COMPLETED run; the other failure stays
     failed = local[local["status"] == FAILED]
-    assert len(failed) == 1 and "99" in failed["error"].iloc[0]
+    assert len(failed) == 1 and "FileNotFoundError" in failed["error"].iloc[0]
     assert math.isnan(failed["final_accuracy"].iloc[0])
     pd.testing.assert_frame_equal(_comparable(local), _comparable(mongo))
 
