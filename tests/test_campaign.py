@@ -208,3 +208,9 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     assert again.searches[0].fit.mu == pytest.approx(search.fit.mu)
     with pytest.raises(CampaignError, match="valid keys"):
         load_study(_study(tmp_path, ADAPTIVE_STUDY.replace("adaptive.max_runs", "adaptive.max_run"), name="b.yaml"))
+
+
+def test_overrides_replace_a_value_in_every_config(tmp_path):
+    study = load_study(_study(tmp_path), overrides=parse_filters(["training.epochs=7", "max_test=50"]))
+    assert len(study) == 6
+    assert {c["training"]["epochs"] for c in study.configs} == {7} and {c["max_test"] for c in study.configs} == {50}

@@ -80,8 +80,13 @@ def run_config_dict(config: dict[str, Any]) -> dict[str, Any]:
     return RunConfig.from_dict({k: v for k, v in config.items() if k not in NON_RUN_KEYS}).to_dict()
 
 
-def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None) -> Study:
-    """Expand a study YAML with SEML's parser and validate every config; raise :class:`CampaignError` if bad."""
+def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None,
+               overrides: dict[str, Any] | None = None) -> Study:
+    """Expand a study YAML with SEML's parser and validate every config; raise :class:`CampaignError` if bad.
+
+    ``overrides`` (dotted keys, e.g. ``{"training.epochs": 10}``) replace values in every config, as SEML's own
+    ``overwrite_params`` do; configs that become identical are merged.
+    """
     import yaml
     from seml.experiment.config import generate_configs, read_config
     from seml.utils.errors import ConfigError, ExecutableError
@@ -91,7 +96,7 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None) -
         raise CampaignError(f"study file {path} does not exist")
     try:
         seml_block, slurm, experiment = read_config(path)
-        expanded = generate_configs(experiment)
+        expanded = generate_configs(experiment, overwrite_params=dict(overrides) if overrides else None)
     except yaml.YAMLError as err:
         raise CampaignError(f"{path} is not valid YAML: {err}") from err
     except (ConfigError, ExecutableError) as err:

@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from walking_noise.campaign import load_study, parse_filters, run_campaign
     from walking_noise.store import LocalStore
 
-    study = load_study(args.study, parse_filters(args.filter))
+    study = load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set))
     store = LocalStore(args.store or Path("runs") / study.name)
     summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
                            members=args.members, progress=not args.no_progress, log=_print)
@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="run only configs with this value, e.g. noise.kind=additive (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every config, e.g. training.epochs=10 or data_dir=../shared/data "
+                        "(repeatable; note it in your results)")
     p.add_argument("--retry-failed", action="store_true", help="run again the configs that failed before")
     p.add_argument("--members", type=int, default=None,
                    help="configs trained together as one batch (default: 16 for the MLP on CPU, 1 for conv models "
