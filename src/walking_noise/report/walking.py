@@ -116,6 +116,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         runs = pd.concat([s.runs for s in group])
         omitted: list[str] = []
         roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
+        any_bound = False
         for r_i, r in enumerate(roles):
             members = sorted([s for s in group if role(s.key) == r], key=lambda s: s.key["noise.injection_layer"])
             shift = (r_i - (len(roles) - 1) / 2) * 0.12
@@ -128,8 +129,10 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     xs.append(x), ys.append(row["mu"]), es.append(float(np.nan_to_num(row["mu_err_reported"])))
                 elif row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
                     ax.plot([x], [row["mu_lower_bound"]], "^", mfc="none", mec=color, ms=8)
+                    any_bound = True
                 elif row.get("mu_upper_bound") is not None and np.isfinite(row["mu_upper_bound"]):
                     ax.plot([x], [row["mu_upper_bound"]], "v", mfc="none", mec=color, ms=8)
+                    any_bound = True
                 else:
                     omitted.append(f"{row['point']} ({r}): {str(row['reason'])[:70]}")
             if xs:
@@ -137,7 +140,8 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                             color=color, label=r)
             else:
                 ax.plot([], [], "o", color=color, label=f"{r} (no converged fit)")
-        ax.plot([], [], "^", mfc="none", mec="gray", label="not converged: mu beyond tested range (bound)")
+        if any_bound:  # explain the hollow markers only where there are some
+            ax.plot([], [], "^", mfc="none", mec="gray", label="not converged: mu beyond tested range (bound)")
         _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
