@@ -3,7 +3,6 @@ real ``seml add`` + observed-run path against a mongomock database."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -34,12 +33,8 @@ def exp():
 
 
 @pytest.fixture(autouse=True)
-def quiet():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)
+def _quiet_logs(quiet):
     yield
-    root.setLevel(level)
 
 
 class Recorder:

@@ -209,18 +209,6 @@ def experiment():
     return walking_noise_experiment
 
 
-@pytest.fixture
-def quiet():
-    """Sacred logs every run at INFO through SEML's rich handler; 200 runs of that dominate the test's time."""
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)
-    yield
-    root.setLevel(level)
-
-
 @pytest.mark.parametrize("study", STUDIES)
 def test_configs_resolve_through_sacred(study, experiment, quiet):
     """Every smoke config and a random sample of 200 of each big study go through Sacred's config resolution
