@@ -25,7 +25,7 @@ from torch import nn
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
 from walking_noise.models import NoisyNetwork, build_model, layer_table, weight_magnitudes
-from walking_noise.noise import NoiseConfig, NoiseInjection, _StraightThrough, configure_noise
+from walking_noise.noise import NoiseConfig, NoiseInjection, configure_noise, perturb
 from walking_noise.training import EVAL_BATCH, RunResult, final_accuracy, resolve_device, save_checkpoint
 
 # Config fields members of one batch may differ in; everything else must be equal.
@@ -152,14 +152,7 @@ class PackedNoise(nn.Module):
         add, mul = self._std(self.additive, x), self._std(self.multiplicative, x)
         if add is None and mul is None:
             return x
-        noisy = x.detach() if self.straight_through else x
-        steps = ("mul", "add") if self.order == "multiply_then_add" else ("add", "mul")
-        for step in steps:
-            if step == "mul" and mul is not None:
-                noisy = noisy * (1.0 + mul * torch.randn_like(noisy))
-            elif step == "add" and add is not None:
-                noisy = noisy + add * torch.randn_like(noisy)
-        return _StraightThrough.apply(x, noisy) if self.straight_through else noisy
+        return perturb(x, add, mul, self.order, self.straight_through)
 
 
 class _ToConv(nn.Module):

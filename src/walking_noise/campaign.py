@@ -303,12 +303,14 @@ class _MemoryStore:
 def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,
                               started: str) -> list[dict[str, Any]]:
     """Train one clean model per seed (batched), keep its last five epochs, evaluate every config's noise on them."""
+    from dataclasses import replace
+
     from walking_noise.batched import clean_config, evaluate_snapshots, train_members
     from walking_noise.training import final_accuracy
 
     data = _dataset_for(cfgs[0])
     seeds = sorted({c.seed for c in cfgs})
-    clean = [replace_seed(clean_config(cfgs[0]), s) for s in seeds]
+    clean = [replace(clean_config(cfgs[0]), seed=s) for s in seeds]
     results, packed, snapshots = train_members(clean, data, keep_last=5)
     by_seed = {s: (r, snap) for s, r, snap in zip(seeds, results, snapshots)}
     docs = []
@@ -324,12 +326,6 @@ def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig],
                                                             cfg.training.epochs + 1))})
         docs.append(run_document(config, study, COMPLETED, result, started))
     return docs
-
-
-def replace_seed(cfg: RunConfig, seed: int) -> RunConfig:
-    from dataclasses import replace
-
-    return replace(cfg, seed=seed)
 
 
 def search_spec(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

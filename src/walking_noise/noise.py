@@ -134,7 +134,7 @@ class NoiseConfig:
         return cls(**values)
 
 
-class _StraightThrough(torch.autograd.Function):
+class StraightThrough(torch.autograd.Function):
     """Returns the noisy value forward, passes the incoming gradient unchanged backward."""
 
     @staticmethod
@@ -144,6 +144,24 @@ class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
         return grad, None
+
+
+def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicative: float | torch.Tensor | None,
+            order: str = "multiply_then_add", straight_through: bool = False) -> torch.Tensor:
+    """``x`` with fresh Gaussian noise: ``x * N(1, multiplicative^2)`` and ``+ N(0, additive^2)`` in ``order``.
+
+    A std of None skips that kind; a std may be a tensor broadcasting against ``x`` (one per member of a batched
+    model). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the identity, else the drawn noise is a
+    constant of the chain rule. Shared by the one-model and the batched injection points.
+    """
+    noisy = x.detach() if straight_through else x
+    steps = ("mul", "add") if order == "multiply_then_add" else ("add", "mul")
+    for step in steps:
+        if step == "mul" and multiplicative is not None:
+            noisy = noisy * (1.0 + multiplicative * torch.randn_like(noisy))
+        elif step == "add" and additive is not None:
+            noisy = noisy + additive * torch.randn_like(noisy)
+    return StraightThrough.apply(x, noisy) if straight_through else noisy
 
 
 @dataclass
@@ -186,15 +204,8 @@ class NoiseInjection(nn.Module):
         if not self.active:
             return x
         s = self.setting
-        straight_through = s.backward == "straight_through"
-        noisy = x.detach() if straight_through else x
-        steps = ("mul", "add") if s.order == "multiply_then_add" else ("add", "mul")
-        for step in steps:
-            if step == "mul" and s.multiplicative_std > 0:
-                noisy = noisy * (1.0 + s.multiplicative_std * torch.randn_like(noisy))
-            elif step == "add" and s.additive_std > 0:
-                noisy = noisy + s.additive_std * torch.randn_like(noisy)
-        return _StraightThrough.apply(x, noisy) if straight_through else noisy
+        return perturb(x, s.additive_std or None, s.multiplicative_std or None, s.order,
+                       s.backward == "straight_through")
 
     def extra_repr(self) -> str:
         s = self.setting
