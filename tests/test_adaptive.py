@@ -56,3 +56,80 @@ def test_bad_grid_settings_are_rejected():
         AdaptiveGrid(0.0, 1.0)
     with pytest.raises(ValueError, match="valid choices: log10, linear"):
         AdaptiveGrid(0.1, 1.0, axis="ln")
+
+
+def _known_curves(true_mu: dict[int, float], calls: list[list[dict]]):
+    """``run_units`` for :func:`run_searches` that stores each run's accuracy from a known logistic (mu chosen by
+    the run's injection point) instead of training; records every call."""
+    from walking_noise.campaign import run_document
+    from walking_noise.store import COMPLETED, now_iso
+
+    def run_units(store, units):
+        calls.append([c for unit in units for c in unit])
+        for unit in units:
+            for c in unit:
+                mu = true_mu[c["noise"]["injection_layer"]]
+                wobble = 0.01 * np.sin(7.0 * c["seed"] + 3.0 * c["noise"]["noise_std"])  # seed spread, reproducible
+                acc = float(logistic(np.log10(c["noise"]["noise_std"]), np.log10(mu), -0.2, 0.88, 0.10) + wobble)
+                store.put(run_document(c, "known", COMPLETED, {"final_accuracy": acc}, now_iso()))
+    return run_units
+
+
+def _walking_search(point: int) -> tuple[dict, dict]:
+    from walking_noise.campaign import run_config_dict
+
+    base = run_config_dict({"dataset": "mnist_5k", "model": "mlp", "training": {"epochs": 1},
+                            "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}})
+    return base, {"low": 0.01, "high": 100.0, "seeds": (0, 1, 2), "target_rel_err": 0.03, "max_runs": 40}
+
+
+def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
+    from walking_noise.campaign import run_search, run_searches
+    from walking_noise.store import LocalStore
+
+    true_mu = {1: 0.3, 3: 2.0, 5: 15.0}
+    calls: list[list[dict]] = []
+    store = LocalStore(tmp_path / "together")
+    run_units = _known_curves(true_mu, calls)
+    searches = [_walking_search(p) for p in true_mu] + [_walking_search(3)]  # the same search twice runs once
+    found = run_searches(searches, "known", store, run_units=lambda units: run_units(store, units), log=lambda _: 0)
+    assert len(found) == 3
+    for (point, mu), result in zip(true_mu.items(), found):
+        assert result.fit.converged, result.stopped_because
+        assert abs(result.fit.mu - mu) < 0.05 * mu
+    # round 1 of every search went out as one call, and nothing was trained twice
+    assert {c["noise"]["injection_layer"] for c in calls[0]} == set(true_mu)
+    hashes = [d["config_hash"] for d in store.documents()]
+    assert len(hashes) == len(set(hashes)) == sum(r.runs for r in found)
+    # lockstep needs no more rounds than the longest search alone would, and gives each search the same answer
+    alone_calls: list[list[dict]] = []
+    alone_store = LocalStore(tmp_path / "alone")
+    alone_units = _known_curves(true_mu, alone_calls)
+    rounds_alone = []
+    for (base, settings), together in zip(searches[:3], found):
+        before = len(alone_calls)
+
+        def execute_round(configs):
+            from walking_noise.campaign import missing_configs
+            alone_units(alone_store, [missing_configs(configs, alone_store.latest())])
+            return alone_store.latest()
+
+        alone = run_search(base, settings, "known", alone_store, execute_round=execute_round)
+        rounds_alone.append(len(alone_calls) - before)
+        assert alone.fit.mu == pytest.approx(together.fit.mu) and alone.runs == together.runs
+    assert len(calls) == max(rounds_alone) < sum(rounds_alone)
+
+
+def test_a_failing_search_does_not_end_the_others(tmp_path):
+    from walking_noise.campaign import run_searches
+    from walking_noise.store import LocalStore
+
+    calls: list[list[dict]] = []
+    store = LocalStore(tmp_path / "store")
+    run_units = _known_curves({1: 0.3, 3: 2.0}, calls)
+    broken = (_walking_search(3)[0], {**_walking_search(3)[1], "low": 10.0, "high": 1.0})  # raises in its thread
+    found = run_searches([_walking_search(1), broken], "known", store,
+                         run_units=lambda units: run_units(store, units), log=lambda _: 0)
+    assert found[0].fit.converged and abs(found[0].fit.mu - 0.3) < 0.05 * 0.3
+    assert isinstance(found[1], ValueError) and "low < high" in str(found[1])
+    assert {c["noise"]["injection_layer"] for call in calls for c in call} == {1}

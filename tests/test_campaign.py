@@ -200,6 +200,7 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     search = summary.searches[0]
     docs = list(store.documents())
     assert len(docs) == search.runs <= 30  # every run of the search is stored like a grid run, once
+    assert summary.ran == search.runs and summary.completed == search.runs
     assert {d["config"]["noise"]["noise_std"] for d in docs} == set(search.levels)
     assert search.fit.converged, search.fit.reason
     assert 0.01 < search.fit.mu < 100
@@ -208,6 +209,43 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     assert again.searches[0].fit.mu == pytest.approx(search.fit.mu)
     with pytest.raises(CampaignError, match="valid keys"):
         load_study(_study(tmp_path, ADAPTIVE_STUDY.replace("adaptive.max_runs", "adaptive.max_run"), name="b.yaml"))
+
+
+def test_grid_runs_and_adaptive_searches_share_the_worker_pool(tmp_path):
+    text = """\
+seml:
+  executable: exp.py
+fixed:
+  dataset: mnist_5k
+  model: mlp
+  max_train: 1000
+  max_test: 300
+  training.epochs: 2
+  noise.kind: additive
+searched:
+  fixed:
+    adaptive.low: 0.01
+    adaptive.high: 100.0
+    adaptive.target_rel_err: 0.15
+    adaptive.max_runs: 30
+    adaptive.seeds: [0, 1, 2]
+grid_part:
+  fixed:
+    noise.noise_std: 0.5
+  grid:
+    seed: {type: choice, options: [7, 8]}
+"""
+    study = load_study(_study(tmp_path, text, name="both.yaml"))
+    assert len(study) == 2 and len(study.searches) == 1
+    store = LocalStore(tmp_path / "store")
+    summary = run_campaign(study, store, workers=2, progress=False, log=lambda _: None)
+    search = summary.searches[0]
+    assert search.fit.converged, search.fit.reason
+    docs = list(store.documents())
+    assert len(docs) == 2 + search.runs and all(d["status"] == COMPLETED for d in docs)
+    assert summary.ran == len(docs) and summary.failed == 0
+    assert {d["config"]["seed"] for d in docs if d["config"]["noise"]["noise_std"] == 0.5} >= {7, 8}
+    assert len({d["host"]["pid"] for d in docs}) == 2  # trained by the two worker processes
 
 
 def test_overrides_replace_a_value_in_every_config(tmp_path):

@@ -20,9 +20,10 @@ from walking_noise.models import build_model
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "seml_configs"
 STUDIES = ("smoke", "embedded_walking", "table1_global_noise", "walking_additive", "walking_multiplicative",
-           "mnist_table1")
+           "mnist_table1", "mnist_reproduction", "mnist_table1_mlp_adaptive")
 EMBEDDED = ("smoke", "embedded_walking")  # small studies on the embedded dataset, not the paper's settings
-BIG = tuple(s for s in STUDIES if s not in EMBEDDED)
+SESSION = ("mnist_reproduction", "mnist_table1_mlp_adaptive")  # sized for one developer session: fewer epochs
+BIG = tuple(s for s in STUDIES if s not in EMBEDDED + SESSION)
 GPU_STUDIES = {"table1_global_noise", "walking_additive", "walking_multiplicative"}
 
 # (input shape, classes) of each dataset, to count a model's injection points without loading data.
@@ -56,7 +57,10 @@ def stated_count(study: str) -> int:
 
 
 def run_config(config: dict[str, Any]) -> RunConfig:
-    return RunConfig.from_dict(config)
+    """The run a config defines (an adaptive search's: its base run, whose noise level the search sets)."""
+    from walking_noise.campaign import run_config_dict
+
+    return RunConfig.from_dict(run_config_dict(config))
 
 
 @lru_cache(maxsize=None)
@@ -94,7 +98,11 @@ def test_expands_to_the_count_its_comment_states(study):
 def test_every_config_is_a_valid_run(study):
     validated = runs(study)
     assert len(validated) == len(expand(study)[2])
-    assert len({repr(r) for r in validated}) == len(validated), "two configs of the study are the same run"
+    searched = [bool(c.get("adaptive")) for c in expand(study)[2]]  # a search is no run: its base may equal one
+    plain = [repr(r) for r, s in zip(validated, searched) if not s]
+    assert len(set(plain)) == len(plain), "two configs of the study are the same run"
+    searches = [repr((r, c.get("adaptive"))) for r, c, s in zip(validated, expand(study)[2], searched) if s]
+    assert len(set(searches)) == len(searches), "two adaptive searches of the study are the same"
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -161,6 +169,30 @@ def test_mnist_table1_is_the_mnist_rows_of_table1():
     # The same runs up to where the data lives.
     strip = lambda c: repr({**c.to_dict(), "data_dir": None})  # noqa: E731
     assert sorted(map(strip, own)) == sorted(map(strip, mnist_rows))
+
+
+def test_mnist_reproduction_is_the_paper_setting_with_fewer_epochs():
+    from walking_noise.campaign import load_study, parse_filters
+    from walking_noise.store import config_hash
+
+    study = load_study(CONFIGS / "mnist_reproduction.yaml")
+    table1 = load_study(CONFIGS / "mnist_table1.yaml", parse_filters(["model=mlp"]), {"training.epochs": 10})
+    assert {config_hash(c) for c in table1.configs} <= {config_hash(c) for c in study.configs}
+    searches = [(RunConfig.from_dict(base), settings) for base, settings in study.searches]
+    lenet = [(cfg, s) for cfg, s in searches if cfg.model == "lenet5"]
+    assert {(cfg.noise.kind, cfg.batchnorm) for cfg, _ in lenet} == {(k, b) for k in ("additive", "multiplicative")
+                                                                     for b in (False, True)}
+    assert all(s["seeds"] == (0, 1, 2, 3, 4) and cfg.noise.placement == "global" for cfg, s in lenet)
+    walking = [(cfg, s) for cfg, s in searches if cfg.model == "mlp"]
+    assert len(walking) == 11 * 2 * 2  # points x kinds x (unclamped, clamped), all with BatchNorm
+    assert {cfg.noise.injection_layer for cfg, _ in walking} == set(range(point_count("mlp", "mnist", True)))
+    assert all(cfg.batchnorm and cfg.noise.phase == "train_and_inference" for cfg, _ in walking)
+    inference = [c for c in runs("mnist_reproduction") if c.noise.phase == "inference"]
+    assert same_values({c.noise.noise_std for c in inference if c.noise.kind == "additive"}, log_grid(-2, 8))
+    assert same_values({c.noise.noise_std for c in inference if c.noise.kind == "multiplicative"}, log_grid(-2, 16))
+    for cfg in runs("mnist_reproduction"):  # the paper's data, preprocessing, optimizer; fewer epochs
+        assert cfg.dataset == "mnist" and not cfg.normalize and cfg.training.optimizer == "adam"
+        assert cfg.training.epochs <= EPOCHS[(cfg.dataset, cfg.model)]
 
 
 def test_walking_additive_series():

@@ -8,8 +8,10 @@ loses no finished run, and a restart runs only what is missing (and, with ``retr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -58,7 +60,8 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def parse_filters(filters: Iterable[str]) -> dict[str, Any]:
-    """``["noise.kind=additive", "seed=0"]`` -> ``{"noise.kind": "additive", "seed": 0}`` (values parsed as YAML)."""
+    """``["noise.kind=additive", "seed=[0, 1]"]`` -> ``{"noise.kind": "additive", "seed": [0, 1]}`` (values parsed
+    as YAML; a list matches any of its items)."""
     import yaml
 
     parsed: dict[str, Any] = {}
@@ -71,8 +74,15 @@ def parse_filters(filters: Iterable[str]) -> dict[str, Any]:
 
 
 def matches(config: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """Whether ``config`` has every filter's value (a list filter on a non-list value: any of its items)."""
     flat = _flatten(config)
-    return all(key in flat and flat[key] == value for key, value in filters.items())
+
+    def hit(value: Any, wanted: Any) -> bool:
+        if isinstance(wanted, list) and not isinstance(value, list):
+            return any(value == w for w in wanted)
+        return value == wanted
+
+    return all(key in flat and hit(flat[key], value) for key, value in filters.items())
 
 
 def run_config_dict(config: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +215,9 @@ def plan_units(configs: list[dict[str, Any]], members: int | None = None) -> lis
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for config in configs:
         cfg = RunConfig.from_dict(config)
-        key = ("evaluate",) + batch_key(clean_config(cfg)) if is_inference_only(cfg) else batch_key(cfg)
+        # inference-only configs: one unit per clean model (seed), so the seeds' trainings and their evaluations
+        # spread over the workers and each seed's results are stored as soon as that seed is done
+        key = ("evaluate", cfg.seed) + batch_key(clean_config(cfg)) if is_inference_only(cfg) else batch_key(cfg)
         groups.setdefault(key, []).append(config)
     units: list[list[dict[str, Any]]] = []
     for key, group in groups.items():
@@ -350,9 +362,18 @@ def search_spec(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return base, settings
 
 
-def run_search(base: dict[str, Any], settings: dict[str, Any], study: str, store: Any) -> Any:
+Execute = Callable[[list[dict[str, Any]]], dict[str, dict[str, Any]]]
+
+
+def run_search(base: dict[str, Any], settings: dict[str, Any], study: str, store: Any,
+               execute_round: Execute | None = None) -> Any:
     """Run one adaptive noise-grid search; every run it trains is stored like a grid run, and runs already in
-    ``store`` (an earlier, interrupted search) are reused rather than trained again."""
+    ``store`` (an earlier, interrupted search) are reused rather than trained again.
+
+    ``execute_round(configs)`` makes sure every config of a round is in the store and returns the store's latest
+    documents by config hash; the default trains the missing ones here, :func:`run_searches` pools the rounds of
+    many searches.
+    """
     import copy
 
     from walking_noise.adaptive import AdaptiveGrid, find_transition
@@ -363,13 +384,16 @@ def run_search(base: dict[str, Any], settings: dict[str, Any], study: str, store
         config["seed"] = int(seed)
         return run_config_dict(config)
 
+    def run_here(configs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for unit in plan_units(missing_configs(configs, store.latest())):
+            execute_unit(unit, study, store)
+        return store.latest()
+
+    execute_round = execute_round or run_here
+
     def measure(levels: Any, seeds: Any) -> list[tuple[float, int, float]]:
         wanted = {(float(s), int(seed)): config_for(s, seed) for s in levels for seed in seeds}
-        done = store.latest()
-        missing = [c for c in wanted.values() if done.get(config_hash(c), {}).get("status") != COMPLETED]
-        for unit in plan_units(missing):
-            execute_unit(unit, study, store)
-        done = store.latest()
+        done = execute_round(list(wanted.values()))
         rows = []
         for (s, seed), config in wanted.items():
             result = done.get(config_hash(config), {}).get("result") or {}
@@ -377,6 +401,105 @@ def run_search(base: dict[str, Any], settings: dict[str, Any], study: str, store
         return rows
 
     return find_transition(measure, AdaptiveGrid(**settings))
+
+
+def missing_configs(configs: Iterable[dict[str, Any]], latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The configs (each once) that have no COMPLETED document in ``latest``."""
+    out: dict[str, dict[str, Any]] = {}
+    for config in configs:
+        key = config_hash(config)
+        if latest.get(key, {}).get("status") != COMPLETED:
+            out.setdefault(key, config)
+    return list(out.values())
+
+
+class _Rounds:
+    """Meeting point of the search threads: each posts its next round and waits; once every live search has
+    posted, the main thread takes all their configs at once, so runs of different searches share batches."""
+
+    def __init__(self, searches: int):
+        self._cv = threading.Condition()
+        self._live = searches
+        self._posted: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
+
+    def post(self, configs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        slot: dict[str, Any] = {}
+        with self._cv:
+            self._posted.append((configs, slot))
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: "latest" in slot)
+        if "error" in slot:
+            raise slot["error"]
+        return slot["latest"]
+
+    def leave(self) -> None:
+        with self._cv:
+            self._live -= 1
+            self._cv.notify_all()
+
+    def take(self) -> list[tuple[list[dict[str, Any]], dict[str, Any]]] | None:
+        """Block until every live search has posted (None: all searches have ended)."""
+        with self._cv:
+            self._cv.wait_for(lambda: len(self._posted) >= self._live)
+            if not self._posted:
+                return None
+            taken, self._posted = self._posted, []
+            return taken
+
+    def answer(self, taken: list[tuple[list[dict[str, Any]], dict[str, Any]]], latest: dict[str, Any] | None,
+               error: BaseException | None = None) -> None:
+        with self._cv:
+            for _, slot in taken:
+                if error is not None:
+                    slot["error"] = error
+                slot["latest"] = latest
+            self._cv.notify_all()
+
+
+def run_searches(searches: list[tuple[dict[str, Any], dict[str, Any]]], study: str, store: LocalStore, *,
+                 run_units: Callable[[list[list[dict[str, Any]]]], None] | None = None,
+                 log: Callable[[str], None] = print) -> list[Any]:
+    """Run adaptive searches side by side, in lockstep: each round, the runs every search asks for are planned
+    together (batched across searches) and handed to ``run_units`` (default: train here, one unit at a time).
+
+    Returns one :class:`walking_noise.adaptive.AdaptiveResult` per distinct search (the same base config and
+    settings twice is one search), or the exception that ended that search; one failing search ends no other.
+    """
+    distinct: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for base, settings in searches:
+        distinct.setdefault(config_hash({"base": base, "adaptive": settings}), (base, settings))
+    todo = list(distinct.values())
+    run_units = run_units or (lambda units: [execute_unit(u, study, store) for u in units])
+    rounds = _Rounds(len(todo))
+    outcomes: list[Any] = [None] * len(todo)
+
+    def search(i: int, base: dict[str, Any], settings: dict[str, Any]) -> None:
+        try:
+            outcomes[i] = run_search(base, settings, study, store, execute_round=rounds.post)
+        except Exception as err:  # noqa: BLE001 - reported with the results, the other searches go on
+            outcomes[i] = err
+        finally:
+            rounds.leave()
+
+    threads = [threading.Thread(target=search, args=(i, b, s), daemon=True) for i, (b, s) in enumerate(todo)]
+    for thread in threads:
+        thread.start()
+    number = 0
+    while (taken := rounds.take()) is not None:
+        number += 1
+        wanted = [c for configs, _ in taken for c in configs]
+        pending = missing_configs(wanted, store.latest())
+        if pending:
+            log(f"adaptive round {number}: {len(taken)} search(es) waiting, {len(pending)} run(s) to train")
+        try:
+            run_units(plan_units(pending))
+            rounds.answer(taken, store.latest())
+        except BaseException as err:  # e.g. KeyboardInterrupt: release the threads, then stop
+            rounds.answer(taken, None, err)
+            raise
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 # ---- runner side -------------------------------------------------------------------------------------------
@@ -440,10 +563,16 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
                               skipped_failed=skipped)
     log(f"{study.name}: {summary.total} configs, {done} done, {skipped} failed earlier, {len(pending)} to run "
         f"with {workers} worker(s); store {store.path}")
-    bar = _progress_bar(len(pending), study.name, progress)
+    bar = _progress_bar(len(pending), study.name, progress, unknown_total=bool(study.searches))
     units = plan_units(pending, members)
+    lock = threading.Lock()
+    grid_error: list[BaseException] = []
 
     def record(outcomes: list[dict[str, Any]]) -> None:
+        with lock:
+            _record(outcomes)
+
+    def _record(outcomes: list[dict[str, Any]]) -> None:
         for outcome in outcomes:
             summary.ran += 1
             if outcome["status"] == COMPLETED:
@@ -455,33 +584,63 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
             bar.update(1)
 
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
-    try:
+    with contextlib.ExitStack() as stack:
         if workers <= 1:
             _init_worker(str(store.path), threads)
-            for unit in units:
-                record(execute_unit(unit, study.name, store))
+            pool = None
         else:
             ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(str(store.path), threads)) as pool:
-                queue = iter(units)
-                running = {pool.submit(_execute_in_worker, c, study.name) for c in _take(queue, 2 * workers)}
-                while running:
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        record(future.result())
-                    running |= {pool.submit(_execute_in_worker, c, study.name) for c in _take(queue, len(finished))}
-    finally:
-        bar.close()
-    for number, (base, settings) in enumerate(study.searches, 1):
-        found = run_search(base, settings, study.name, store)
-        summary.searches.append(found)
-        fit = found.fit
-        where = f"mu = {fit.mu:.4g} +- {fit.mu_err:.2g}" if fit.converged else f"not converged ({fit.reason})"
-        log(f"adaptive search {number}/{len(study.searches)}: {found.runs} runs, {where}; {found.stopped_because}")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                           initargs=(str(store.path), threads)))
+
+        def run_units(todo: list[list[dict[str, Any]]]) -> None:
+            if pool is None:
+                for unit in todo:
+                    record(execute_unit(unit, study.name, store))
+                return
+            queue = iter(todo)
+            running = {pool.submit(_execute_in_worker, c, study.name) for c in _take(queue, 2 * workers)}
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(future.result())
+                running |= {pool.submit(_execute_in_worker, c, study.name) for c in _take(queue, len(finished))}
+
+        # With a pool, the grid's units and the searches' rounds share it: a long grid unit (e.g. a whole
+        # train-once-evaluate-many group) does not leave the other workers idle while the searches wait.
+        grid = threading.Thread(target=_capture, args=(run_units, units, grid_error), daemon=True)
+        grid.start()
+        if pool is None:  # one worker: this process trains, one thing at a time
+            grid.join()
+        found_all: list[Any] = []
+        try:
+            if study.searches and not grid_error:
+                found_all = run_searches(study.searches, study.name, store, run_units=run_units, log=bar.write)
+        finally:
+            grid.join()
+            bar.close()
+        if grid_error:
+            raise grid_error[0]
+        for number, found in enumerate(found_all, 1):
+            summary.searches.append(found)
+            if isinstance(found, Exception):
+                summary.failures.append(f"adaptive search {number}: {found}")
+                log(f"adaptive search {number}/{len(found_all)} failed: {found}")
+                continue
+            fit = found.fit
+            where = f"mu = {fit.mu:.4g} +- {fit.mu_err:.2g}" if fit.converged else f"not converged ({fit.reason})"
+            log(f"adaptive search {number}/{len(found_all)}: {found.runs} runs, {where}; {found.stopped_because}")
     summary.wall_time_s = time.perf_counter() - started
     log(str(summary))
     return summary
+
+
+def _capture(function: Callable[..., Any], argument: Any, errors: list[BaseException]) -> None:
+    """Call ``function(argument)`` in a thread, keeping its exception for the caller to raise."""
+    try:
+        function(argument)
+    except BaseException as err:  # noqa: BLE001 - re-raised by the thread that joins
+        errors.append(err)
 
 
 def _take(iterator: Any, n: int) -> list[Any]:
@@ -494,8 +653,9 @@ def _take(iterator: Any, n: int) -> list[Any]:
     return out
 
 
-def _progress_bar(total: int, name: str, enabled: bool) -> Any:
+def _progress_bar(total: int, name: str, enabled: bool, unknown_total: bool = False) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=name, unit="run", disable=not enabled or total == 0, file=sys.stderr,
+    return tqdm(total=None if unknown_total else total, desc=name, unit="run",
+                disable=not enabled or (total == 0 and not unknown_total), file=sys.stderr,
                 dynamic_ncols=True)

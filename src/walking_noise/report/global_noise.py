@@ -195,11 +195,25 @@ def fig1_fit(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 12) -> 
     return paths
 
 
-def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: int = 8) -> list[Path]:
-    """Fig. 6: validation accuracy per epoch for several noise levels of one global series (mean over seeds).
+def _curve_levels(s: Series, max_levels: int) -> np.ndarray:
+    """Up to ``max_levels`` levels of a series, centred on its transition (where the epochs matter most): the
+    lowest level, the highest, and the rest nearest the level with the half-way mean accuracy."""
+    levels = s.levels
+    if len(levels) <= max_levels:
+        return levels
+    pts = accuracy_points(s)
+    half = (pts["mean"].max() + pts["mean"].min()) / 2
+    centre = int(np.argmin(np.abs(pts["mean"].to_numpy() - half)))
+    order = np.argsort(np.abs(np.arange(len(levels)) - centre), kind="stable")
+    keep = {0, len(levels) - 1, *order[:max_levels - 2].tolist()}
+    return levels[sorted(keep)]
 
-    The series shown is the global additive one with the most noise levels (else multiplicative); writes
-    ``fig6_training_curves.png``.
+
+def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: int = 7,
+                         max_panels: int = 8) -> list[Path]:
+    """Fig. 6: validation accuracy per epoch (mean over seeds) under global noise, one panel per series, at the
+    levels around each series' transition: whether the final accuracies (mean of the last five epochs) come from
+    converged training. Writes ``fig6_training_curves.png`` (``_2``, ... beyond ``max_panels`` series).
     """
     out_dir = Path(out_dir)
     _, every = _global_series(df)
@@ -207,27 +221,37 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
                                                              for v in column(s.runs, "val_accuracy"))]
     if not usable:
         raise NotEnoughRuns("Fig. 6: no global-noise series with >= 2 noise levels and stored validation curves")
-    s = max(usable, key=lambda t: (t.key.get("noise.kind") == "additive", len(t.levels), len(t.runs)))
-    levels = s.levels
-    if len(levels) > max_levels:
-        levels = levels[np.unique(np.linspace(0, len(levels) - 1, max_levels).round().astype(int))]
-    fig = new_figure(6.4, 4.2)
-    ax = fig.subplots()
+    extra = varying(usable)
     cmap = __import__("matplotlib").colormaps["viridis"]
-    for i, level in enumerate(levels):
-        curves = [c for c, x in zip(column(s.runs, "val_accuracy"), s.runs[NOISE_STD]) if x == level
-                  and isinstance(c, list) and c]
-        n = max(len(c) for c in curves)
-        padded = np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
-        mean = np.nanmean(padded, axis=0)
-        ax.plot(np.arange(1, n + 1), 100 * mean, "-o", ms=3, color=cmap(i / max(1, len(levels) - 1)),
-                label=f"s = {level:g} ({len(curves)} seeds)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(_wrap("Fig. 6: training under global noise, " + series_title(s, varying(every)), 80), fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    return [save_figure(fig, out_dir / "fig6_training_curves.png")]
+    paths = []
+    for page, start in enumerate(range(0, len(usable), max_panels), 1):
+        chunk = usable[start:start + max_panels]
+        rows, cols = panel_grid(len(chunk), 4)
+        fig = new_figure(4.0 * cols, 3.2 * rows)
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+        for ax, s in zip(axes, chunk):
+            levels = _curve_levels(s, max_levels)
+            for i, level in enumerate(levels):
+                curves = [c for c, x in zip(column(s.runs, "val_accuracy"), s.runs[NOISE_STD]) if x == level
+                          and isinstance(c, list) and c]
+                if not curves:
+                    continue
+                n = max(len(c) for c in curves)
+                padded = np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
+                ax.plot(np.arange(1, n + 1), 100 * np.nanmean(padded, axis=0), "-o", ms=3,
+                        color=cmap(i / max(1, len(levels) - 1)), label=f"s = {level:.3g} ({len(curves)})")
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.set_ylabel("validation accuracy (%)", fontsize=8)
+            ax.set_title(_wrap(series_title(s, extra), 48), fontsize=8)
+            ax.legend(fontsize=6, ncol=2, title="noise std (seeds)", title_fontsize=6)
+            ax.grid(alpha=0.3)
+        for ax in axes[len(chunk):]:
+            ax.set_visible(False)
+        fig.suptitle("Fig. 6: validation accuracy per epoch under global noise, levels around each transition",
+                     fontsize=10)
+        name = "fig6_training_curves.png" if page == 1 else f"fig6_training_curves_{page}.png"
+        paths.append(save_figure(fig, out_dir / name))
+    return paths
 
 
 def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 4) -> list[Path]:

@@ -22,6 +22,7 @@ import pandas as pd
 from walking_noise.report.activations import fig4_self_binarization
 from walking_noise.report.common import NOISE_STD, NotEnoughRuns, column, paper_runs, select
 from walking_noise.report.global_noise import fig1_fit, fig6_training_curves, fig7_double_logistic, table1
+from walking_noise.report.paper import table1_vs_paper
 from walking_noise.report.walking import fig2_walking_mu, fig3_amin, fig5_preserved_accuracy, table2_weight_ratio
 
 
@@ -66,6 +67,9 @@ def _outputs(checkpoints: dict[str, Any] | None) -> list[tuple[Output, Callable[
         (Output("table1", "Table I: robustness mu to global noise",
                 "Midpoint noise level per dataset, model, BatchNorm and noise kind (Eq. 1 fitted to accuracy vs "
                 "noise std)."), table1),
+        (Output("table1_vs_paper", "Table I beside the paper",
+                "Each Table I cell that the paper also reports, with the paper's mu, the ratio and how the runs "
+                "differ (epochs, levels, seeds)."), table1_vs_paper),
         (Output("fig1", "Fig. 1: logistic fits of global noise",
                 "Accuracy vs noise std with seed spread and the fitted Eq. 1, one panel per series."), fig1_fit),
         (Output("fig6", "Fig. 6: training curves under global noise",
@@ -76,6 +80,10 @@ def _outputs(checkpoints: dict[str, Any] | None) -> list[tuple[Output, Callable[
         (Output("fig2", "Fig. 2 / 10 / 11: walking mu per injection point (additive)",
                 "Noise only at inference (blue), in training (orange), in training with clamped weights (green)."),
          lambda df, out: fig2_walking_mu(df, out, kind="additive")),
+        (Output("fig2m", "Fig. 2 style: walking mu per injection point (multiplicative)",
+                "The same three roles for multiplicative noise; a point whose curve never drops within the tested "
+                "range shows as a lower bound."),
+         lambda df, out: fig2_walking_mu(df, out, kind="multiplicative")),
         (Output("table2", "Table II: weight magnitude ratio unclamped / clamped",
                 "Mean |w| at the noise level closest to mu, per learnable layer, with and without BatchNorm."),
          table2_weight_ratio),

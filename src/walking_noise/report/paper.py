@@ -1,0 +1,100 @@
+"""The paper's own numbers, and a table that puts every reproduced Table I cell beside them.
+
+The values are the published Table I (midpoint noise level mu of global noise); they are reference data to
+compare with, never used to make a result. A cell is compared only when its runs are the paper's setting: noise in
+training and inference, unclamped weights, default noise backward. Any other setting (epochs, grid) is stated in
+the row so a difference can be read against it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from walking_noise.report.common import (
+    NotEnoughRuns, column, dataset_name, fit_row, fit_series, format_pm, markdown_table, model_name, write_csv,
+    write_text,
+)
+from walking_noise.report.global_noise import _global_series
+
+#: Table I of the paper: (dataset, model) -> {(noise kind, BatchNorm): mu}.
+PAPER_TABLE1: dict[tuple[str, str], dict[tuple[str, bool], float]] = {
+    ("mnist", "mlp"): {("additive", False): 1.69, ("additive", True): 1.57,
+                       ("multiplicative", False): 0.942, ("multiplicative", True): 0.952},
+    ("mnist", "lenet5"): {("additive", False): 1.34, ("additive", True): 1.61,
+                          ("multiplicative", False): 0.946, ("multiplicative", True): 0.966},
+    ("cifar10", "mlp"): {("additive", False): 2.89, ("additive", True): 2.11,
+                         ("multiplicative", False): 0.655, ("multiplicative", True): 0.642},
+    ("cifar10", "lenet5"): {("additive", False): 1.62, ("additive", True): 1.95,
+                            ("multiplicative", False): 0.625, ("multiplicative", True): 0.629},
+    ("speech_commands", "mlp"): {("additive", False): 5.83, ("additive", True): 2.06,
+                                 ("multiplicative", False): 0.670, ("multiplicative", True): 0.667},
+    ("speech_commands", "cnn_s"): {("additive", False): 7.89, ("additive", True): 3.73,
+                                   ("multiplicative", False): 0.916, ("multiplicative", True): 0.772},
+}
+#: The paper trained every MNIST and CIFAR-10 / GSC model for this many epochs (authors' code defaults).
+PAPER_EPOCHS = {"mnist": 100, "cifar10": 300, "speech_commands": 150}
+
+
+def paper_mu(dataset: Any, model: Any, kind: Any, batchnorm: Any) -> float | None:
+    """The paper's Table I mu for a cell, or None where the paper has no such cell."""
+    return PAPER_TABLE1.get((str(dataset), str(model)), {}).get((str(kind), bool(batchnorm)))
+
+
+def _paper_setting(row: dict[str, Any]) -> bool:
+    return (row.get("noise.phase", "train_and_inference") == "train_and_inference"
+            and not bool(row.get("weight_clamping") or False)
+            and row.get("noise.backward", "autograd") == "autograd")
+
+
+def table1_vs_paper(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Every Table I cell that the paper also has, beside the paper's mu: ratio, difference in units of our
+    error, and what the runs were (epochs vs the paper's, levels, seeds, runs). Writes ``table1_vs_paper.md``
+    and ``table1_vs_paper.csv``."""
+    out_dir = Path(out_dir)
+    _, every = _global_series(df)
+    rows = []
+    for series in every:
+        row = fit_row(series, fit_series(series))
+        paper = paper_mu(row.get("dataset"), row.get("model"), row.get("noise.kind"), row.get("batchnorm"))
+        if paper is None or not _paper_setting(row):
+            continue
+        mu = row["mu"] if row["converged"] else None
+        err = row["mu_err_reported"]
+        epochs = column(series.runs, "training.epochs").dropna().unique()
+        rows.append({
+            "dataset": row.get("dataset"), "model": row.get("model"), "noise.kind": row.get("noise.kind"),
+            "batchnorm": bool(row.get("batchnorm")), "mu": mu, "mu_err": err, "paper_mu": paper,
+            "ratio": mu / paper if mu is not None else np.nan,
+            "z": (mu - paper) / err if mu is not None and err else np.nan,
+            "epochs": int(epochs[0]) if len(epochs) == 1 else None,
+            "paper_epochs": PAPER_EPOCHS.get(str(row.get("dataset"))),
+            "n_levels": row["n_levels"], "n_seeds": row["n_seeds"], "n_runs": len(series.runs),
+            "converged": row["converged"], "reason": row["reason"], "chi2_red": row["chi2_red"],
+        })
+    if not rows:
+        raise NotEnoughRuns("Table I vs paper: no global-noise series in the paper's setting (noise in training, "
+                            "unclamped) for a dataset and model of the paper's Table I")
+    table = pd.DataFrame(rows).sort_values(["dataset", "model", "noise.kind", "batchnorm"], ignore_index=True)
+    body = []
+    for r in table.itertuples(index=False):
+        here = format_pm(r.mu, r.mu_err) if r.converged else f"n.c. ({r.reason})"
+        body.append([dataset_name(r.dataset), model_name(r.model), r[2], "w/t" if r.batchnorm else "w/o",
+                     f"{r.paper_mu:g}", here, f"{r.ratio:.2f}" if np.isfinite(r.ratio) else "",
+                     f"{r.z:+.1f}" if np.isfinite(r.z) else "", f"{r.epochs} / {r.paper_epochs}",
+                     f"{r.n_levels} / {r.n_seeds} / {r.n_runs}"])
+    lines = ["# Table I beside the paper", "",
+             "mu of global noise here (± the larger of the chi2-scaled fit error and the seed-jackknife error) and "
+             "in the paper's Table I. z = (here - paper) / our error; the paper quotes no error. Epochs: here / "
+             "paper. Runs: distinct noise levels / seeds / runs of the fitted series.", "",
+             markdown_table(["Dataset", "Model", "Noise", "BN", "Paper mu", "Here mu", "Here / paper", "z",
+                             "Epochs", "Levels / seeds / runs"], body),
+             f"{len(table)} cells from {int(table['n_runs'].sum())} runs."]
+    return [write_text("\n".join(lines) + "\n", out_dir / "table1_vs_paper.md"),
+            write_csv(table, out_dir / "table1_vs_paper.csv")]
+
+
+__all__ = ["PAPER_EPOCHS", "PAPER_TABLE1", "paper_mu", "table1_vs_paper"]
