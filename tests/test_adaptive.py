@@ -51,6 +51,17 @@ def test_transition_outside_the_range_is_found_by_widening():
     assert result.fit.converged and abs(np.log10(result.fit.mu) - 2.5) < 0.2
 
 
+def test_min_levels_keeps_refining_on_the_slope_after_the_error_target_is_met():
+    grid = dict(low=0.01, high=100.0, target_rel_err=0.5, seeds=(0, 1, 2, 3, 4), coarse_seeds=5, refine_seeds=5)
+    loose = find_transition(_synthetic(0.2, 0.15, 0.02, np.random.default_rng(3)), AdaptiveGrid(**grid))
+    assert len(loose.levels) < 8  # a loose target is met after the coarse levels and a bisection or so
+    held = find_transition(_synthetic(0.2, 0.15, 0.02, np.random.default_rng(3)), AdaptiveGrid(**grid, min_levels=8))
+    assert len(held.levels) >= 8 and held.runs == 5 * len(held.levels)  # every level has all five seeds
+    added = [s for s in held.levels if s not in loose.levels]
+    assert all(abs(np.log10(s) - 0.2) < 1.0 for s in added)  # the new levels sit on the slope around mu
+    assert relative_error(held.fit) <= relative_error(loose.fit)
+
+
 def test_bad_grid_settings_are_rejected():
     with pytest.raises(ValueError, match="low > 0 on a log10 axis"):
         AdaptiveGrid(0.0, 1.0)

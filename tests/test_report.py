@@ -99,6 +99,25 @@ def test_table1_has_the_papers_layout_and_a_long_csv_of_fits(campaign, tmp_path)
     assert ((fits["mu"] > 0.05) & (fits["mu"] < 5)).all()
 
 
+def test_preserved_accuracy_compares_every_point_at_one_noise_level(campaign, tmp_path):
+    df = campaign[1]
+    mult = df[(df["noise.kind"] == "multiplicative") & (df["noise.placement"] == "walking")
+              & (df["noise.phase"] == "train_and_inference") & ~df["weight_clamping"].astype(bool)]
+    point, bn = sorted(mult["noise.injection_layer"].unique())[0], bool(mult["batchnorm"].iloc[0])
+    mult = mult[mult["batchnorm"].astype(bool) == bn]
+    common = float(mult["noise.noise_std"].max())
+    extra = mult[(mult["noise.injection_layer"] == point) & (mult["noise.noise_std"] == common)].copy()
+    extra["noise.noise_std"], extra["final_accuracy"] = 1e30, 0.1  # e.g. float32 overflow beyond the grid
+    table = pd.read_csv(report.fig5_preserved_accuracy(pd.concat([df, extra], ignore_index=True), tmp_path)[0])
+    assert set(table[table["batchnorm"].astype(bool) == bn]["largest_noise"]) == {common}
+    row = table[(table["noise.injection_layer"] == point) & (table["batchnorm"].astype(bool) == bn)].iloc[0]
+    assert row["largest_tested_noise"] == 1e30
+    runs = mult[mult["noise.injection_layer"] == point]
+    expected = (runs[runs["noise.noise_std"] == common]["final_accuracy"].mean()
+                / runs[runs["noise.noise_std"] == runs["noise.noise_std"].min()]["final_accuracy"].mean())
+    assert row["preserved_accuracy"] == pytest.approx(expected)
+
+
 def test_walking_mu_has_one_fit_per_point_and_role(campaign, tmp_path):
     paths = report.fig2_walking_mu(campaign[1], tmp_path)
     fits = pd.read_csv(next(p for p in paths if p.suffix == ".csv"))

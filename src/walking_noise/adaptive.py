@@ -9,7 +9,8 @@ relative error (``mu_err / mu``):
    lowest mean (or, if the curve never leaves a plateau, widen the range towards the missing plateau);
 3. once it converges: add levels at ``mu + u * |sigma|`` for u in 0, -1, 1, -0.5, 0.5, -2, 2, ... (the steep part,
    where accuracy carries the most information about mu and the slope), skipping levels already measured;
-4. stop when ``mu_err / mu <= target_rel_err`` or after ``max_runs`` runs.
+4. stop when ``mu_err / mu <= target_rel_err`` and at least ``min_levels`` levels are measured, or after
+   ``max_runs`` runs.
 
 Coarse levels (steps 1-2) are measured with the first ``coarse_seeds`` seeds, refinement levels with the first
 ``refine_seeds``:
@@ -47,6 +48,9 @@ class AdaptiveGrid:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     coarse_seeds: int = 2
     refine_seeds: int = 3
+    #: Levels to measure before the error target may stop the search: a 4-parameter logistic through five coarse
+    #: levels can claim a small mu error with one level on its slope; this buys levels where the curve falls.
+    min_levels: int = 0
 
     def __post_init__(self) -> None:
         if self.axis not in ("log10", "linear"):
@@ -136,7 +140,7 @@ def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:
     result = AdaptiveResult(_fit(rows, grid), rows, [first])
     widened = 0
     while True:
-        if relative_error(result.fit) <= grid.target_rel_err:
+        if relative_error(result.fit) <= grid.target_rel_err and len(result.levels) >= grid.min_levels:
             result.stopped_because = f"mu_err/mu {relative_error(result.fit):.3g} <= target {grid.target_rel_err}"
             return result
         levels, how = _new_levels(result.rows, grid, result.fit, widened)

@@ -214,25 +214,41 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def _extremes(s: Series) -> dict[str, float]:
-    """Mean accuracy at the smallest (0 if run) and the largest tested noise level of a series."""
+def _extremes(s: Series, largest: float | None = None) -> dict[str, float]:
+    """Mean accuracy at the smallest tested noise level (0 if run) and at ``largest`` (None: the largest tested)."""
     pts = accuracy_points(s)
     if pts.empty:
         return dict(acc_smallest_noise=np.nan, acc_largest_noise=np.nan, smallest_noise=np.nan, largest_noise=np.nan,
                     std_smallest_noise=np.nan, std_largest_noise=np.nan)
-    lo, hi = pts.iloc[0], pts.iloc[-1]
+    lo = pts.iloc[0]
+    hi = pts.iloc[-1] if largest is None else pts[pts["noise_std"] == largest].iloc[0]
     return dict(acc_smallest_noise=float(lo["mean"]), acc_largest_noise=float(hi["mean"]),
                 smallest_noise=float(lo["noise_std"]), largest_noise=float(hi["noise_std"]),
                 std_smallest_noise=float(lo["std"]), std_largest_noise=float(hi["std"]))
 
 
+def _common_largest(series: list[Series]) -> dict[int, float | None]:
+    """Per series: the largest noise level that every series of its figure (same config but the point) has, so
+    that all points are compared at one level (an adaptive search may have gone further at some points, where
+    float32 overflow, not the noise, ends the curve); None where the figure's series share no level."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(series):
+        groups.setdefault(tuple(repr(v) for k, v in s.key.items() if k != "noise.injection_layer"), []).append(i)
+    out: dict[int, float | None] = {}
+    for members in groups.values():
+        common = set.intersection(*(set(series[i].levels.tolist()) for i in members))
+        for i in members:
+            out[i] = max(common) if common else None
+    return out
+
+
 def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Fig. 5 (and 8, 9): preserved accuracy under multiplicative walking noise trained with noise, per point.
 
-    Preserved accuracy = mean accuracy at the largest tested noise / mean accuracy at noise 0 (or, without runs at
-    0, at the smallest tested noise); error bar from the seed spreads of both (relative errors added in
-    quadrature). One series per dataset, one PNG per model and BatchNorm
-    (``fig5_preserved_accuracy_<model>_<bn|nobn>.png``), and a CSV.
+    Preserved accuracy = mean accuracy at the largest noise level tested at every point of the figure (else at the
+    point's largest) / mean accuracy at noise 0 (or, without runs at 0, at the smallest tested noise); error bar
+    from the seed spreads of both (relative errors added in quadrature). One series per dataset, one PNG per model
+    and BatchNorm (``fig5_preserved_accuracy_<model>_<bn|nobn>.png``), and a CSV.
     """
     out_dir = Path(out_dir)
     runs = paper_runs(df, "multiplicative", "walking")
@@ -242,14 +258,16 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
     if not series:
         raise NotEnoughRuns("Fig. 5: no walking multiplicative series (noise in training, no clamping) with >= 2 "
                             "noise levels")
+    largest = _common_largest(series)
     rows = []
-    for s in series:
-        e = _extremes(s)
+    for i, s in enumerate(series):
+        e = _extremes(s, largest[i])
         ratio = e["acc_largest_noise"] / e["acc_smallest_noise"] if e["acc_smallest_noise"] > 0 else np.nan
         rel = np.hypot(e["std_largest_noise"] / max(e["acc_largest_noise"], 1e-12),
                        e["std_smallest_noise"] / max(e["acc_smallest_noise"], 1e-12))
         point = int(s.key["noise.injection_layer"])
         rows.append({**s.key, "point": layer_labels(s.runs).get(point, str(point)), **e,
+                     "largest_tested_noise": float(s.levels.max()),
                      "preserved_accuracy": ratio, "preserved_accuracy_err": abs(ratio) * rel})
     table = pd.DataFrame(rows)
     paths = [write_csv(table, out_dir / "fig5_preserved_accuracy.csv")]
