@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -173,8 +174,7 @@ def test_a_bundle_in_a_study_expands_into_its_members_locally(tmp_path):
         load_study(_study(tmp_path, text.replace("[0.001, 0.01]", "0.01"), name="bad.yaml"))
 
 
-ADAPTIVE_STUDY = """\
-# 1 adaptive search (its runs are chosen as it goes)
+ADAPTIVE_BASE = """\
 seml:
   executable: exp.py
 fixed:
@@ -184,12 +184,16 @@ fixed:
   max_test: 300
   training.epochs: 2
   noise.kind: additive
-  adaptive.low: 0.01
-  adaptive.high: 100.0
-  adaptive.target_rel_err: 0.15
-  adaptive.max_runs: 30
-  adaptive.seeds: [0, 1, 2]
 """
+ADAPTIVE_SETTINGS = """\
+adaptive.low: 0.01
+adaptive.high: 100.0
+adaptive.target_rel_err: 0.15
+adaptive.max_runs: 30
+adaptive.seeds: [0, 1, 2]
+"""
+# 1 adaptive search (its runs are chosen as it goes)
+ADAPTIVE_STUDY = ADAPTIVE_BASE + textwrap.indent(ADAPTIVE_SETTINGS, "  ")
 
 
 def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
@@ -212,23 +216,7 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
 
 
 def test_grid_runs_and_adaptive_searches_share_the_worker_pool(tmp_path):
-    text = """\
-seml:
-  executable: exp.py
-fixed:
-  dataset: mnist_5k
-  model: mlp
-  max_train: 1000
-  max_test: 300
-  training.epochs: 2
-  noise.kind: additive
-searched:
-  fixed:
-    adaptive.low: 0.01
-    adaptive.high: 100.0
-    adaptive.target_rel_err: 0.15
-    adaptive.max_runs: 30
-    adaptive.seeds: [0, 1, 2]
+    text = ADAPTIVE_BASE + "searched:\n  fixed:\n" + textwrap.indent(ADAPTIVE_SETTINGS, "    ") + """\
 grid_part:
   fixed:
     noise.noise_std: 0.5

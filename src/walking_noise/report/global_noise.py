@@ -180,18 +180,27 @@ def fig1_fit(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 12) -> 
     if not good:
         raise _too_few("Fig. 1", every, MIN_LEVELS)
     extra = varying(good)
+    return _panel_pages(good, lambda ax, s: plot_fit(ax, s, fit_series(s), _wrap(series_title(s, extra), 60)),
+                        out_dir / "fig1_fit.png", "Fig. 1: accuracy vs globally injected noise, logistic fit (Eq. 1)",
+                        max_panels=max_panels, max_cols=3, panel_size=(4.2, 3.3))
+
+
+def _panel_pages(series: list[Series], draw: Any, path: Path, title: str, *, max_panels: int, max_cols: int,
+                 panel_size: tuple[float, float]) -> list[Path]:
+    """One panel per series drawn by ``draw(ax, series)``, ``max_panels`` to a PNG: ``path``, then ``<stem>_2``..."""
     paths = []
-    for page, start in enumerate(range(0, len(good), max_panels), 1):
-        chunk = good[start:start + max_panels]
-        rows, cols = panel_grid(len(chunk), 3)
-        fig = new_figure(4.2 * cols, 3.3 * rows)
+    for page, start in enumerate(range(0, len(series), max_panels), 1):
+        chunk = series[start:start + max_panels]
+        rows, cols = panel_grid(len(chunk), max_cols)
+        fig = new_figure(panel_size[0] * cols, panel_size[1] * rows)
         axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
         for ax, s in zip(axes, chunk):
-            plot_fit(ax, s, fit_series(s), _wrap(series_title(s, extra), 60))
+            draw(ax, s)
         for ax in axes[len(chunk):]:
             ax.set_visible(False)
-        fig.suptitle("Fig. 1: accuracy vs globally injected noise, logistic fit (Eq. 1)", fontsize=10)
-        paths.append(save_figure(fig, out_dir / ("fig1_fit.png" if page == 1 else f"fig1_fit_{page}.png")))
+        fig.suptitle(title, fontsize=10)
+        name = path.name if page == 1 else f"{path.stem}_{page}{path.suffix}"
+        paths.append(save_figure(fig, path.parent / name))
     return paths
 
 
@@ -223,35 +232,27 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
         raise NotEnoughRuns("Fig. 6: no global-noise series with >= 2 noise levels and stored validation curves")
     extra = varying(usable)
     cmap = __import__("matplotlib").colormaps["viridis"]
-    paths = []
-    for page, start in enumerate(range(0, len(usable), max_panels), 1):
-        chunk = usable[start:start + max_panels]
-        rows, cols = panel_grid(len(chunk), 4)
-        fig = new_figure(4.0 * cols, 3.2 * rows)
-        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-        for ax, s in zip(axes, chunk):
-            levels = _curve_levels(s, max_levels)
-            for i, level in enumerate(levels):
-                curves = [c for c, x in zip(column(s.runs, "val_accuracy"), s.runs[NOISE_STD]) if x == level
-                          and isinstance(c, list) and c]
-                if not curves:
-                    continue
-                n = max(len(c) for c in curves)
-                padded = np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
-                ax.plot(np.arange(1, n + 1), 100 * np.nanmean(padded, axis=0), "-o", ms=3,
-                        color=cmap(i / max(1, len(levels) - 1)), label=f"s = {level:.3g} ({len(curves)})")
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.set_ylabel("validation accuracy (%)", fontsize=8)
-            ax.set_title(_wrap(series_title(s, extra), 48), fontsize=8)
-            ax.legend(fontsize=6, ncol=2, title="noise std (seeds)", title_fontsize=6)
-            ax.grid(alpha=0.3)
-        for ax in axes[len(chunk):]:
-            ax.set_visible(False)
-        fig.suptitle("Fig. 6: validation accuracy per epoch under global noise, levels around each transition",
-                     fontsize=10)
-        name = "fig6_training_curves.png" if page == 1 else f"fig6_training_curves_{page}.png"
-        paths.append(save_figure(fig, out_dir / name))
-    return paths
+
+    def draw(ax: Any, s: Series) -> None:
+        levels = _curve_levels(s, max_levels)
+        for i, level in enumerate(levels):
+            curves = [c for c, x in zip(column(s.runs, "val_accuracy"), s.runs[NOISE_STD]) if x == level
+                      and isinstance(c, list) and c]
+            if not curves:
+                continue
+            n = max(len(c) for c in curves)
+            padded = np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
+            ax.plot(np.arange(1, n + 1), 100 * np.nanmean(padded, axis=0), "-o", ms=3,
+                    color=cmap(i / max(1, len(levels) - 1)), label=f"s = {level:.3g} ({len(curves)})")
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("validation accuracy (%)", fontsize=8)
+        ax.set_title(_wrap(series_title(s, extra), 48), fontsize=8)
+        ax.legend(fontsize=6, ncol=2, title="noise std (seeds)", title_fontsize=6)
+        ax.grid(alpha=0.3)
+
+    return _panel_pages(usable, draw, out_dir / "fig6_training_curves.png",
+                        "Fig. 6: validation accuracy per epoch under global noise, levels around each transition",
+                        max_panels=max_panels, max_cols=4, panel_size=(4.0, 3.2))
 
 
 def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 4) -> list[Path]:
