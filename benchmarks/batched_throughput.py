@@ -7,25 +7,30 @@ random tensors: throughput does not depend on pixel values), all with BatchNorm 
 - ``dataloader``: the one-model loop as a plain SEML experiment runs it (torch DataLoader over a TensorDataset);
 - ``tensor``: the one-model path of ``training.train_run`` (data as tensors, no DataLoader);
 - ``batched K``: ``batched.train_members`` with K members.
-Throughput is trained member-samples per second (per epoch, evaluation included); ratios are against
-``dataloader``. The fraction of peak is model FLOPs (3x the forward multiply-adds x 2) per second divided by the
+- ``batched K, torch.randn noise``: the same with the noise drawn by torch's CPU generator instead of the compiled
+  one of ``walking_noise.gaussian`` (what the generator is worth).
+Throughput is trained member-samples per second, per epoch with its evaluation and in the training loop alone
+(``in-loop``: the steps, no evaluation); ratios are epoch rates against ``dataloader``. Every row runs with ``training.keep_freed_memory`` in effect (the library sets it in every
+training process; setting it here first keeps the baseline rows from being slowed by page faults). The fraction of peak is model FLOPs (3x the forward multiply-adds x 2) per second divided by the
 machine's measured single-precision matmul rate with the same thread count.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 from torch import nn
 
+from walking_noise import gaussian
 from walking_noise.batched import train_members
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
 from walking_noise.models import build_model
 from walking_noise.noise import configure_noise
-from walking_noise.training import train_run
+from walking_noise.training import keep_freed_memory, train_run
 
 
 def peak_flops(seconds: float = 1.0) -> float:
@@ -59,8 +64,9 @@ def training_flops_per_sample(model: nn.Module, shape: tuple[int, ...]) -> float
     return 3 * 2 * macs
 
 
-def dataloader_epoch(cfg: RunConfig, data: DatasetSplits) -> None:
-    """One epoch the way a one-config-per-process SEML experiment trains: DataLoader batches, then evaluation."""
+def dataloader_epoch(cfg: RunConfig, data: DatasetSplits) -> float:
+    """One epoch the way a one-config-per-process SEML experiment trains: DataLoader batches, then evaluation.
+    Returns the seconds spent in the training loop."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm)
     configure_noise(model, cfg.noise)
@@ -69,24 +75,36 @@ def dataloader_epoch(cfg: RunConfig, data: DatasetSplits) -> None:
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.train_x, data.train_y),
                                          batch_size=cfg.training.batch_size, shuffle=True)
     model.train()
+    started = time.perf_counter()
     for xb, yb in loader:
         opt.zero_grad()
         loss_fn(model(xb), yb).backward()
         opt.step()
+    loop_s = time.perf_counter() - started
     model.eval()
     with torch.no_grad():
         for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.test_x, data.test_y),
                                                   batch_size=1000):
             model(xb).argmax(1).eq(yb).sum()
+    return loop_s
 
 
-def timed(fn, repeats: int = 2) -> float:
+def loop_seconds(out: object) -> float:
+    """Training-loop seconds of what one timed call returned (a loop time, a RunResult or train_members' tuple)."""
+    if isinstance(out, float):
+        return out
+    result = out[0][0] if isinstance(out, tuple) else out
+    return result.extra["train_loop_s"]
+
+
+def timed(fn, repeats: int = 2) -> tuple[float, float]:
+    """Best (epoch seconds with evaluation, training-loop seconds) over ``repeats`` calls after a warm-up."""
     fn()  # warm-up: first-call allocations and kernel selection
-    best = float("inf")
+    best = (float("inf"), float("inf"))
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        out = fn()
+        best = min(best, (time.perf_counter() - start, loop_seconds(out)))
     return best
 
 
@@ -104,8 +122,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller K list and data (a smoke run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     peak = peak_flops()
-    print(f"threads {args.threads}, measured peak {peak / 1e9:.1f} GFLOP/s (float32 1024^3 matmul)")
+    print(f"threads {args.threads}, measured peak {peak / 1e9:.1f} GFLOP/s (float32 1024^3 matmul), "
+          f"noise generator: {gaussian.backend()}")
     suites = [("mlp", load_dataset("mnist_5k"), (1, 8, 32) if args.quick else (1, 8, 32, 128)),
               ("lenet5", cifar_sized(2000 if args.quick else 4000, 1000), (1, 8) if args.quick else (1, 8, 32))]
     for model_name, data, ks in suites:
@@ -117,16 +137,27 @@ def main() -> None:
         flops = training_flops_per_sample(build_model(model_name, data.input_shape, 10, batchnorm=True),
                                           data.input_shape)
         n = len(data.train_x)
-        base = n / timed(lambda: dataloader_epoch(cfg(0), data))
-        rows = [("dataloader (SEML-style)", base), ("tensor (train_run)", n / timed(lambda: train_run(cfg(0), data)))]
+
+        def rates(fn, members: int = 1, repeats: int = 2) -> tuple[float, float]:
+            epoch, loop = timed(fn, repeats)
+            return n * members / epoch, n * members / loop
+
+        rows = [("dataloader (SEML-style)", *rates(lambda: dataloader_epoch(cfg(0), data))),
+                ("tensor (train_run)", *rates(lambda: train_run(cfg(0), data)))]
         for k in ks:
             configs = [cfg(s) for s in range(k)]
-            rows.append((f"batched K={k}", n * k / timed(lambda: train_members(configs, data), repeats=1)))
+            rows.append((f"batched K={k}", *rates(lambda: train_members(configs, data), k, repeats=1)))
+        configs = [cfg(s) for s in range(ks[-1] if model_name == "mlp" else ks[1])]
+        os.environ[gaussian.BACKEND_ENV] = "torch"
+        rows.append((f"batched K={len(configs)}, torch.randn",
+                     *rates(lambda: train_members(configs, data), len(configs), repeats=1)))
+        del os.environ[gaussian.BACKEND_ENV]
+        base = rows[0][1]
         print(f"\n{model_name} on {data.input_shape}, {n} samples/epoch, {flops / 1e6:.2f} MFLOP/sample trained")
-        print(f"{'path':<26}{'member-samples/s':>18}{'ratio':>8}{'% of peak':>11}")
-        for name, rate in rows:
-            print(f"{name:<26}{rate:>18.0f}{rate / base:>8.2f}{100 * rate * flops / peak:>10.1f}%")
-
+        print(f"{'path':<30}{'epoch samples/s':>16}{'ratio':>7}{'% peak':>8}{'in-loop samples/s':>19}{'% peak':>8}")
+        for name, rate, loop_rate in rows:
+            print(f"{name:<30}{rate:>16.0f}{rate / base:>7.2f}{100 * rate * flops / peak:>7.1f}%"
+                  f"{loop_rate:>19.0f}{100 * loop_rate * flops / peak:>7.1f}%")
 
 if __name__ == "__main__":
     main()

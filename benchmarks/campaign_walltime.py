@@ -4,7 +4,10 @@
 
 Both sides run the same configs (global additive noise, levels x seeds, on the embedded dataset) on this machine:
 - ``per process``: ``python experiments/walking_noise_experiment.py with ...`` once per config, ``--workers`` at a
-  time (what Slurm does with one experiment per job): process start, imports, data loading and training each time;
+  time (what Slurm does with one experiment per job): process start, imports, data loading and training each time.
+  Each process gets cores / workers threads (``OMP_NUM_THREADS``), as a Slurm job gets only its ``cpus-per-task``:
+  left at torch's default, every process would use all cores and the oversubscribed processes run 2-10x slower,
+  erratically, which would flatter the ratio;
 - ``local runner``: ``walking-noise run STUDY --workers N`` into a fresh store (batches, shared data, one start).
 The ratio is per-process time / runner time for the same work.
 """
@@ -12,6 +15,7 @@ The ratio is per-process time / runner time for the same work.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,13 +65,14 @@ def main() -> None:
                                      seeds=2))
         configs = load_study(path).configs
         env_python = sys.executable
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers))}
 
         def one(cfg: dict) -> None:
             updates = [f"seed={cfg['seed']}", f"model={cfg['model']}", "batchnorm=True",
                        f"training.epochs={cfg['training']['epochs']}", "noise.kind=additive",
                        f"noise.noise_std={cfg['noise']['noise_std']!r}"]
             subprocess.run([env_python, str(ROOT / "experiments" / "walking_noise_experiment.py"), "-l", "WARNING",
-                            "with", *updates], check=True, capture_output=True, cwd=ROOT)
+                            "with", *updates], check=True, capture_output=True, cwd=ROOT, env=env)
 
         start = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:

@@ -240,3 +240,38 @@ def test_overrides_replace_a_value_in_every_config(tmp_path):
     study = load_study(_study(tmp_path), overrides=parse_filters(["training.epochs=7", "max_test=50"]))
     assert len(study) == 6
     assert {c["training"]["epochs"] for c in study.configs} == {7} and {c["max_test"] for c in study.configs} == {50}
+
+
+def _mlp_configs(n: int) -> list[dict]:
+    from walking_noise.campaign import run_config_dict
+
+    return [run_config_dict({"model": "mlp", "seed": s, "noise": {"kind": "additive", "noise_std": 0.1}})
+            for s in range(n)]
+
+
+def test_small_groups_are_split_over_the_workers():
+    from walking_noise.campaign import plan_units
+
+    configs = _mlp_configs(16)
+    assert [len(u) for u in plan_units(configs)] == [16]  # one worker: one full batch
+    assert [len(u) for u in plan_units(configs, workers=2)] == [8, 8]  # two workers: neither idles
+    assert [len(u) for u in plan_units(_mlp_configs(40), workers=2)] == [16, 16, 8]  # large groups: full batches
+    assert [len(u) for u in plan_units(_mlp_configs(3), workers=4)] == [1, 1, 1]
+    units = plan_units(configs, members=4, workers=2)
+    assert [len(u) for u in units] == [4] * 4
+    assert sorted(c["seed"] for u in units for c in u) == list(range(16))
+
+
+def test_workers_fork_only_where_it_is_safe(monkeypatch):
+    from walking_noise.campaign import START_METHOD_ENV, worker_start_method
+
+    monkeypatch.delenv(START_METHOD_ENV, raising=False)
+    cpu = [dict(c, device="cpu") for c in _mlp_configs(2)]
+    expected = "fork" if sys.platform.startswith("linux") else "spawn"
+    assert worker_start_method(cpu) == expected
+    import torch
+
+    if not torch.cuda.is_available():  # asking for a GPU that is not there: never fork on its account
+        assert worker_start_method(cpu + [dict(cpu[0], device="cuda")]) == "spawn"
+    monkeypatch.setenv(START_METHOD_ENV, "spawn")
+    assert worker_start_method(cpu) == "spawn"

@@ -26,7 +26,8 @@ from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
 from walking_noise.models import NoisyNetwork, build_model, layer_table, weight_magnitudes
 from walking_noise.noise import NoiseConfig, NoiseInjection, configure_noise, perturb
-from walking_noise.training import EVAL_BATCH, RunResult, final_accuracy, resolve_device, save_checkpoint
+from walking_noise.training import (EVAL_BATCH, RunResult, final_accuracy, keep_freed_memory, make_optimizer,
+                                   resolve_device, save_checkpoint)
 
 # Config fields members of one batch may differ in; everything else must be equal.
 MEMBER_FIELDS = ("seed",)
@@ -113,7 +114,7 @@ class PackedBatchNorm(_Stacked):
             K, B, C = x.shape
             y = F.batch_norm(x.transpose(0, 1).reshape(B, K * C), self.running_mean, self.running_var,
                              self.weight, self.bias, self.training, self.momentum, self.eps)
-            return y.view(B, K, C).transpose(0, 1)
+            return y.view(B, K, C).transpose(0, 1).contiguous()  # strided (K, B, C) makes every later op slow
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
                             self.momentum, self.eps)
 
@@ -302,6 +303,7 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
     clean model at many noise settings with the final-accuracy definition of the paper).
     """
     started = time.perf_counter()
+    keep_freed_memory()
     keys = {batch_key(c) for c in configs}
     if len(keys) != 1:
         raise ValueError("train_members needs configs that differ only in seed and noise level/point/phase")
@@ -315,11 +317,7 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
     active = packed.configure([c.noise for c in configs])
     K = len(configs)
     t = first.training
-    if t.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(packed.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    else:
-        opt = torch.optim.SGD(packed.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs) if t.schedule == "cosine" else None
+    opt, sched = make_optimizer(packed, first)
     orders = [torch.Generator().manual_seed(c.seed) for c in configs]
     augment_gen = torch.Generator().manual_seed(first.seed)
     torch.manual_seed(first.seed)  # the noise draws of this batch
@@ -329,8 +327,10 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
     alive = torch.ones(K, dtype=torch.bool, device=device)
     diverged_epoch: list[int | None] = [None] * K
     snapshots: list[list[dict]] = [[] for _ in range(K)]
+    loop_s = 0.0  # time in the training steps alone (no evaluation)
     for epoch in range(t.epochs):
         packed.train()
+        loop_started = time.perf_counter()
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (K, n)
         seen = 0
         loss_sum = torch.zeros(K, device=device)
@@ -356,6 +356,7 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
             correct += (logits.detach().argmax(dim=2) == yb).sum(dim=1)
         if sched is not None:
             sched.step()
+        loop_s += time.perf_counter() - loop_started
         acc, vloss = evaluate_members(packed, data.test_x, data.test_y, weight)
         finite = packed.finite_members()
         for k in range(K):
@@ -383,7 +384,7 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
             diverged=diverged_epoch[k] is not None, diverged_epoch=diverged_epoch[k], epochs_run=len(val),
             active_points=active[k], layer_table=layer_table(model), checkpoint=checkpoint,
             preprocessing=dict(data.preprocessing), wall_time_s=elapsed / K, device=str(device),
-            extra={"engine": "batched", "batch_members": K},
+            extra={"engine": "batched", "batch_members": K, "train_loop_s": loop_s},
             **{name: curves[name][k] for name in curves},
         ))
     return results, packed, snapshots

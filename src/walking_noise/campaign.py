@@ -207,9 +207,12 @@ def auto_members(cfg: RunConfig) -> int:
     return 16 if cfg.model == "mlp" else 1
 
 
-def plan_units(configs: list[dict[str, Any]], members: int | None = None) -> list[list[dict[str, Any]]]:
+def plan_units(configs: list[dict[str, Any]], members: int | None = None,
+               workers: int = 1) -> list[list[dict[str, Any]]]:
     """Group configs into work units: batches that train together, and inference-only groups that share one
-    clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`)."""
+    clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`); a group too small to
+    fill every worker with full batches is split evenly over ``workers`` (16 configs on 2 workers: two batches of 8,
+    not one of 16 and an idle worker; a batch of 8 MLPs trains nearly as many samples/s per member as one of 32)."""
     from walking_noise.batched import batch_key, clean_config
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -221,7 +224,10 @@ def plan_units(configs: list[dict[str, Any]], members: int | None = None) -> lis
         groups.setdefault(key, []).append(config)
     units: list[list[dict[str, Any]]] = []
     for key, group in groups.items():
-        size = len(group) if key[0] == "evaluate" else (members or auto_members(RunConfig.from_dict(group[0])))
+        if key[0] == "evaluate":
+            size = len(group)
+        else:
+            size = min(members or auto_members(RunConfig.from_dict(group[0])), -(-len(group) // max(1, workers)))
         units += [group[i:i + max(1, size)] for i in range(0, len(group), max(1, size))]
     return units
 
@@ -457,7 +463,7 @@ class _Rounds:
 
 
 def run_searches(searches: list[tuple[dict[str, Any], dict[str, Any]]], study: str, store: LocalStore, *,
-                 run_units: Callable[[list[list[dict[str, Any]]]], None] | None = None,
+                 run_units: Callable[[list[list[dict[str, Any]]]], None] | None = None, workers: int = 1,
                  log: Callable[[str], None] = print) -> list[Any]:
     """Run adaptive searches side by side, in lockstep: each round, the runs every search asks for are planned
     together (batched across searches) and handed to ``run_units`` (default: train here, one unit at a time).
@@ -492,7 +498,7 @@ def run_searches(searches: list[tuple[dict[str, Any], dict[str, Any]]], study: s
         if pending:
             log(f"adaptive round {number}: {len(taken)} search(es) waiting, {len(pending)} run(s) to train")
         try:
-            run_units(plan_units(pending))
+            run_units(plan_units(pending, workers=workers))
             rounds.answer(taken, store.latest())
         except BaseException as err:  # e.g. KeyboardInterrupt: release the threads, then stop
             rounds.answer(taken, None, err)
@@ -563,8 +569,7 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
                               skipped_failed=skipped)
     log(f"{study.name}: {summary.total} configs, {done} done, {skipped} failed earlier, {len(pending)} to run "
         f"with {workers} worker(s); store {store.path}")
-    bar = _progress_bar(len(pending), study.name, progress, unknown_total=bool(study.searches))
-    units = plan_units(pending, members)
+    units = plan_units(pending, members, workers)
     lock = threading.Lock()
     grid_error: list[BaseException] = []
 
@@ -589,9 +594,11 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
             _init_worker(str(store.path), threads)
             pool = None
         else:
-            ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
+            ctx = get_context(worker_start_method(pending + [base for base, _ in study.searches]))
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                            initargs=(str(store.path), threads)))
+            pool.submit(int).result()  # start every worker now, before this process starts any thread
+        bar = _progress_bar(len(pending), study.name, progress, unknown_total=bool(study.searches))
 
         def run_units(todo: list[list[dict[str, Any]]]) -> None:
             if pool is None:
@@ -615,7 +622,8 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
         found_all: list[Any] = []
         try:
             if study.searches and not grid_error:
-                found_all = run_searches(study.searches, study.name, store, run_units=run_units, log=bar.write)
+                found_all = run_searches(study.searches, study.name, store, run_units=run_units, workers=workers,
+                                         log=bar.write)
         finally:
             grid.join()
             bar.close()
@@ -633,6 +641,34 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
     summary.wall_time_s = time.perf_counter() - started
     log(str(summary))
     return summary
+
+
+START_METHOD_ENV = "WALKING_NOISE_START_METHOD"  # fork, spawn or forkserver: overrides the choice below
+
+
+def worker_start_method(configs: Iterable[dict[str, Any]]) -> str:
+    """How the runner starts its worker processes: ``fork`` where it is safe, else ``spawn``.
+
+    Why: a spawned worker imports torch and the library again (about 1.5 s each on the reference machine, before
+    its first run); a forked one starts in milliseconds with everything imported, which is most of the runner's
+    overhead on a small campaign (``benchmarks/campaign_walltime.py``). Forking is safe on Linux when CUDA is
+    untouched and every config trains on the CPU; the workers fork before this process starts a thread and run
+    torch single-threaded. A GPU study, or any other platform, gets fresh interpreters.
+    """
+    chosen = os.environ.get(START_METHOD_ENV)
+    if chosen:
+        return chosen
+    import torch
+
+    from walking_noise.training import resolve_device
+
+    if not sys.platform.startswith("linux") or torch.cuda.is_initialized():
+        return "spawn"
+    devices = {str(config.get("device", "auto")) for config in configs}
+    try:
+        return "fork" if all(resolve_device(d).type == "cpu" for d in devices) else "spawn"
+    except RuntimeError:  # e.g. device=cuda without a GPU: each such run records its own failure
+        return "spawn"
 
 
 def _capture(function: Callable[..., Any], argument: Any, errors: list[BaseException]) -> None:

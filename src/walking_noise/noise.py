@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from walking_noise.gaussian import standard_normal_like
+
 if TYPE_CHECKING:  # pragma: no cover
     from walking_noise.models import NoisyNetwork
 
@@ -158,9 +160,10 @@ def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicati
     steps = ("mul", "add") if order == "multiply_then_add" else ("add", "mul")
     for step in steps:
         if step == "mul" and multiplicative is not None:
-            noisy = noisy * (1.0 + multiplicative * torch.randn_like(noisy))
+            factor = standard_normal_like(noisy).mul_(multiplicative).add_(1.0)  # N(1, s^2), a constant of autograd
+            noisy = noisy * factor
         elif step == "add" and additive is not None:
-            noisy = noisy + additive * torch.randn_like(noisy)
+            noisy = standard_normal_like(noisy).mul_(additive).add_(noisy)  # in place: no second large buffer
     return StraightThrough.apply(x, noisy) if straight_through else noisy
 
 

@@ -18,15 +18,31 @@ Fig. 4 evaluates two saved checkpoints. :func:`write_report` makes every output 
 ========================================  ==================================================================
 """
 
-from walking_noise.report.activations import fig4_self_binarization
-from walking_noise.report.common import NotEnoughRuns, choose_axis, fit_series, format_pm, series_of
-from walking_noise.report.global_noise import fig1_fit, fig6_training_curves, fig7_double_logistic, table1
-from walking_noise.report.index import find_checkpoints, write_report
-from walking_noise.report.walking import fig2_walking_mu, fig3_amin, fig5_preserved_accuracy, table2_weight_ratio
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "NotEnoughRuns", "choose_axis", "fit_series", "format_pm", "series_of",
-    "table1", "fig1_fit", "fig6_training_curves", "fig7_double_logistic",
-    "fig2_walking_mu", "fig3_amin", "fig5_preserved_accuracy", "table2_weight_ratio",
-    "fig4_self_binarization", "find_checkpoints", "write_report",
-]
+# Names resolve on first use (PEP 562): `walking-noise run` builds the report sub-command parser on every start and
+# must not pay for matplotlib and every figure module (about 0.9 s) when it only trains.
+_HOMES = {
+    "fig4_self_binarization": "activations",
+    "NotEnoughRuns": "common", "choose_axis": "common", "fit_series": "common", "format_pm": "common",
+    "series_of": "common",
+    "fig1_fit": "global_noise", "fig6_training_curves": "global_noise", "fig7_double_logistic": "global_noise",
+    "table1": "global_noise",
+    "find_checkpoints": "index", "write_report": "index",
+    "fig2_walking_mu": "walking", "fig3_amin": "walking", "fig5_preserved_accuracy": "walking",
+    "table2_weight_ratio": "walking",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'walking_noise.report' has no attribute {name!r}")
+    value = getattr(import_module(f"walking_noise.report.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
