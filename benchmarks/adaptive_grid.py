@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--kind", default="additive", choices=("additive", "multiplicative"))
     parser.add_argument("--levels-per-round", type=int, default=1)
     parser.add_argument("--refine-seeds", type=int, default=3)
+    parser.add_argument("--design", default="variance", choices=("variance", "offsets"),
+                        help="how a converged search places runs (walking_noise.adaptive.AdaptiveGrid.design)")
     args = parser.parse_args()
     data = load_run_dataset(RunConfig())
     trained: dict[tuple[float, int], float] = {}
@@ -53,13 +55,14 @@ def main() -> None:
     start = time.perf_counter()
     low = 0.01 if axis == "log10" else 0.0
     grid = AdaptiveGrid(low, float(dense_levels[-1]), axis=axis, target_rel_err=target, max_runs=len(dense),
-                        levels_per_round=args.levels_per_round, refine_seeds=args.refine_seeds)
+                        levels_per_round=args.levels_per_round, refine_seeds=args.refine_seeds, design=args.design)
     result = find_transition(measure, grid)
     fit = result.fit
     mu = f"{fit.mu:.4g} +- {fit.mu_err:.3g} (rel. error {relative_error(fit):.3g})" if fit.converged else fit.reason
     print(f"adaptive:   {result.runs} runs in {len(result.rounds)} rounds, mu = {mu}; stopped: "
           f"{result.stopped_because} [{time.perf_counter() - start:.0f} s]")
-    print(f"levels per round {grid.levels_per_round}, seeds coarse {grid.coarse_seeds} / refine {grid.refine_seeds}")
+    print(f"design {grid.design}, levels per round {grid.levels_per_round}, seeds coarse {grid.coarse_seeds} / "
+          f"refine {grid.refine_seeds}; steps: {' '.join(result.steps)}")
     print(f"runs adaptive / dense = {result.runs / len(dense):.2f}")
 
 

@@ -62,6 +62,46 @@ def test_min_levels_keeps_refining_on_the_slope_after_the_error_target_is_met():
     assert relative_error(held.fit) <= relative_error(loose.fit)
 
 
+@pytest.mark.parametrize("mu_log10, sigma", [(0.2, 0.15), (0.0, 0.6)])
+def test_variance_design_reaches_the_dense_error_with_fewer_runs_than_fixed_offsets(mu_log10, sigma):
+    # the broad curve (sigma 0.6 decades) starts falling inside the range, like multiplicative noise on a linear
+    # axis: there mu also hinges on the asymptotes, and the design must spend runs on them, not only on the slope
+    dense_levels, ratios, covered = np.logspace(-2, 2, 17), {"variance": [], "offsets": []}, []
+    for rep in range(6):
+        def measure(levels, seeds, rng=np.random.default_rng(100 + rep)):
+            return _synthetic(mu_log10, sigma, 0.02, rng)(levels, seeds)
+        dense = measure(dense_levels, range(5))
+        x, seeds, y = map(np.array, zip(*dense))
+        target = relative_error(fit_midpoint(x, y, seeds=seeds, axis="log10"))
+        for design in ratios:
+            grid = AdaptiveGrid(0.01, 100.0, target_rel_err=target, max_runs=len(dense), design=design)
+            result = find_transition(lambda lv, sd, r=np.random.default_rng(200 + rep): _synthetic(
+                mu_log10, sigma, 0.02, r)(lv, sd), grid)
+            reached = result.fit.converged and relative_error(result.fit) <= target
+            ratios[design].append(result.runs / len(dense) if reached else 1.0)
+            if design == "variance":
+                assert reached, result.stopped_because
+                covered.append(abs(result.fit.mu - 10**mu_log10) < 2.5 * result.fit.mu_err)
+    assert np.mean(ratios["variance"]) <= 0.6
+    assert np.mean(ratios["variance"]) < np.mean(ratios["offsets"])
+    assert np.mean(covered) >= 5 / 6  # the reported error still covers the true midpoint
+
+
+def test_after_the_refinement_offsets_the_search_adds_repeats_on_the_slope_not_a_wider_range():
+    # a tight target on a noisy curve uses up the offsets around mu; the search must then deepen the slope levels
+    # with the seeds they lack (every run a new (level, seed) pair), never widen past the range it already spans
+    measure = _synthetic(0.2, 0.15, 0.04, np.random.default_rng(5))
+    result = find_transition(measure, AdaptiveGrid(0.01, 100.0, target_rel_err=0.002, max_runs=120, design="offsets"))
+    assert result.fit.converged and len(result.steps) == len(result.rounds)
+    after = result.steps[result.steps.index("refine"):]
+    assert "deepen" in after and not {"widen", "bisect"} & set(after), result.steps
+    pairs = [(s, seed) for s, seed, _ in result.rows]
+    assert len(pairs) == len(set(pairs))
+    per_level = {s: sum(1 for p in pairs if p[0] == s) for s in result.levels}
+    deepened = [s for s, n in per_level.items() if n == 5]  # refinement levels start with 3 seeds, coarse with 2
+    assert deepened and all(abs(np.log10(s) - result.fit.log10_mu) <= 2 * abs(result.fit.sigma) for s in deepened)
+
+
 def test_bad_grid_settings_are_rejected():
     with pytest.raises(ValueError, match="low > 0 on a log10 axis"):
         AdaptiveGrid(0.0, 1.0)

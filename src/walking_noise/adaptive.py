@@ -7,9 +7,14 @@ relative error (``mu_err / mu``):
 1. measure ``initial_levels`` levels evenly spaced on the fit axis (log10 or linear) between ``low`` and ``high``;
 2. while the fit does not converge: bisect the bracket where the level means cross half-way between the highest and
    lowest mean (or, if the curve never leaves a plateau, widen the range towards the missing plateau);
-3. once it converges: add levels at ``mu + u * |sigma|`` for u in 0, -1, 1, -0.5, 0.5, -2, 2, ... (the steep part,
-   where accuracy carries the most information about mu and the slope), skipping levels already measured;
-4. stop when ``mu_err / mu <= target_rel_err`` and at least ``min_levels`` levels are measured, or after
+3. once it converges (``design="variance"``, the default): add the runs that shrink the fit's predicted Var(mu)
+   the most per run: a new level with ``refine_seeds`` seeds, or the seeds a measured level lacks. The prediction
+   is the Fisher information of Eq. 1's four parameters with Eq. 2's weights, so runs go to the slope when the
+   midpoint limits mu and to a plateau when an asymptote does (a broad curve that starts falling at s = 0);
+   ``design="offsets"`` instead adds levels at ``mu + u * |sigma|`` for u in 0, -1, 1, -0.5, 0.5, -2, 2, ...;
+4. when no such run is left: add the seeds a level near mu lacks, or split the widest gap between levels within
+   2 |sigma| of mu, instead of bisecting or widening a range whose transition is already found;
+5. stop when ``mu_err / mu <= target_rel_err`` and at least ``min_levels`` levels are measured, or after
    ``max_runs`` runs.
 
 Coarse levels (steps 1-2) are measured with the first ``coarse_seeds`` seeds, refinement levels with the first
@@ -51,12 +56,17 @@ class AdaptiveGrid:
     #: Levels to measure before the error target may stop the search: a 4-parameter logistic through five coarse
     #: levels can claim a small mu error with one level on its slope; this buys levels where the curve falls.
     min_levels: int = 0
+    #: How a converged search places its next runs: ``variance`` (default), where they shrink the fit's predicted
+    #: Var(mu) most per run (new levels or more seeds at measured ones); ``offsets``, at mu + u |sigma| for fixed u.
+    design: str = "variance"
 
     def __post_init__(self) -> None:
         if self.axis not in ("log10", "linear"):
             raise ValueError(f"unknown axis {self.axis!r}; valid choices: log10, linear")
         if not 0 <= self.low < self.high or (self.axis == "log10" and self.low <= 0):
             raise ValueError(f"need 0 <= low < high (low > 0 on a log10 axis), got low={self.low}, high={self.high}")
+        if self.design not in ("variance", "offsets"):
+            raise ValueError(f"unknown design {self.design!r}; valid choices: variance, offsets")
         if self.initial_levels < 4:
             raise ValueError("initial_levels must be at least 4 (a logistic has four parameters)")
 
@@ -73,6 +83,8 @@ class AdaptiveResult:
     rows: list[tuple[float, int, float]]
     rounds: list[list[float]] = field(default_factory=list)
     stopped_because: str = ""
+    #: what each round did, parallel to ``rounds``: coarse, bisect, widen, refine or deepen
+    steps: list[str] = field(default_factory=list)
 
     @property
     def runs(self) -> int:
@@ -93,6 +105,86 @@ def relative_error(fit: FitResult) -> float:
 def _fit(rows: list[tuple[float, int, float]], grid: AdaptiveGrid) -> FitResult:
     x, seeds, y = (np.array(col) for col in zip(*rows))
     return fit_midpoint(x, y, seeds=seeds, axis=grid.axis)
+
+
+def _deepen(rows, grid: AdaptiveGrid, fit: FitResult) -> tuple[list[float], list[int]]:
+    """The measured level nearest mu (within 2 |sigma|) that lacks some of ``grid.seeds``, and those seeds: once
+    the refinement offsets are used up, more repeats where the curve falls tighten mu more than plateau levels."""
+    t_mu, width = grid.to_axis(fit.mu), abs(fit.sigma)  # type: ignore[arg-type]
+    seen: dict[float, set[int]] = {}
+    for s, seed, _ in rows:
+        seen.setdefault(s, set()).add(seed)
+    for s in sorted(seen, key=lambda level: abs(grid.to_axis(level) - t_mu)):
+        if abs(grid.to_axis(s) - t_mu) > 2 * width:
+            break
+        missing = [seed for seed in grid.seeds if seed not in seen[s]]
+        if missing:
+            return [s], missing
+    return [], []
+
+
+def _mu_variance_design(rows, grid: AdaptiveGrid, fit: FitResult) -> tuple[list[float], list[int], str]:
+    """The next runs that shrink the fit's predicted Var(mu) the most per run (a c-optimal design step).
+
+    Each run contributes ``w J J^T`` to the Fisher information of the four logistic parameters, with ``J`` the
+    gradient of Eq. 1 at its level and ``w`` = 1 / (its level's repeat spread)^2, as Eq. 2 weights it. Candidates:
+    the seeds a measured level lacks, and a new level (``refine_seeds`` seeds) on a fine grid over the measured
+    range, its spread taken from the nearest measured level. Plateaus earn runs when the asymptotes limit mu (a
+    curve whose upper plateau lies below the smallest level), the slope when the midpoint does.
+    """
+    t_mu, sig, da = grid.to_axis(fit.mu), float(fit.sigma), float(fit.delta_a)  # type: ignore[arg-type]
+
+    def jac(t: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-np.clip((t - t_mu) / sig, -60, 60)))
+        slope = da * p * (1 - p)
+        return np.stack([-slope / sig, -slope * (t - t_mu) / sig**2, p, np.ones_like(t)], axis=1)
+
+    seen: dict[float, list[float]] = {}
+    for s, _seed, acc in rows:
+        seen.setdefault(s, []).append(acc)
+    levels = sorted(seen)
+    t_lv = np.array([grid.to_axis(s) for s in levels])
+    floor = max(fit.spread_floor or 0.0, 1e-3)
+    spread = np.array([max(float(np.std(seen[s], ddof=1)) if len(seen[s]) > 1 else 0.0, floor) for s in levels])
+    counts = np.array([len(seen[s]) for s in levels])
+    J = jac(t_lv)
+    info = (J * (counts / spread**2)[:, None]).T @ J
+
+    def var_mu(extra: np.ndarray) -> float:
+        try:
+            return float(np.linalg.inv(info + extra)[0, 0])
+        except np.linalg.LinAlgError:
+            return math.inf
+
+    base = var_mu(np.zeros((4, 4)))
+    best: tuple[float, list[float], list[int], str] = (0.0, [], [], "")
+    seeded = {s: {seed for s2, seed, _ in rows if s2 == s} for s in levels}
+    for i, s in enumerate(levels):
+        missing = [seed for seed in grid.seeds if seed not in seeded[s]][:grid.refine_seeds]
+        if missing and len(levels) >= grid.min_levels:  # below min_levels only new levels count
+            gain = (base - var_mu(len(missing) / spread[i]**2 * np.outer(J[i], J[i]))) / len(missing)
+            if gain > best[0]:
+                best = (gain, [s], missing, "deepen")
+    k = grid.refine_seeds
+    gap = (t_lv[-1] - t_lv[0]) / 200
+    for t in np.linspace(t_lv[0], t_lv[-1], 81)[1:-1]:
+        if np.min(np.abs(t_lv - t)) < gap:
+            continue
+        j = jac(np.array([t]))[0]
+        w = k / spread[int(np.argmin(np.abs(t_lv - t)))]**2
+        gain = (base - var_mu(w * np.outer(j, j))) / k
+        if gain > best[0]:
+            best = (gain, [grid.from_axis(float(t))], list(grid.seeds[:k]), "refine")
+    return best[1], best[2], best[3]
+
+
+def _widest_gap(rows, grid: AdaptiveGrid, fit: FitResult) -> float:
+    """The middle of the widest gap between measured levels within 2 |sigma| of mu: a new slope level."""
+    t_mu, width = grid.to_axis(fit.mu), abs(fit.sigma)  # type: ignore[arg-type]
+    lo, hi = t_mu - 2 * width, t_mu + 2 * width
+    ts = sorted({lo, hi} | {t for t in (grid.to_axis(r[0]) for r in rows) if lo < t < hi})
+    i = int(np.argmax(np.diff(ts)))
+    return grid.from_axis((ts[i] + ts[i + 1]) / 2)
 
 
 def _new_levels(rows, grid: AdaptiveGrid, fit: FitResult, widened: int) -> tuple[list[float], str]:
@@ -137,14 +229,24 @@ def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:
     first = [grid.from_axis(t) for t in np.linspace(t0, t1, grid.initial_levels)]
     coarse = grid.seeds[:grid.coarse_seeds]
     rows = list(measure(first, coarse))
-    result = AdaptiveResult(_fit(rows, grid), rows, [first])
+    result = AdaptiveResult(_fit(rows, grid), rows, [first], steps=["coarse"])
     widened = 0
     while True:
         if relative_error(result.fit) <= grid.target_rel_err and len(result.levels) >= grid.min_levels:
             result.stopped_because = f"mu_err/mu {relative_error(result.fit):.3g} <= target {grid.target_rel_err}"
             return result
-        levels, how = _new_levels(result.rows, grid, result.fit, widened)
-        seeds = grid.seeds[:grid.refine_seeds] if how == "refine" else coarse
+        levels, seeds, how = (_mu_variance_design(result.rows, grid, result.fit)
+                              if grid.design == "variance" and result.fit.converged else ([], [], ""))
+        if not levels:
+            levels, how = _new_levels(result.rows, grid, result.fit, widened)
+            seeds = grid.seeds[:grid.refine_seeds] if how == "refine" else coarse
+        if result.fit.converged and how not in ("refine", "deepen"):  # offsets used up: repeats, not a wider range
+            deeper, missing = _deepen(result.rows, grid, result.fit)
+            if deeper:
+                levels, seeds, how = deeper, missing, "deepen"
+            else:  # every slope level has every seed: split the widest gap on the slope
+                levels, seeds, how = [_widest_gap(result.rows, grid, result.fit)], grid.seeds[:grid.refine_seeds], \
+                    "refine"
         if not levels:
             result.stopped_because = how
             return result
@@ -154,4 +256,5 @@ def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:
         widened += how == "widen"
         result.rows += measure(levels, seeds)
         result.rounds.append(levels)
+        result.steps.append(how)
         result.fit = _fit(result.rows, grid)
