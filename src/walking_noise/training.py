@@ -122,11 +122,14 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimi
     t = cfg.training
     params = list(model.parameters())
     device = params[0].device.type if params else "cpu"
-    fused = {"fused": True} if device in ("cpu", "cuda") else {}
     if t.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+        cls, options = torch.optim.Adam, {"lr": t.lr, "weight_decay": t.weight_decay}
     else:
-        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, **fused)
+        cls, options = torch.optim.SGD, {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
+    try:  # fused CPU kernels need torch >= 2.4; older builds and other devices get the default implementation
+        opt: torch.optim.Optimizer = cls(params, fused=device in ("cpu", "cuda"), **options)
+    except (RuntimeError, TypeError):
+        opt = cls(params, **options)
     if t.schedule == "cosine":
         return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
     return opt, None
