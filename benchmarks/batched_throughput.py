@@ -1,6 +1,6 @@
 """Training throughput of the one-model path vs the batched engine, printed as ratios measured in one run.
 
-    .venv/bin/python benchmarks/batched_throughput.py [--threads 2] [--epochs 1] [--quick]
+    .venv/bin/python benchmarks/batched_throughput.py [--threads 2] [--quick] [--device cuda] [--members 1,8,128]
 
 Rows, for the MLP on MNIST-sized input (1x28x28, real mnist_5k digits) and LeNet-5 on CIFAR-sized input (3x32x32,
 random tensors: throughput does not depend on pixel values), all with BatchNorm and global additive noise:
@@ -30,19 +30,27 @@ from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
 from walking_noise.models import build_model
 from walking_noise.noise import configure_noise
-from walking_noise.training import keep_freed_memory, train_run
+from walking_noise.training import keep_freed_memory, move_dataset, train_run
 
 
-def peak_flops(seconds: float = 1.0) -> float:
-    """Sustained float32 matmul rate (FLOP/s) of this machine at the current thread count."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+def peak_flops(device: torch.device, seconds: float = 1.0) -> float:
+    """Sustained float32 matmul rate (FLOP/s) of ``device`` (on the CPU: at the current thread count)."""
+    size = 1024 if device.type == "cpu" else 8192
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     for _ in range(3):
         a @ b
+    sync(device)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         n += 1
-    return 2 * 1024**3 * n / (time.perf_counter() - start)
+    sync(device)
+    return 2 * size**3 * n / (time.perf_counter() - start)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def training_flops_per_sample(model: nn.Module, shape: tuple[int, ...]) -> float:
@@ -65,10 +73,11 @@ def training_flops_per_sample(model: nn.Module, shape: tuple[int, ...]) -> float
 
 
 def dataloader_epoch(cfg: RunConfig, data: DatasetSplits) -> float:
-    """One epoch the way a one-config-per-process SEML experiment trains: DataLoader batches, then evaluation.
-    Returns the seconds spent in the training loop."""
+    """One epoch the way a one-config-per-process SEML experiment trains: DataLoader batches from host memory (moved
+    to the device per batch), then evaluation. Returns the seconds spent in the training loop."""
+    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm).to(device)
     configure_noise(model, cfg.noise)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
@@ -77,15 +86,18 @@ def dataloader_epoch(cfg: RunConfig, data: DatasetSplits) -> float:
     model.train()
     started = time.perf_counter()
     for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
         opt.zero_grad()
         loss_fn(model(xb), yb).backward()
         opt.step()
+    sync(device)
     loop_s = time.perf_counter() - started
     model.eval()
     with torch.no_grad():
         for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.test_x, data.test_y),
                                                   batch_size=1000):
-            model(xb).argmax(1).eq(yb).sum()
+            model(xb.to(device)).argmax(1).eq(yb.to(device)).sum()
+    sync(device)
     return loop_s
 
 
@@ -120,19 +132,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--quick", action="store_true", help="smaller K list and data (a smoke run)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (a lent GPU)")
+    parser.add_argument("--members", default=None,
+                        help="comma-separated K values, e.g. 1,8,32,128,512 (default: 1,8,32,128 for the MLP, "
+                             "1,8,32 for LeNet-5)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    peak = peak_flops()
-    print(f"threads {args.threads}, measured peak {peak / 1e9:.1f} GFLOP/s (float32 1024^3 matmul), "
-          f"noise generator: {gaussian.backend()}")
-    suites = [("mlp", load_dataset("mnist_5k"), (1, 8, 32) if args.quick else (1, 8, 32, 128)),
-              ("lenet5", cifar_sized(2000 if args.quick else 4000, 1000), (1, 8) if args.quick else (1, 8, 32))]
-    for model_name, data, ks in suites:
+    device = torch.device(args.device)
+    peak = peak_flops(device)
+    print(f"device {device}, threads {args.threads}, measured peak {peak / 1e9:.1f} GFLOP/s (float32 matmul), "
+          f"noise generator: {gaussian.backend() if device.type == 'cpu' else 'torch'}")
+    chosen = tuple(int(k) for k in args.members.split(",")) if args.members else None
+    suites = [("mlp", load_dataset("mnist_5k"), chosen or ((1, 8, 32) if args.quick else (1, 8, 32, 128))),
+              ("lenet5", cifar_sized(2000 if args.quick else 4000, 1000),
+               chosen or ((1, 8) if args.quick else (1, 8, 32)))]
+    for model_name, host_data, ks in suites:
+        data = move_dataset(host_data, device) if device.type != "cpu" else host_data
+
         def cfg(seed: int) -> RunConfig:
-            return RunConfig.from_dict({"dataset": data.name if data.name != "cifar10" else "cifar10",
-                                        "model": model_name, "batchnorm": True, "seed": seed,
-                                        "training": {"epochs": 1},
+            return RunConfig.from_dict({"dataset": data.name, "model": model_name, "batchnorm": True,
+                                        "seed": seed, "device": args.device, "training": {"epochs": 1},
                                         "noise": {"kind": "additive", "noise_std": 0.1}})
         flops = training_flops_per_sample(build_model(model_name, data.input_shape, 10, batchnorm=True),
                                           data.input_shape)
@@ -142,7 +162,7 @@ def main() -> None:
             epoch, loop = timed(fn, repeats)
             return n * members / epoch, n * members / loop
 
-        rows = [("dataloader (SEML-style)", *rates(lambda: dataloader_epoch(cfg(0), data))),
+        rows = [("dataloader (SEML-style)", *rates(lambda: dataloader_epoch(cfg(0), host_data))),
                 ("tensor (train_run)", *rates(lambda: train_run(cfg(0), data)))]
         for k in ks:
             configs = [cfg(s) for s in range(k)]

@@ -356,6 +356,8 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
             correct += (logits.detach().argmax(dim=2) == yb).sum(dim=1)
         if sched is not None:
             sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         loop_s += time.perf_counter() - loop_started
         acc, vloss = evaluate_members(packed, data.test_x, data.test_y, weight)
         finite = packed.finite_members()

@@ -163,12 +163,18 @@ def load_run_dataset(cfg: RunConfig, device: torch.device | None = None) -> Data
     """The dataset a run trains on, as tensors on ``device``."""
     data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, augment=cfg.augment,
                         max_train=cfg.max_train, max_test=cfg.max_test)
-    if device is not None and device.type != "cpu":
-        for name in ("train_x", "train_y", "test_x", "test_y"):
-            setattr(data, name, getattr(data, name).to(device))
-        if data.class_weights is not None:
-            data.class_weights = data.class_weights.to(device)
-    return data
+    return move_dataset(data, device) if device is not None and device.type != "cpu" else data
+
+
+def move_dataset(data: DatasetSplits, device: torch.device) -> DatasetSplits:
+    """A copy of ``data`` with every tensor on ``device``: the whole dataset stays there, no per-batch copies."""
+    from dataclasses import replace
+
+    moved = replace(data, **{name: getattr(data, name).to(device) for name in ("train_x", "train_y", "test_x",
+                                                                              "test_y")})
+    if data.class_weights is not None:
+        moved.class_weights = data.class_weights.to(device)
+    return moved
 
 
 def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
@@ -219,6 +225,8 @@ def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
             correct += int((logits.detach().argmax(dim=1) == yb).sum())
         if scheduler is not None:
             scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         loop_s += time.perf_counter() - loop_started
         val_acc, val_loss = evaluate(model, data.test_x, data.test_y, criterion)
         for key, value in zip(curves, (val_acc, val_loss, correct / max(seen, 1), loss_sum / max(seen, 1))):
