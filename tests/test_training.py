@@ -1,5 +1,7 @@
 """One training run on the embedded dataset: learning, noise, determinism, divergence, clamping, checkpoints."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -122,3 +124,30 @@ def test_out_of_range_injection_layer_is_rejected_with_the_config():
         _cfg(noise={"kind": "additive", "noise_std": 1.0, "placement": "walking", "injection_layer": 8})
     assert _cfg(batchnorm=True, noise={"kind": "additive", "noise_std": 1.0, "placement": "walking",
                                        "injection_layer": 10}).noise.injection_layer == 10
+
+
+def test_fused_adam_equals_torch_adam_with_cosine_schedule():
+    # the library's Adam avoids importing torch.optim's machinery; it must train exactly like torch.optim.Adam
+    from walking_noise.training import CosineSchedule, FusedAdam, _fused_adam_works
+
+    if not _fused_adam_works(torch.device("cpu")):
+        pytest.skip("this torch build has no fused CPU Adam: make_optimizer uses torch.optim")
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    theirs = copy.deepcopy(ours)
+    opt_a = FusedAdam(list(ours.parameters()), lr=0.01, weight_decay=1e-3)
+    sched_a = CosineSchedule(opt_a, epochs=4)
+    opt_b = torch.optim.Adam(theirs.parameters(), lr=0.01, weight_decay=1e-3, fused=True)
+    sched_b = torch.optim.lr_scheduler.CosineAnnealingLR(opt_b, T_max=4)
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    for _epoch in range(4):
+        for _ in range(3):
+            for model, opt in ((ours, opt_a), (theirs, opt_b)):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        sched_a.step()
+        sched_b.step()
+        assert opt_a.lr == pytest.approx(opt_b.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
