@@ -10,9 +10,11 @@ random tensors: throughput does not depend on pixel values), all with BatchNorm 
 - ``batched K, torch.randn noise``: the same with the noise drawn by torch's CPU generator instead of the compiled
   one of ``walking_noise.gaussian`` (what the generator is worth).
 Throughput is trained member-samples per second, per epoch with its evaluation and in the training loop alone
-(``in-loop``: the steps, no evaluation); ratios are epoch rates against ``dataloader``. Every row runs with ``training.keep_freed_memory`` in effect (the library sets it in every
-training process; setting it here first keeps the baseline rows from being slowed by page faults). The fraction of peak is model FLOPs (3x the forward multiply-adds x 2) per second divided by the
-machine's measured single-precision matmul rate with the same thread count.
+(``in-loop``: the steps, no evaluation); ratios are epoch rates against ``dataloader``. Every row runs with
+``training.keep_freed_memory`` in effect (the library sets it in every training process; setting it here first
+keeps the baseline rows from being slowed by page faults). The fraction of peak is model FLOPs (3x the forward
+multiply-adds x 2) per second divided by the machine's measured single-precision matmul rate with the same thread
+count.
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ def main() -> None:
         for name, rate, loop_rate in rows:
             print(f"{name:<30}{rate:>16.0f}{rate / base:>7.2f}{100 * rate * flops / peak:>7.1f}%"
                   f"{loop_rate:>19.0f}{100 * loop_rate * flops / peak:>7.1f}%")
+
 
 if __name__ == "__main__":
     main()

@@ -107,13 +107,19 @@ def _fit(rows: list[tuple[float, int, float]], grid: AdaptiveGrid) -> FitResult:
     return fit_midpoint(x, y, seeds=seeds, axis=grid.axis)
 
 
+def _by_level(rows) -> dict[float, dict[int, float]]:
+    """Measured accuracy per level and seed."""
+    out: dict[float, dict[int, float]] = {}
+    for s, seed, acc in rows:
+        out.setdefault(s, {})[seed] = acc
+    return out
+
+
 def _deepen(rows, grid: AdaptiveGrid, fit: FitResult) -> tuple[list[float], list[int]]:
     """The measured level nearest mu (within 2 |sigma|) that lacks some of ``grid.seeds``, and those seeds: once
     the refinement offsets are used up, more repeats where the curve falls tighten mu more than plateau levels."""
     t_mu, width = grid.to_axis(fit.mu), abs(fit.sigma)  # type: ignore[arg-type]
-    seen: dict[float, set[int]] = {}
-    for s, seed, _ in rows:
-        seen.setdefault(s, set()).add(seed)
+    seen = _by_level(rows)
     for s in sorted(seen, key=lambda level: abs(grid.to_axis(level) - t_mu)):
         if abs(grid.to_axis(s) - t_mu) > 2 * width:
             break
@@ -139,13 +145,12 @@ def _mu_variance_design(rows, grid: AdaptiveGrid, fit: FitResult) -> tuple[list[
         slope = da * p * (1 - p)
         return np.stack([-slope / sig, -slope * (t - t_mu) / sig**2, p, np.ones_like(t)], axis=1)
 
-    seen: dict[float, list[float]] = {}
-    for s, _seed, acc in rows:
-        seen.setdefault(s, []).append(acc)
+    seen = _by_level(rows)
     levels = sorted(seen)
     t_lv = np.array([grid.to_axis(s) for s in levels])
     floor = max(fit.spread_floor or 0.0, 1e-3)
-    spread = np.array([max(float(np.std(seen[s], ddof=1)) if len(seen[s]) > 1 else 0.0, floor) for s in levels])
+    spread = np.array([max(float(np.std(list(seen[s].values()), ddof=1)) if len(seen[s]) > 1 else 0.0, floor)
+                       for s in levels])
     counts = np.array([len(seen[s]) for s in levels])
     J = jac(t_lv)
     info = (J * (counts / spread**2)[:, None]).T @ J
@@ -158,9 +163,8 @@ def _mu_variance_design(rows, grid: AdaptiveGrid, fit: FitResult) -> tuple[list[
 
     base = var_mu(np.zeros((4, 4)))
     best: tuple[float, list[float], list[int], str] = (0.0, [], [], "")
-    seeded = {s: {seed for s2, seed, _ in rows if s2 == s} for s in levels}
     for i, s in enumerate(levels):
-        missing = [seed for seed in grid.seeds if seed not in seeded[s]][:grid.refine_seeds]
+        missing = [seed for seed in grid.seeds if seed not in seen[s]][:grid.refine_seeds]
         if missing and len(levels) >= grid.min_levels:  # below min_levels only new levels count
             gain = (base - var_mu(len(missing) / spread[i]**2 * np.outer(J[i], J[i]))) / len(missing)
             if gain > best[0]:

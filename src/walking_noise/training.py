@@ -152,12 +152,14 @@ _FUSED_ADAM_WORKS: dict[str, bool] = {}
 
 def _fused_adam_works(device: torch.device) -> bool:
     """Whether this torch build has the fused Adam kernel for ``device`` (CPU: torch >= 2.4), probed once."""
+    if device.type not in ("cpu", "cuda"):
+        return False
     if device.type not in _FUSED_ADAM_WORKS:
         try:
             probe = torch.nn.Parameter(torch.zeros(2, device=device))
             probe.grad = torch.ones_like(probe)
             FusedAdam([probe], lr=0.1).step()
-            _FUSED_ADAM_WORKS[device.type] = bool(torch.isfinite(probe).all()) and device.type in ("cpu", "cuda")
+            _FUSED_ADAM_WORKS[device.type] = bool(torch.isfinite(probe).all())
         except (AttributeError, RuntimeError, NotImplementedError, TypeError):
             _FUSED_ADAM_WORKS[device.type] = False
     return _FUSED_ADAM_WORKS[device.type]
@@ -183,8 +185,8 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[Any, Any]:
     """
     t = cfg.training
     params = list(model.parameters())
-    device = params[0].device.type if params else "cpu"
-    if t.optimizer == "adam" and _fused_adam_works(params[0].device if params else torch.device("cpu")):
+    device = params[0].device if params else torch.device("cpu")
+    if t.optimizer == "adam" and _fused_adam_works(device):
         adam = FusedAdam(params, lr=t.lr, weight_decay=t.weight_decay)
         return adam, CosineSchedule(adam, t.epochs) if t.schedule == "cosine" else None
     if t.optimizer == "adam":
@@ -192,7 +194,7 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[Any, Any]:
     else:
         cls, options = torch.optim.SGD, {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
     try:  # fused CPU kernels need torch >= 2.4; older builds and other devices get the default implementation
-        opt: torch.optim.Optimizer = cls(params, fused=device in ("cpu", "cuda"), **options)
+        opt: torch.optim.Optimizer = cls(params, fused=device.type in ("cpu", "cuda"), **options)
     except (RuntimeError, TypeError):
         opt = cls(params, **options)
     if t.schedule == "cosine":
