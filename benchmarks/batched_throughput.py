@@ -171,7 +171,7 @@ def main() -> None:
             rows.append((f"batched K={k}", *rates(lambda: train_members(configs, data), k, repeats=1)))
         configs = [cfg(s) for s in range(ks[-1] if model_name == "mlp" else ks[1])]
         os.environ[gaussian.BACKEND_ENV] = "torch"
-        rows.append((f"batched K={len(configs)}, torch.randn",
+        rows.append((f"batched K={len(configs)}, torch twin noise",
                      *rates(lambda: train_members(configs, data), len(configs), repeats=1)))
         del os.environ[gaussian.BACKEND_ENV]
         base = rows[0][1]

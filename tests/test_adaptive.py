@@ -184,3 +184,19 @@ def test_a_failing_search_does_not_end_the_others(tmp_path):
     assert found[0].fit.converged and abs(found[0].fit.mu - 0.3) < 0.05 * 0.3
     assert isinstance(found[1], ValueError) and "low < high" in str(found[1])
     assert {c["noise"]["injection_layer"] for call in calls for c in call} == {1}
+
+
+def test_a_search_never_asks_for_noise_beyond_the_float32_ceiling():
+    from walking_noise.config import NOISE_CEILING
+
+    with pytest.raises(ValueError, match="exceeds 1e\\+16"):
+        AdaptiveGrid(low=1.0, high=1e18)
+    asked: list[float] = []
+
+    def flat(levels, seeds):  # a layer that never drops: the search widens towards the ceiling and stops there
+        asked.extend(levels)
+        return [(float(s), int(seed), 0.9) for s in levels for seed in seeds]
+
+    found = find_transition(flat, AdaptiveGrid(low=1.0, high=1e12, max_widenings=5))
+    assert max(asked) == NOISE_CEILING
+    assert "ceiling" in found.stopped_because

@@ -158,7 +158,8 @@ def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
             for d in docs:
                 by_seed.setdefault(d["config"]["seed"], set()).add(tuple(d["result"]["train_loss"]))
             assert all(len(curves) == 1 for curves in by_seed.values())
-            assert all(len(d["result"]["val_accuracy"]) == 2 for d in docs)  # the last (up to) five epochs
+            # the epochs the final accuracy averages: the second half of a 2-epoch run
+            assert all(len(d["result"]["val_accuracy"]) == 1 for d in docs)
         else:
             assert engines == {"batched"}
 
@@ -275,3 +276,24 @@ def test_workers_fork_only_where_it_is_safe(monkeypatch):
         assert worker_start_method(cpu + [dict(cpu[0], device="cuda")]) == "spawn"
     monkeypatch.setenv(START_METHOD_ENV, "spawn")
     assert worker_start_method(cpu) == "spawn"
+
+
+def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, monkeypatch, caplog):
+    from walking_noise import batched, campaign
+    from walking_noise.config import RunConfig
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("packed layer exploded")
+
+    monkeypatch.setattr(batched, "train_members", broken)
+    base = {"dataset": "digits", "model": "mlp", "max_train": 200, "max_test": 100, "training": {"epochs": 1}}
+    unit = [RunConfig.from_dict({**base, "seed": s}).to_dict() for s in (0, 1)]
+    store = LocalStore(tmp_path / "store")
+    with caplog.at_level("WARNING", logger="walking_noise.campaign"):
+        outcomes = campaign.execute_unit(unit, "test", store)
+    assert [o["status"] for o in outcomes] == [COMPLETED, COMPLETED]  # each ran on its own
+    assert "a batch of 2 configs failed (RuntimeError: packed layer exploded)" in caplog.text
+    docs = list(store.latest().values())
+    assert len(docs) == 2
+    assert {d["batch_fallback"] for d in docs} == {"RuntimeError: packed layer exploded"}
+    assert {d["result"]["extra"]["engine"] for d in docs} == {"single"}

@@ -1,4 +1,5 @@
-"""The compiled CPU Gaussian generator: distribution, independence, seeding, sizes and the torch fallback."""
+"""The counter-based Gaussian generator: Philox known answers, distribution, independence, the layout of the
+draws, and the torch twin that must give bit-identical numbers (GPU, no compiler, WALKING_NOISE_RNG=torch)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,20 @@ from walking_noise import gaussian
 from walking_noise.training import keep_freed_memory
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                    reason="no C compiler: the generator falls back to torch.randn")
+                                    reason="no C compiler: draws come from the torch twin")
+
+# Random123's published known answers for Philox4x32-10: (counter, key, output)
+PHILOX_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
 
 
 @pytest.fixture(scope="module")
 def draws() -> np.ndarray:
-    torch.manual_seed(0)
-    return gaussian.standard_normal_like(torch.empty(2_000_000)).numpy().astype(np.float64)
+    return gaussian.philox_normal([2024], (1, 2, 3), 2_000_000)[0].numpy().astype(np.float64)
 
 
 @needs_compiler
@@ -29,7 +37,14 @@ def test_fast_backend_is_used_where_a_compiler_exists() -> None:
     assert gaussian.backend() == "fast"
 
 
-@needs_compiler
+@pytest.mark.parametrize("implementation", ["c", "torch"])
+def test_philox_matches_the_published_known_answers(implementation: str) -> None:
+    if implementation == "c" and gaussian._load() is None:
+        pytest.skip("no compiled generator")
+    for counter, key, expected in PHILOX_KAT:
+        assert gaussian.philox4x32_10(counter, key, implementation) == expected
+
+
 def test_draws_are_standard_normal(draws: np.ndarray) -> None:
     assert abs(draws.mean()) < 0.003  # standard error 0.0007
     assert abs(draws.var() - 1.0) < 0.005  # standard error 0.001
@@ -40,24 +55,71 @@ def test_draws_are_standard_normal(draws: np.ndarray) -> None:
     tail = np.mean(np.abs(draws) > 3.0)
     assert abs(tail - 2 * stats.norm.sf(3.0)) < 0.0004
     assert np.abs(draws).max() <= 6.67
-    # symmetric in every quadrant of the Box-Muller angle: the sign is a fair coin
-    assert abs(np.mean(draws > 0) - 0.5) < 0.002
+    assert abs(np.mean(draws > 0) - 0.5) < 0.002  # symmetric in every quadrant of the Box-Muller angle
 
 
-@needs_compiler
 def test_draws_are_uncorrelated(draws: np.ndarray) -> None:
-    # lags 1, the SIMD lane count (16) and a Box-Muller pair (16 apart within a block of 32), and a block
-    for lag in (1, 2, 15, 16, 17, 32, 33, 1000):
+    # lags 1, a Philox lane block (64), the cos/sin partners of a Box-Muller pair (128 apart) and a chunk (256)
+    for lag in (1, 2, 63, 64, 65, 127, 128, 129, 256, 1000):
         r = np.corrcoef(draws[:-lag], draws[lag:])[0, 1]
         assert abs(r) < 0.004, f"lag {lag}: correlation {r}"
-    # squares too: the radius is shared by a Box-Muller pair, but its two outputs must stay uncorrelated in power
+    # squares too: a Box-Muller pair shares its radius, yet its two outputs must stay uncorrelated in power
     sq = draws**2
-    r = np.corrcoef(sq[:-16], sq[16:])[0, 1]
+    r = np.corrcoef(sq[:-128], sq[128:])[0, 1]
     assert abs(r) < 0.004
 
 
+def test_streams_of_neighbouring_keys_and_counters_are_independent() -> None:
+    n = 200_000
+    base = gaussian.philox_normal([5], (0, 0, 0), n)[0]
+    others = [gaussian.philox_normal([6], (0, 0, 0), n)[0], gaussian.philox_normal([5], (1, 0, 0), n)[0],
+              gaussian.philox_normal([5], (0, 1, 0), n)[0], gaussian.philox_normal([5], (0, 0, 1), n)[0]]
+    for other in others:
+        r = float(torch.corrcoef(torch.stack([base, other]))[0, 1])
+        assert abs(r) < 0.01  # standard error 0.0022
+        r2 = float(torch.corrcoef(torch.stack([base**2, other**2]))[0, 1])
+        assert abs(r2) < 0.01
+
+
+def test_a_members_draws_do_not_depend_on_the_other_members_or_on_the_call() -> None:
+    alone = gaussian.philox_normal([11], (4, 2, 7), 1000)
+    packed = gaussian.philox_normal([3, 11, 5], (4, 2, 7), 1000)
+    reordered = gaussian.philox_normal([11, 3], (4, 2, 7), 1000)
+    assert torch.equal(packed[1], alone[0]) and torch.equal(reordered[0], alone[0])
+    # a prefix of a longer draw is the shorter draw: element i depends on (key, counter, i) only
+    assert torch.equal(gaussian.philox_normal([11], (4, 2, 7), 300)[0], alone[0, :300])
+    skipped = gaussian.philox_normal([3, 11, 5], (4, 2, 7), 1000, active=[False, True, False])
+    assert torch.equal(skipped[1], alone[0]) and not skipped[0].any() and not skipped[2].any()
+
+
+@pytest.mark.parametrize("n", [1, 7, 255, 256, 257, 1000, 70_001])
+def test_the_torch_twin_gives_bit_identical_draws(n: int) -> None:
+    keys = [0, 1, 2**63 + 12345, 2**64 - 1]
+    fast = gaussian.philox_normal(keys, (9, 8, 0xFFFFFFFF), n)
+    twin = gaussian.philox_normal_torch(keys, (9, 8, 0xFFFFFFFF), n)
+    assert torch.equal(fast, twin)
+
+
+def test_torch_backend_env_gives_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = gaussian.philox_normal([42, 43], (1, 1, 1), 5000, active=[True, False])
+    monkeypatch.setenv(gaussian.BACKEND_ENV, "torch")
+    assert gaussian.backend() == "torch"
+    assert torch.equal(gaussian.philox_normal([42, 43], (1, 1, 1), 5000, active=[True, False]), fast)
+
+
 @needs_compiler
-def test_seeded_by_torch_and_fresh_on_every_call() -> None:
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 255, 256, 257, 1001])
+def test_writes_exactly_n_values_per_member(n: int) -> None:
+    lib = gaussian._load()
+    assert lib is not None
+    buf = torch.full((2 * n + 300,), 123.0)
+    keys = np.array([7, 8], dtype=np.uint64)
+    lib.wn_philox_normal(ctypes.c_void_p(buf.data_ptr()), n, 2, ctypes.c_void_p(keys.ctypes.data), None, 0, 0, 0)
+    assert torch.all(buf[2 * n:] == 123.0), "wrote past the end"
+    assert torch.all(torch.isfinite(buf[:2 * n])) and torch.all(buf[:2 * n] != 123.0)
+
+
+def test_standard_normal_like_is_seeded_by_torch_and_fresh_on_every_call() -> None:
     x = torch.empty(10_000)
     torch.manual_seed(3)
     a, b = gaussian.standard_normal_like(x), gaussian.standard_normal_like(x)
@@ -65,45 +127,23 @@ def test_seeded_by_torch_and_fresh_on_every_call() -> None:
     assert torch.equal(gaussian.standard_normal_like(x), a)
     assert not torch.equal(a, b)
     assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.05
-    torch.manual_seed(4)
-    assert not torch.equal(gaussian.standard_normal_like(x), a)
-
-
-@needs_compiler
-@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 63, 64, 65, 1001])
-def test_writes_exactly_n_values(n: int) -> None:
-    lib = gaussian._load()
-    assert lib is not None
-    buf = torch.full((n + 64,), 123.0)
-    lib.wn_standard_normal(ctypes.c_void_p(buf.data_ptr()), n, 7)
-    assert torch.all(buf[n:] == 123.0), "wrote past the end"
-    assert torch.all(torch.isfinite(buf[:n])) and torch.all(buf[:n] != 123.0)
-
-
-def test_shapes_layouts_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    strided = torch.empty(64, 32).t()  # not contiguous: the draw keeps the layout and covers every element
+    strided = torch.empty(64, 32).t()
     out = gaussian.standard_normal_like(strided)
     assert out.shape == strided.shape and out.dtype == torch.float32
-    assert abs(float(out.mean())) < 0.2 and abs(float(out.std()) - 1.0) < 0.1
-    double = gaussian.standard_normal_like(torch.empty(1000, dtype=torch.float64))
-    assert double.dtype == torch.float64  # not float32: torch's generator
-    monkeypatch.setenv(gaussian.BACKEND_ENV, "torch")
-    assert gaussian.backend() == "torch"
-    torch.manual_seed(1)
-    via_torch = gaussian.standard_normal_like(torch.empty(100))
-    torch.manual_seed(1)
-    assert torch.equal(via_torch, torch.randn(100))
+    assert gaussian.standard_normal_like(torch.empty(10, dtype=torch.float64)).dtype == torch.float64
 
 
-def test_without_a_working_compiler_noise_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_without_a_working_compiler_the_torch_twin_draws_the_same_numbers(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path) -> None:
+    expected = gaussian.philox_normal_torch([77], (1, 2, 3), 4000)
     monkeypatch.setattr(gaussian, "_tried", False)
     monkeypatch.setattr(gaussian, "_library", None)
     monkeypatch.setenv(gaussian.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    with pytest.warns(RuntimeWarning, match="torch.randn"):
+    with pytest.warns(RuntimeWarning, match="torch twin"):
         assert gaussian.backend() == "torch"
-    out = gaussian.standard_normal_like(torch.empty(1000))
-    assert out.shape == (1000,) and abs(float(out.std()) - 1.0) < 0.15
+    out = gaussian.philox_normal([77], (1, 2, 3), 4000)
+    assert torch.equal(out, expected)
     assert not list(tmp_path.glob("*.so"))
 
 

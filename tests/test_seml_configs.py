@@ -20,9 +20,10 @@ from walking_noise.models import build_model
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "seml_configs"
 STUDIES = ("smoke", "embedded_walking", "table1_global_noise", "walking_additive", "walking_multiplicative",
-           "mnist_table1", "mnist_reproduction", "mnist_table1_mlp_adaptive")
+           "mnist_table1", "mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap")
 EMBEDDED = ("smoke", "embedded_walking")  # small studies on the embedded dataset, not the paper's settings
-SESSION = ("mnist_reproduction", "mnist_table1_mlp_adaptive")  # sized for one developer session: fewer epochs
+# sized for one developer session: fewer epochs (mnist_gap varies the epochs, up to the authors' 100)
+SESSION = ("mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap")
 BIG = tuple(s for s in STUDIES if s not in EMBEDDED + SESSION)
 GPU_STUDIES = {"table1_global_noise", "walking_additive", "walking_multiplicative"}
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from walking_noise.config import NOISE_CEILING
 from walking_noise.fit import FitResult, fit_midpoint
 
 Measure = Callable[[Sequence[float], Sequence[int]], list[tuple[float, int, float]]]
@@ -65,6 +66,9 @@ class AdaptiveGrid:
             raise ValueError(f"unknown axis {self.axis!r}; valid choices: log10, linear")
         if not 0 <= self.low < self.high or (self.axis == "log10" and self.low <= 0):
             raise ValueError(f"need 0 <= low < high (low > 0 on a log10 axis), got low={self.low}, high={self.high}")
+        if self.high > NOISE_CEILING:
+            raise ValueError(f"high={self.high:g} exceeds {NOISE_CEILING:g}, the largest noise float32 arithmetic "
+                             f"represents; a search never widens past it either")
         if self.design not in ("variance", "offsets"):
             raise ValueError(f"unknown design {self.design!r}; valid choices: variance, offsets")
         if self.initial_levels < 4:
@@ -74,7 +78,8 @@ class AdaptiveGrid:
         return math.log10(s) if self.axis == "log10" else s
 
     def from_axis(self, t: float) -> float:
-        return 10.0**t if self.axis == "log10" else max(t, 0.0)
+        """The noise level at axis position ``t``, never above :data:`NOISE_CEILING`."""
+        return min(10.0**t if self.axis == "log10" else max(t, 0.0), NOISE_CEILING)
 
 
 @dataclass
@@ -222,9 +227,13 @@ def _new_levels(rows, grid: AdaptiveGrid, fit: FitResult, widened: int) -> tuple
     if widened < grid.max_widenings:  # never left a plateau: widen the range on both sides
         step = (t_measured[-1] - t_measured[0]) / 2
         lower = t_measured[0] - step
-        wider = [grid.from_axis(t_measured[-1] + step)]
-        return wider + ([grid.from_axis(lower)] if grid.axis == "log10" or lower >= 0 else []), "widen"
-    return [], "no transition found in range"
+        wider = [grid.from_axis(t_measured[-1] + step)]  # stops at the float32 ceiling
+        wider += [grid.from_axis(lower)] if grid.axis == "log10" or lower >= 0 else []
+        wider = [s for s in wider if s not in measured]
+        if wider:
+            return wider, "widen"
+    return [], ("no transition found in range" if measured[-1] < NOISE_CEILING
+                else f"no transition found below the float32 ceiling {NOISE_CEILING:g}")
 
 
 def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:

@@ -24,10 +24,23 @@ from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
-from walking_noise.models import NoisyNetwork, build_model, layer_table, weight_magnitudes
-from walking_noise.noise import NoiseConfig, NoiseInjection, configure_noise, perturb
-from walking_noise.training import (EVAL_BATCH, RunResult, final_accuracy, keep_freed_memory, make_optimizer,
-                                   resolve_device, save_checkpoint)
+from walking_noise.models import NoisyNetwork, build_model
+from walking_noise.noise import (
+    ADDITIVE_DRAW,
+    MULTIPLICATIVE_DRAW,
+    NoiseConfig,
+    NoiseInjection,
+    NoiseStream,
+    configure_noise,
+    perturb,
+)
+from walking_noise.training import (
+    RunResult,
+    evaluate,
+    fit_members,
+    keep_freed_memory,
+    resolve_device,
+)
 
 # Config fields members of one batch may differ in; everything else must be equal.
 MEMBER_FIELDS = ("seed",)
@@ -128,32 +141,60 @@ class PackedBatchNorm(_Stacked):
 
 
 class PackedNoise(nn.Module):
-    """One injection point for K members, each with its own additive/multiplicative std and phase."""
+    """One injection point for K members, each with its own additive/multiplicative std, phase and noise stream.
 
-    def __init__(self, K: int):
+    Member k's draws are its own stream's (:class:`walking_noise.noise.NoiseStream`) in its own element order, the
+    order of the one-model tensor, whatever the packed layout: the same numbers as when it trains alone.
+    """
+
+    def __init__(self, K: int, index: int):
         super().__init__()
-        self.K = K
+        self.K, self.index = K, index
         self.register_buffer("additive", torch.zeros(K))
         self.register_buffer("multiplicative", torch.zeros(K))
         self.register_buffer("in_training", torch.ones(K, dtype=torch.bool))
         self.order = "multiply_then_add"
         self.straight_through = False
+        self.stream: NoiseStream | None = None
+        # which members draw at all, per (training mode, draw tag): known on the host, so no device sync per step
+        self._drawing: dict[tuple[bool, int], list[bool]] = {}
 
-    def _std(self, std: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    def set_members(self, additive: Sequence[float], multiplicative: Sequence[float],
+                    in_training: Sequence[bool]) -> None:
+        self.additive.copy_(torch.tensor(additive))
+        self.multiplicative.copy_(torch.tensor(multiplicative))
+        self.in_training.copy_(torch.tensor(in_training))
+        for training in (True, False):
+            for tag, stds in ((MULTIPLICATIVE_DRAW, multiplicative), (ADDITIVE_DRAW, additive)):
+                self._drawing[(training, tag)] = [s > 0 and (t or not training) for s, t in zip(stds, in_training)]
+
+    def _std(self, std: torch.Tensor, tag: int, x: torch.Tensor) -> torch.Tensor | None:
+        if not any(self._drawing.get((self.training, tag), ())):
+            return None
         if self.training:
             std = std * self.in_training
-        if not bool(std.any()):
-            return None
         if x.dim() != 4:  # member-major layouts (K, B, ...)
             return std.view(self.K, *([1] * (x.dim() - 1)))
         channels = x.shape[1] // self.K  # conv layout (B, K*C, H, W)
         return std.repeat_interleave(channels).view(1, -1, *([1] * (x.dim() - 2)))
 
+    def _draw(self, x: torch.Tensor, tag: int) -> torch.Tensor:
+        """Standard normals in ``x``'s layout; member k's part is its stream's draw in its one-model order."""
+        active = self._drawing[(self.training, tag)]
+        if x.dim() != 4:  # (K, B, ...): member k's part is contiguous and in one-model order
+            return self.stream.normal(self.index, tag, x[0].numel(), x.device, active).view(x.shape)
+        B, KC, H, W = x.shape  # conv layout: member k owns channels k*C..(k+1)*C-1 of every sample
+        z = self.stream.normal(self.index, tag, B * (KC // self.K) * H * W, x.device, active)
+        return z.view(self.K, B, KC // self.K, H, W).transpose(0, 1).reshape(B, KC, H, W)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        add, mul = self._std(self.additive, x), self._std(self.multiplicative, x)
+        add = self._std(self.additive, ADDITIVE_DRAW, x)
+        mul = self._std(self.multiplicative, MULTIPLICATIVE_DRAW, x)
         if add is None and mul is None:
             return x
-        return perturb(x, add, mul, self.order, self.straight_through)
+        if self.stream is None:
+            raise RuntimeError("a packed network draws noise only from member streams: call use_stream first")
+        return perturb(x, add, mul, self.order, self.straight_through, lambda tag: self._draw(x, tag))
 
 
 class _ToConv(nn.Module):
@@ -191,7 +232,7 @@ class PackedNetwork(nn.Module):
         for layers in zip(*(m.net for m in members)):
             first = layers[0]
             if isinstance(first, NoiseInjection):
-                op: nn.Module = PackedNoise(self.K)
+                op: nn.Module = PackedNoise(self.K, first.index)
                 self.points.append(op)  # type: ignore[arg-type]
             elif isinstance(first, nn.Linear):
                 op = PackedLinear(layers)  # type: ignore[arg-type]
@@ -216,21 +257,28 @@ class PackedNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ops(x)
 
+    def use_stream(self, stream: NoiseStream) -> None:
+        """Draw member k's noise from ``stream`` with key ``stream.keys[k]``."""
+        if len(stream.keys) != self.K:
+            raise ValueError(f"a stream of {len(stream.keys)} keys for {self.K} members")
+        for point in self.points:
+            point.stream = stream
+
+    @property
+    def stream(self) -> NoiseStream | None:
+        return self.points[0].stream
+
     def configure(self, noises: Sequence[NoiseConfig]) -> list[list[int]]:
         """Set each member's noise from its config (global/walking as in :func:`configure_noise`)."""
         active = []
         probe = copy.deepcopy(self.template)
-        for point in self.points:
-            point.additive.zero_()
-            point.multiplicative.zero_()
-        for k, noise in enumerate(noises):
-            on = configure_noise(probe, noise)
-            active.append(on)
-            for p in probe.injection_points:
-                s = p.injection.setting
-                self.points[p.index].additive[k] = s.additive_std
-                self.points[p.index].multiplicative[k] = s.multiplicative_std
-                self.points[p.index].in_training[k] = s.in_training
+        settings = []
+        for noise in noises:
+            active.append(configure_noise(probe, noise))
+            settings.append([p.injection.setting for p in probe.injection_points])
+        for point, per_member in zip(self.points, zip(*settings)):
+            point.set_members([s.additive_std for s in per_member], [s.multiplicative_std for s in per_member],
+                              [s.in_training for s in per_member])
         orders = {n.mixed_order for n in noises}
         backwards = {n.backward for n in noises}
         if len(orders) > 1 or len(backwards) > 1:
@@ -266,41 +314,14 @@ class PackedNetwork(nn.Module):
         return ok
 
 
-@torch.no_grad()
-def evaluate_members(packed: PackedNetwork, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-                     batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member (accuracy, mean loss) on a shared test set; non-finite logits count as wrong."""
-    packed.eval()
-    K = packed.K
-    correct = torch.zeros(K, device=x.device, dtype=torch.float64)
-    loss = torch.zeros(K, device=x.device)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        logits = packed(xb.unsqueeze(0).expand(K, *xb.shape))
-        finite = torch.isfinite(logits).all(dim=2)
-        correct += ((logits.argmax(dim=2) == yb) & finite).sum(dim=1)
-        loss += _member_losses(logits, yb.expand(K, -1), weight, mean=False)
-    return correct / len(x), loss / len(x)
-
-
-def _member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-                   mean: bool = True) -> torch.Tensor:
-    """Cross-entropy per member (K,), as ``nn.CrossEntropyLoss(weight)`` computes it for each member's batch."""
-    K, B, C = logits.shape
-    per = F.cross_entropy(logits.reshape(K * B, C), y.reshape(-1), weight=weight, reduction="none").view(K, B)
-    norm = weight[y].view(K, B).sum(dim=1) if weight is not None else B
-    batch_mean = per.sum(dim=1) / norm
-    return batch_mean if mean else batch_mean * B
-
-
 def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
                   log: Callable[[str], None] | None = None,
                   keep_last: int = 0) -> tuple[list[RunResult], PackedNetwork, list[list[dict]]]:
     """Train every config (all with equal :func:`batch_key`) as one packed network.
 
-    Returns one :class:`RunResult` per member (as :func:`training.train_run` would), the packed network, and, when
-    ``keep_last`` > 0, per member the state dicts after each of the last ``keep_last`` epochs (for evaluating a
-    clean model at many noise settings with the final-accuracy definition of the paper).
+    Returns one :class:`RunResult` per member (as :func:`training.train_run` would, with the same random draws:
+    :func:`walking_noise.training.fit_members`), the packed network, and, when ``keep_last`` > 0, per member the
+    state dicts after each of the last ``keep_last`` epochs (for evaluating a clean model at many noise settings).
     """
     started = time.perf_counter()
     keep_freed_memory()
@@ -315,80 +336,8 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
         members.append(build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm))
     packed = PackedNetwork(members).to(device)
     active = packed.configure([c.noise for c in configs])
-    K = len(configs)
-    t = first.training
-    opt, sched = make_optimizer(packed, first)
-    orders = [torch.Generator().manual_seed(c.seed) for c in configs]
-    augment_gen = torch.Generator().manual_seed(first.seed)
-    torch.manual_seed(first.seed)  # the noise draws of this batch
-    n, B = len(data.train_x), t.batch_size
-    weight = data.class_weights
-    curves = {name: [[] for _ in range(K)] for name in ("val_accuracy", "val_loss", "train_accuracy", "train_loss")}
-    alive = torch.ones(K, dtype=torch.bool, device=device)
-    diverged_epoch: list[int | None] = [None] * K
-    snapshots: list[list[dict]] = [[] for _ in range(K)]
-    loop_s = 0.0  # time in the training steps alone (no evaluation)
-    for epoch in range(t.epochs):
-        packed.train()
-        loop_started = time.perf_counter()
-        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (K, n)
-        seen = 0
-        loss_sum = torch.zeros(K, device=device)
-        correct = torch.zeros(K, device=device)
-        for start in range(0, n, B):
-            idx = perm[:, start:start + B]
-            if idx.shape[1] < 2 and first.batchnorm:
-                continue
-            xb, yb = data.train_x[idx], data.train_y[idx]  # (K, b, ...), (K, b)
-            if data.augment is not None:
-                xb = data.augment(xb.reshape(-1, *xb.shape[2:]), augment_gen).view_as(xb)
-            logits = packed(xb)
-            losses = _member_losses(logits, yb, weight)
-            total = torch.where(alive & torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            if first.weight_clamping:
-                packed.clamp_()
-            b = idx.shape[1]
-            seen += b
-            loss_sum += losses.detach() * b
-            correct += (logits.detach().argmax(dim=2) == yb).sum(dim=1)
-        if sched is not None:
-            sched.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        loop_s += time.perf_counter() - loop_started
-        acc, vloss = evaluate_members(packed, data.test_x, data.test_y, weight)
-        finite = packed.finite_members()
-        for k in range(K):
-            if diverged_epoch[k] is not None:
-                continue
-            for name, value in zip(curves, (acc[k], vloss[k], correct[k] / max(seen, 1), loss_sum[k] / max(seen, 1))):
-                curves[name][k].append(float(value))
-            if not bool(finite[k]):
-                diverged_epoch[k] = epoch
-        alive &= finite
-        if keep_last and epoch >= t.epochs - keep_last:
-            for k in range(K):
-                snapshots[k].append(packed.unpack(k).state_dict())
-        if log is not None:
-            log(f"epoch {epoch + 1}/{t.epochs}  {K} members  val acc {float(acc.min()):.3f}..{float(acc.max()):.3f}")
-    elapsed = time.perf_counter() - started
-    results = []
-    for k, cfg in enumerate(configs):
-        model = packed.unpack(k)
-        val = curves["val_accuracy"][k]
-        padded = val + [val[-1]] * (t.epochs - len(val))
-        checkpoint = save_checkpoint(model, cfg, cfg.checkpoint) if cfg.checkpoint else None
-        results.append(RunResult(
-            final_accuracy=final_accuracy(padded), weight_magnitudes=weight_magnitudes(model),
-            diverged=diverged_epoch[k] is not None, diverged_epoch=diverged_epoch[k], epochs_run=len(val),
-            active_points=active[k], layer_table=layer_table(model), checkpoint=checkpoint,
-            preprocessing=dict(data.preprocessing), wall_time_s=elapsed / K, device=str(device),
-            extra={"engine": "batched", "batch_members": K, "train_loop_s": loop_s},
-            **{name: curves[name][k] for name in curves},
-        ))
+    results, snapshots = fit_members(packed, configs, data, active, engine="batched", started=started, log=log,
+                                     keep_last=keep_last)
     return results, packed, snapshots
 
 
@@ -399,21 +348,15 @@ def clean_config(cfg: RunConfig) -> RunConfig:
 
 @torch.no_grad()
 def evaluate_snapshots(snapshots: Sequence[dict], template: NoisyNetwork, cfg: RunConfig, data: DatasetSplits,
-                       seed: int) -> dict[str, Any]:
-    """Evaluate a clean model's last-epoch snapshots with ``cfg.noise``: the inference-only result of ``cfg``.
-
-    The final accuracy is the mean over the snapshots (the last five epochs), as for a trained run.
-    """
-    from walking_noise.training import evaluate
-
+                       first_epoch: int) -> dict[str, Any]:
+    """Evaluate a clean model's snapshots (after epochs ``first_epoch``, ``first_epoch + 1``, ...) with ``cfg.noise``:
+    the inference-only result of ``cfg``, with the noise ``cfg``'s own run draws at those epochs' evaluations."""
     model = copy.deepcopy(template)
     active = configure_noise(model, cfg.noise)
-    criterion = nn.CrossEntropyLoss(weight=data.class_weights)
-    torch.manual_seed(seed)
-    accs, losses = [], []
-    for state in snapshots:
+    model.use_stream(NoiseStream([cfg.noise_key]))
+    curves: dict[str, list[float]] = {"val_accuracy": [], "val_loss": [], "val_nonfinite": []}
+    for epoch, state in enumerate(snapshots, first_epoch):
         model.load_state_dict(state)
-        acc, loss = evaluate(model, data.test_x, data.test_y, criterion)
-        accs.append(acc)
-        losses.append(loss)
-    return {"val_accuracy": accs, "val_loss": losses, "active_points": active}
+        for name, value in zip(curves, evaluate(model, data.test_x, data.test_y, data.class_weights, epoch)):
+            curves[name].append(value)
+    return {**curves, "active_points": active}

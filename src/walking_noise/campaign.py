@@ -9,6 +9,7 @@ loses no finished run, and a restart runs only what is missing (and, with ``retr
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -22,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from walking_noise.config import RunConfig
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash, latest_by_hash, now_iso
+from walking_noise.store import (
+    COMPLETED,
+    FAILED,
+    LocalStore,
+    config_hash,
+    latest_by_hash,
+    now_iso,
+)
+
+logger = logging.getLogger(__name__)
 
 # Keys of an experiment's config that are not part of a run's definition: SEML's own, a bundle (which expands into
 # several runs) and an adaptive noise-grid search (which chooses its runs' noise levels and seeds as it goes).
@@ -131,8 +141,11 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None,
 
 
 def run_document(config: dict[str, Any], study: str, status: str, result: dict | None, started: str,
-                 fail_trace: list[str] | None = None) -> dict[str, Any]:
-    """A run document in the shape SEML/Sacred store in MongoDB (see :mod:`walking_noise.store`)."""
+                 fail_trace: list[str] | None = None, batch_fallback: str | None = None) -> dict[str, Any]:
+    """A run document in the shape SEML/Sacred store in MongoDB (see :mod:`walking_noise.store`).
+
+    ``batch_fallback``: why this config ran on its own although it was planned in a batch (the batch's error).
+    """
     import socket
 
     doc: dict[str, Any] = {
@@ -143,6 +156,8 @@ def run_document(config: dict[str, Any], study: str, status: str, result: dict |
         doc["result"] = result
     if fail_trace is not None:
         doc["fail_trace"] = fail_trace
+    if batch_fallback is not None:
+        doc["batch_fallback"] = batch_fallback
     return doc
 
 
@@ -170,7 +185,7 @@ def _dataset_for(cfg: RunConfig) -> Any:
     return cache[key]
 
 
-def execute(config: dict[str, Any], study: str, store: LocalStore) -> dict[str, Any]:
+def execute(config: dict[str, Any], study: str, store: LocalStore, batch_fallback: str | None = None) -> dict[str, Any]:
     """Run one config and store its document, COMPLETED or FAILED; never raises for a failing run."""
     from walking_noise.training import train_run
 
@@ -178,9 +193,9 @@ def execute(config: dict[str, Any], study: str, store: LocalStore) -> dict[str, 
     try:
         cfg = RunConfig.from_dict(config)
         result = train_run(cfg, _dataset_for(cfg)).to_dict()
-        doc = run_document(config, study, COMPLETED, result, started)
+        doc = run_document(config, study, COMPLETED, result, started, batch_fallback=batch_fallback)
     except Exception as err:  # noqa: BLE001 - a failed run is data, the campaign goes on
-        doc = run_document(config, study, FAILED, None, started,
+        doc = run_document(config, study, FAILED, None, started, batch_fallback=batch_fallback,
                            fail_trace=traceback.format_exception(type(err), err, err.__traceback__))
     store.put(doc)
     return {"config_hash": doc["config_hash"], "status": doc["status"],
@@ -253,8 +268,8 @@ def execute_unit(unit: list[dict[str, Any]], study: str, store: LocalStore) -> l
         return [execute(unit[0], study, store)]
     try:
         docs = unit_documents(unit, study)
-    except Exception:  # noqa: BLE001 - isolate the failing config by running each on its own
-        return [execute(config, study, store) for config in unit]
+    except Exception as err:  # noqa: BLE001 - isolate the failing config by running each on its own
+        return run_each(unit, study, store, err)
     outcomes = []
     for doc in docs:
         store.put(doc)
@@ -297,12 +312,19 @@ def run_bundle(base: dict[str, Any], bundle: dict[str, list[Any]], study: str) -
     for unit in plan_units(expand_bundle(base, bundle)):
         try:
             docs += unit_documents(unit, study)
-        except Exception:  # noqa: BLE001 - one failing member must not lose the others
+        except Exception as err:  # noqa: BLE001 - one failing member must not lose the others
             store = _MemoryStore()
-            for config in unit:
-                execute(config, study, store)  # type: ignore[arg-type]
+            run_each(unit, study, store, err)  # type: ignore[arg-type]
             docs += store.documents
     return docs
+
+
+def run_each(unit: list[dict[str, Any]], study: str, store: Any, error: BaseException) -> list[dict[str, Any]]:
+    """A batch that failed as a whole: say why (a warning, and ``batch_fallback`` in every document of the unit),
+    then run each config on its own, so one bad config loses no other and a bug in the batched engine shows."""
+    cause = f"{type(error).__name__}: {error}"
+    logger.warning("a batch of %d configs failed (%s); running each on the one-model path", len(unit), cause)
+    return [execute(config, study, store, batch_fallback=cause) for config in unit]
 
 
 class _MemoryStore:
@@ -320,28 +342,28 @@ class _MemoryStore:
 
 def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,
                               started: str) -> list[dict[str, Any]]:
-    """Train one clean model per seed (batched), keep its last five epochs, evaluate every config's noise on them."""
+    """Train one clean model per seed (batched), keep the epochs the final accuracy averages, and evaluate every
+    config's noise on them (with the draws that config's own run makes at those epochs)."""
     from dataclasses import replace
 
     from walking_noise.batched import clean_config, evaluate_snapshots, train_members
-    from walking_noise.training import final_accuracy
+    from walking_noise.training import final_accuracy, final_epochs
 
     data = _dataset_for(cfgs[0])
     seeds = sorted({c.seed for c in cfgs})
     clean = [replace(clean_config(cfgs[0]), seed=s) for s in seeds]
-    results, packed, snapshots = train_members(clean, data, keep_last=5)
+    epochs = cfgs[0].training.epochs
+    results, packed, snapshots = train_members(clean, data, keep_last=final_epochs(epochs))
     by_seed = {s: (r, snap) for s, r, snap in zip(seeds, results, snapshots)}
     docs = []
     for config, cfg in zip(unit, cfgs):
         trained, snaps = by_seed[cfg.seed]
-        evaluated = evaluate_snapshots(snaps, packed.template, cfg, data, seed=cfg.seed)
+        first = epochs - len(snaps)
+        evaluated = evaluate_snapshots(snaps, packed.template, cfg, data, first_epoch=first)
         result = trained.to_dict()
-        result.update(val_accuracy=evaluated["val_accuracy"], val_loss=evaluated["val_loss"],
-                      final_accuracy=final_accuracy(evaluated["val_accuracy"]),
-                      active_points=evaluated["active_points"],
+        result.update(evaluated, final_accuracy=final_accuracy(evaluated["val_accuracy"], epochs),
                       extra={"engine": "train_once_evaluate_many", "clean_members": len(seeds),
-                             "evaluated_epochs": list(range(cfg.training.epochs - len(snaps) + 1,
-                                                            cfg.training.epochs + 1))})
+                             "evaluated_epochs": list(range(first + 1, epochs + 1))})
         docs.append(run_document(config, study, COMPLETED, result, started))
     return docs
 

@@ -7,11 +7,136 @@ it before any training starts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from walking_noise.noise import NoiseConfig
+NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
+PLACEMENTS = ("global", "walking")
+PHASES = ("train_and_inference", "inference")
+BACKWARD_MODES = ("autograd", "straight_through")
+MIXED_ORDERS = ("multiply_then_add", "add_then_multiply")
+
+
+def check_choice(value: Any, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(choices)}")
+    return value
+
+
+#: The largest noise std whose effect the float32 arithmetic of a model can still represent. Beyond about 1e18
+#: multiplicative noise overflows float32 (BatchNorm squares the activations; sqrt(float32 max) = 1.8e19), and every
+#: run then measures the same arithmetic artefact, not robustness. 1e16 leaves a factor 10^3 for the sums over a
+#: batch and a layer's fan-in; it is also the paper's largest level (MNIST, multiplicative).
+NOISE_CEILING = 1e16
+
+
+def check_std(value: Any, what: str) -> float:
+    try:
+        std = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number >= 0, got {value!r}") from None
+    if math.isnan(std) or std < 0:
+        raise ValueError(f"{what} must be a standard deviation >= 0, got {value!r}")
+    if std > NOISE_CEILING:
+        raise ValueError(f"{what} {std:g} exceeds {NOISE_CEILING:g}, the largest noise float32 arithmetic represents "
+                         f"(beyond it activations overflow and every run measures the same artefact)")
+    return std
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """What noise a run injects, where and when; validated on construction.
+
+    ``kind``: ``additive`` (x + N(0, s^2)), ``multiplicative`` (x * N(1, s^2)), ``mixed`` (both at the same point)
+    or ``none``. ``noise_std`` is s in activation units (additive) or relative units (multiplicative).
+    For ``mixed``, give ``additive_std`` and ``multiplicative_std`` directly, or a total ``amplitude`` A and a
+    ``ratio`` r (additive std A*r, multiplicative std A*(1-r)), as the authors' combined sweeps did.
+    ``placement``: ``global`` (every point but BatchNorm outputs) or ``walking`` (only ``injection_layer``).
+    ``phase``: ``train_and_inference`` or ``inference`` (model trained clean, evaluated noisy).
+    ``backward``: ``autograd`` (the drawn noise is a constant of the chain rule; the authors' code) or
+    ``straight_through`` (gradient w.r.t. the input is exactly the identity).
+    """
+
+    kind: str = "none"
+    noise_std: float = 0.0
+    placement: str = "global"
+    injection_layer: int | None = None
+    phase: str = "train_and_inference"
+    backward: str = "autograd"
+    additive_std: float | None = None
+    multiplicative_std: float | None = None
+    amplitude: float | None = None
+    ratio: float | None = None
+    mixed_order: str = "multiply_then_add"
+
+    def __post_init__(self) -> None:
+        check_choice(self.kind, NOISE_KINDS, "noise kind")
+        check_choice(self.placement, PLACEMENTS, "noise placement")
+        check_choice(self.phase, PHASES, "noise phase")
+        check_choice(self.backward, BACKWARD_MODES, "backward mode")
+        check_choice(self.mixed_order, MIXED_ORDERS, "mixed noise order")
+        object.__setattr__(self, "noise_std", check_std(self.noise_std, "noise_std"))
+        if self.placement == "walking" and self.kind != "none":
+            if self.injection_layer is None or isinstance(self.injection_layer, bool):
+                raise ValueError("walking noise needs injection_layer (an integer index of an injection point)")
+            if int(self.injection_layer) != self.injection_layer:
+                raise ValueError(f"injection_layer must be an integer, got {self.injection_layer!r}")
+            object.__setattr__(self, "injection_layer", int(self.injection_layer))
+        if self.kind == "mixed":
+            self._check_mixed()
+
+    def _check_mixed(self) -> None:
+        direct = self.additive_std is not None or self.multiplicative_std is not None
+        total = self.amplitude is not None or self.ratio is not None
+        if direct == total:
+            raise ValueError(
+                "mixed noise needs either additive_std and multiplicative_std, or amplitude and ratio "
+                "(additive std = amplitude*ratio, multiplicative std = amplitude*(1-ratio)), not both or neither"
+            )
+        if total:
+            if self.amplitude is None or self.ratio is None:
+                raise ValueError("mixed noise given by total amplitude needs both amplitude and ratio")
+            check_std(self.amplitude, "amplitude")
+            if not 0.0 <= float(self.ratio) <= 1.0:
+                raise ValueError(f"ratio must lie in [0, 1], got {self.ratio!r}")
+        else:
+            check_std(self.additive_std or 0.0, "additive_std")
+            check_std(self.multiplicative_std or 0.0, "multiplicative_std")
+
+    @property
+    def stds(self) -> tuple[float, float]:
+        """(additive std, multiplicative std) applied at an active point."""
+        if self.kind == "additive":
+            return self.noise_std, 0.0
+        if self.kind == "multiplicative":
+            return 0.0, self.noise_std
+        if self.kind == "mixed":
+            if self.amplitude is not None:
+                amplitude, ratio = float(self.amplitude), float(self.ratio)  # type: ignore[arg-type]
+                return amplitude * ratio, amplitude * (1.0 - ratio)
+            return float(self.additive_std or 0.0), float(self.multiplicative_std or 0.0)
+        return 0.0, 0.0
+
+    @property
+    def in_training(self) -> bool:
+        """Whether noise is drawn while training (else only at evaluation)."""
+        return self.kind != "none" and self.phase == "train_and_inference" and any(self.stds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> NoiseConfig:
+        values = dict(values or {})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"unknown noise setting(s) {sorted(unknown)}; valid keys: {sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**values)
+
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -140,3 +265,12 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def noise_key(self) -> int:
+        """The 64-bit key of this run's noise stream (:class:`walking_noise.noise.NoiseStream`): a hash of the
+        scientific config (seed included, where it runs excluded), so equal configs draw equal noise everywhere."""
+        from walking_noise.store import config_hash
+
+        digest = hashlib.sha256(b"walking-noise noise stream " + config_hash(self.to_dict()).encode()).digest()
+        return int.from_bytes(digest[:8], "little")

@@ -15,7 +15,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from walking_noise.noise import NoiseInjection
+from walking_noise.noise import NoiseInjection, NoiseStream
 
 LEARNABLE = (nn.Conv2d, nn.Linear)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -56,13 +56,13 @@ class NoisyNetwork(nn.Module):
         self.name = name
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
-        sequence: list[nn.Module] = [NoiseInjection()]
+        sequence: list[nn.Module] = [NoiseInjection(0)]
         points: list[tuple[str, nn.Module | None, NoiseInjection]] = [("Input", None, sequence[0])]
         for layer in layers:
             sequence.append(layer)
             if isinstance(layer, nn.Flatten):
                 continue
-            injection = NoiseInjection()
+            injection = NoiseInjection(len(points))
             sequence.append(injection)
             points.append((_SHORT_NAMES.get(type(layer), type(layer).__name__), layer, injection))
         self.net = nn.Sequential(*sequence)
@@ -74,6 +74,15 @@ class NoisyNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def use_stream(self, stream: NoiseStream | None) -> None:
+        """Draw the noise of every point from ``stream`` (one member); None: from torch's default generator."""
+        for p in self._points:
+            p.injection.stream = stream
+
+    @property
+    def stream(self) -> NoiseStream | None:
+        return self._points[0].injection.stream
 
     def learnable_layers(self) -> list[InjectionPoint]:
         """Points after conv/FC layers: the paper's "layers with learnable parameters" (Table II's layer IDs)."""
@@ -161,13 +170,18 @@ def layer_table(model: NoisyNetwork) -> list[dict]:
         for p in model.injection_points
     ]
     was_training = model.training
+    settings = [p.injection.setting for p in model.injection_points]
     try:
         model.eval()
+        for p in model.injection_points:  # a shape probe, not a measurement: it draws no noise
+            p.injection.clear()
         with torch.no_grad():
             device = next(model.parameters()).device
             model(torch.zeros(1, *model.input_shape, device=device))
     finally:
         model.train(was_training)
+        for p, setting in zip(model.injection_points, settings):
+            p.injection.setting = setting
         for h in handles:
             h.remove()
     return [

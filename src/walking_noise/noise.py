@@ -8,133 +8,24 @@ paper: *global* (the same ``noise_std`` at every point except BatchNorm outputs)
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from walking_noise.gaussian import standard_normal_like
+from walking_noise.config import (
+    BACKWARD_MODES,
+    MIXED_ORDERS,
+    NoiseConfig,
+    check_choice,
+    check_std,
+)
+from walking_noise.gaussian import key_array, philox_normal, standard_normal_like
 
 if TYPE_CHECKING:  # pragma: no cover
     from walking_noise.models import NoisyNetwork
-
-NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
-PLACEMENTS = ("global", "walking")
-PHASES = ("train_and_inference", "inference")
-BACKWARD_MODES = ("autograd", "straight_through")
-MIXED_ORDERS = ("multiply_then_add", "add_then_multiply")
-
-
-def _choice(value: Any, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(choices)}")
-    return value
-
-
-def _std(value: Any, what: str) -> float:
-    try:
-        std = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number >= 0, got {value!r}") from None
-    if math.isnan(std) or std < 0:
-        raise ValueError(f"{what} must be a standard deviation >= 0, got {value!r}")
-    return std
-
-
-@dataclass(frozen=True)
-class NoiseConfig:
-    """What noise a run injects, where and when; validated on construction.
-
-    ``kind``: ``additive`` (x + N(0, s^2)), ``multiplicative`` (x * N(1, s^2)), ``mixed`` (both at the same point)
-    or ``none``. ``noise_std`` is s in activation units (additive) or relative units (multiplicative).
-    For ``mixed``, give ``additive_std`` and ``multiplicative_std`` directly, or a total ``amplitude`` A and a
-    ``ratio`` r (additive std A*r, multiplicative std A*(1-r)), as the authors' combined sweeps did.
-    ``placement``: ``global`` (every point but BatchNorm outputs) or ``walking`` (only ``injection_layer``).
-    ``phase``: ``train_and_inference`` or ``inference`` (model trained clean, evaluated noisy).
-    ``backward``: ``autograd`` (the drawn noise is a constant of the chain rule; the authors' code) or
-    ``straight_through`` (gradient w.r.t. the input is exactly the identity).
-    """
-
-    kind: str = "none"
-    noise_std: float = 0.0
-    placement: str = "global"
-    injection_layer: int | None = None
-    phase: str = "train_and_inference"
-    backward: str = "autograd"
-    additive_std: float | None = None
-    multiplicative_std: float | None = None
-    amplitude: float | None = None
-    ratio: float | None = None
-    mixed_order: str = "multiply_then_add"
-
-    def __post_init__(self) -> None:
-        _choice(self.kind, NOISE_KINDS, "noise kind")
-        _choice(self.placement, PLACEMENTS, "noise placement")
-        _choice(self.phase, PHASES, "noise phase")
-        _choice(self.backward, BACKWARD_MODES, "backward mode")
-        _choice(self.mixed_order, MIXED_ORDERS, "mixed noise order")
-        object.__setattr__(self, "noise_std", _std(self.noise_std, "noise_std"))
-        if self.placement == "walking" and self.kind != "none":
-            if self.injection_layer is None or isinstance(self.injection_layer, bool):
-                raise ValueError("walking noise needs injection_layer (an integer index of an injection point)")
-            if int(self.injection_layer) != self.injection_layer:
-                raise ValueError(f"injection_layer must be an integer, got {self.injection_layer!r}")
-            object.__setattr__(self, "injection_layer", int(self.injection_layer))
-        if self.kind == "mixed":
-            self._check_mixed()
-
-    def _check_mixed(self) -> None:
-        direct = self.additive_std is not None or self.multiplicative_std is not None
-        total = self.amplitude is not None or self.ratio is not None
-        if direct == total:
-            raise ValueError(
-                "mixed noise needs either additive_std and multiplicative_std, or amplitude and ratio "
-                "(additive std = amplitude*ratio, multiplicative std = amplitude*(1-ratio)), not both or neither"
-            )
-        if total:
-            if self.amplitude is None or self.ratio is None:
-                raise ValueError("mixed noise given by total amplitude needs both amplitude and ratio")
-            _std(self.amplitude, "amplitude")
-            if not 0.0 <= float(self.ratio) <= 1.0:
-                raise ValueError(f"ratio must lie in [0, 1], got {self.ratio!r}")
-        else:
-            _std(self.additive_std or 0.0, "additive_std")
-            _std(self.multiplicative_std or 0.0, "multiplicative_std")
-
-    @property
-    def stds(self) -> tuple[float, float]:
-        """(additive std, multiplicative std) applied at an active point."""
-        if self.kind == "additive":
-            return self.noise_std, 0.0
-        if self.kind == "multiplicative":
-            return 0.0, self.noise_std
-        if self.kind == "mixed":
-            if self.amplitude is not None:
-                amplitude, ratio = float(self.amplitude), float(self.ratio)  # type: ignore[arg-type]
-                return amplitude * ratio, amplitude * (1.0 - ratio)
-            return float(self.additive_std or 0.0), float(self.multiplicative_std or 0.0)
-        return 0.0, 0.0
-
-    @property
-    def in_training(self) -> bool:
-        """Whether noise is drawn while training (else only at evaluation)."""
-        return self.kind != "none" and self.phase == "train_and_inference" and any(self.stds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> NoiseConfig:
-        values = dict(values or {})
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"unknown noise setting(s) {sorted(unknown)}; valid keys: {sorted(cls.__dataclass_fields__)}"
-            )
-        return cls(**values)
-
 
 class StraightThrough(torch.autograd.Function):
     """Returns the noisy value forward, passes the incoming gradient unchanged backward."""
@@ -148,22 +39,64 @@ class StraightThrough(torch.autograd.Function):
         return grad, None
 
 
+#: Draw tags: which of a point's draws a counter names (4 bits of the counter).
+MULTIPLICATIVE_DRAW, ADDITIVE_DRAW = 0, 1
+#: Phases of a forward pass in a draw coordinate.
+TRAIN, EVAL = 0, 1
+
+Draw = Callable[[int], torch.Tensor]
+
+
+class NoiseStream:
+    """Which random numbers the injection points of one network draw, so that a run's noise is its own.
+
+    ``keys`` holds one 64-bit key per member (one for a plain model, K for a packed one), derived from the run's
+    config alone (:meth:`walking_noise.config.RunConfig.noise_key`). The engines name every forward pass by its
+    coordinate (``epoch``, ``phase`` train/eval, ``step`` = batch number in that epoch) with :meth:`at`; a draw at
+    injection point ``p`` is then Philox at counter (step, epoch, p << 8 | phase << 4 | tag) with the member's key
+    (:func:`walking_noise.gaussian.philox_normal`). The noise a member sees therefore depends only on its config and
+    on where in training it is: not on its batch companions, its position in a pack, the engine, the device, or on
+    how many other draws happened before.
+    """
+
+    def __init__(self, keys: Sequence[int]):
+        self.keys = tuple(int(k) for k in keys)
+        self._keys = key_array(self.keys)
+        self.epoch, self.phase, self.step = 0, EVAL, 0
+
+    def at(self, epoch: int, phase: int, step: int) -> NoiseStream:
+        """Name the next forward pass (returns self, for chaining)."""
+        self.epoch, self.phase, self.step = int(epoch), int(phase), int(step)
+        return self
+
+    def normal(self, point: int, tag: int, per_member: int, device: torch.device,
+               active: Sequence[bool] | None = None) -> torch.Tensor:
+        """(K, per_member) standard normals of draw ``tag`` at injection point ``point`` in the current pass."""
+        counter = (self.step, self.epoch, (int(point) << 8) | (self.phase << 4) | int(tag))
+        return philox_normal(self._keys, counter, per_member, device=device, active=active)
+
+    def __repr__(self) -> str:
+        return f"NoiseStream({len(self.keys)} member(s), epoch={self.epoch}, phase={self.phase}, step={self.step})"
+
+
 def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicative: float | torch.Tensor | None,
-            order: str = "multiply_then_add", straight_through: bool = False) -> torch.Tensor:
+            order: str = "multiply_then_add", straight_through: bool = False, draw: Draw | None = None) -> torch.Tensor:
     """``x`` with fresh Gaussian noise: ``x * N(1, multiplicative^2)`` and ``+ N(0, additive^2)`` in ``order``.
 
     A std of None skips that kind; a std may be a tensor broadcasting against ``x`` (one per member of a batched
-    model). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the identity, else the drawn noise is a
-    constant of the chain rule. Shared by the one-model and the batched injection points.
+    model). ``draw(tag)`` gives standard normals shaped like ``x`` for ``MULTIPLICATIVE_DRAW``/``ADDITIVE_DRAW``
+    (None: keyed by torch's default generator). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the
+    identity, else the drawn noise is a constant of the chain rule. Shared by the one-model and the batched points.
     """
+    draw = draw or (lambda _tag: standard_normal_like(x))
     noisy = x.detach() if straight_through else x
     steps = ("mul", "add") if order == "multiply_then_add" else ("add", "mul")
     for step in steps:
         if step == "mul" and multiplicative is not None:
-            factor = standard_normal_like(noisy).mul_(multiplicative).add_(1.0)  # N(1, s^2), a constant of autograd
+            factor = draw(MULTIPLICATIVE_DRAW).mul_(multiplicative).add_(1.0)  # N(1, s^2), a constant of autograd
             noisy = noisy * factor
         elif step == "add" and additive is not None:
-            noisy = standard_normal_like(noisy).mul_(additive).add_(noisy)  # in place: no second large buffer
+            noisy = draw(ADDITIVE_DRAW).mul_(additive).add_(noisy)  # in place: no second large buffer
     return StraightThrough.apply(x, noisy) if straight_through else noisy
 
 
@@ -183,9 +116,11 @@ class NoiseInjection(nn.Module):
     so one model object serves both phases of the paper.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
         super().__init__()
+        self.index = index  # the injection point's number: part of every draw's coordinate
         self.setting = _PointSetting()
+        self.stream: NoiseStream | None = None  # set by NoisyNetwork.use_stream; None: torch's default generator
 
     @property
     def active(self) -> bool:
@@ -195,9 +130,9 @@ class NoiseInjection(nn.Module):
     def set(self, additive_std: float = 0.0, multiplicative_std: float = 0.0, *, in_training: bool = True,
             order: str = "multiply_then_add", backward: str = "autograd") -> None:
         self.setting = _PointSetting(
-            _std(additive_std, "additive_std"), _std(multiplicative_std, "multiplicative_std"),
-            in_training, _choice(order, MIXED_ORDERS, "mixed noise order"),
-            _choice(backward, BACKWARD_MODES, "backward mode"),
+            check_std(additive_std, "additive_std"), check_std(multiplicative_std, "multiplicative_std"),
+            in_training, check_choice(order, MIXED_ORDERS, "mixed noise order"),
+            check_choice(backward, BACKWARD_MODES, "backward mode"),
         )
 
     def clear(self) -> None:
@@ -207,8 +142,11 @@ class NoiseInjection(nn.Module):
         if not self.active:
             return x
         s = self.setting
+        stream = self.stream
+        draw = None if stream is None else (
+            lambda tag: stream.normal(self.index, tag, x.numel(), x.device).view(x.shape))
         return perturb(x, s.additive_std or None, s.multiplicative_std or None, s.order,
-                       s.backward == "straight_through")
+                       s.backward == "straight_through", draw)
 
     def extra_repr(self) -> str:
         s = self.setting

@@ -1,29 +1,44 @@
 """One training run with noise: train, evaluate every epoch, clamp, summarise (paper section III.D).
 
-The final accuracy is the mean validation accuracy of the last five epochs, measured with the noise of the
-inference phase. A run that diverges (non-finite weights, e.g. multiplicative s = 1e16) is not an exception: it is
-recorded as diverged with what it measured, and NaN/inf logits count as wrong predictions.
+The final accuracy is the mean validation accuracy of the last epochs, measured with the noise of the inference
+phase: the last five, as in the paper, for runs of ten epochs or more; for shorter runs the second half (the last
+``max(1, epochs // 2)``), so that a 3-epoch run does not average in its first epoch (:func:`final_epochs`). The
+number averaged is stored with the result (``final_epochs_averaged``).
+
+A sample whose logits are not all finite counts as a random guess: 1/C of a correct prediction for C classes
+(:func:`count_correct`). So a run whose weights became non-finite (``diverged``, e.g. multiplicative s = 1e16
+without BatchNorm) measures chance level, the paper's a_min "equivalent to random predictions", never less; the
+fraction of such samples per epoch is stored as ``val_nonfinite`` (non-zero in a run that did not diverge: its
+activations overflowed float32 at this noise level). Divergence is recorded, not raised.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
-from walking_noise.models import NoisyNetwork, build_model, clamp_weights, layer_table, weight_magnitudes
-from walking_noise.noise import configure_noise
+from walking_noise.models import (
+    NoisyNetwork,
+    build_model,
+    clamp_weights,
+    layer_table,
+    weight_magnitudes,
+)
+from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
 
-FINAL_EPOCHS = 5
+FINAL_EPOCHS = 5  # the paper's rule: the mean of the last five epochs
 EVAL_BATCH = 2048
 ALLOCATOR_ENV = "WALKING_NOISE_MALLOC"  # "default" leaves the C allocator as it is
 _allocator_tuned = False
@@ -59,12 +74,15 @@ def keep_freed_memory() -> bool:
 class RunResult:
     """What one run measured; every field is a plain Python type so it can be stored as JSON or in MongoDB.
 
-    Accuracies are fractions in [0, 1]; losses are mean cross-entropy per sample.
+    Accuracies are fractions in [0, 1]; losses are mean cross-entropy per sample; ``val_nonfinite`` is the fraction
+    of test samples per epoch whose logits were not all finite (each counted as a random guess).
     """
 
     final_accuracy: float
+    final_epochs_averaged: int
     val_accuracy: list[float]
     val_loss: list[float]
+    val_nonfinite: list[float]
     train_accuracy: list[float]
     train_loss: list[float]
     weight_magnitudes: dict[str, float]
@@ -83,12 +101,35 @@ class RunResult:
         return asdict(self)
 
 
-def final_accuracy(curve: list[float], last: int = FINAL_EPOCHS) -> float:
-    """Mean of the last ``last`` epochs' accuracies (fewer when fewer epochs were run)."""
+def final_epochs(epochs: int) -> int:
+    """How many final epochs the final accuracy averages: 5 (the paper) from 10 epochs on, else the second half."""
+    return FINAL_EPOCHS if epochs >= 2 * FINAL_EPOCHS else max(1, epochs // 2)
+
+
+def final_accuracy(curve: list[float], epochs: int | None = None) -> float:
+    """Mean of the last :func:`final_epochs` (of ``epochs``, default the curve's length) accuracies of ``curve``."""
     if not curve:
         raise ValueError("no epoch was evaluated, so there is no final accuracy")
-    tail = curve[-last:]
+    tail = curve[-final_epochs(len(curve) if epochs is None else epochs):]
     return float(sum(tail) / len(tail))
+
+
+def padded_curve(curve: list[float], epochs: int) -> list[float]:
+    """A curve of a run that stopped early (diverged) extended to ``epochs`` with its last value: a model with
+    non-finite weights stays non-finite under every further step, so each skipped epoch would measure the same."""
+    return curve + [curve[-1]] * (epochs - len(curve))
+
+
+def count_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(expected correct predictions, samples with non-finite logits), summed over the last-but-one dim.
+
+    ``logits`` (..., B, C), ``y`` (..., B). A sample whose logits are not all finite counts as a random guess,
+    1/C correct: a diverged or overflowing model then scores chance level, never below it.
+    """
+    finite = torch.isfinite(logits).all(dim=-1)
+    hits = ((logits.argmax(dim=-1) == y) & finite).sum(dim=-1).to(torch.float64)
+    guesses = (~finite).sum(dim=-1).to(torch.float64)
+    return hits + guesses / logits.shape[-1], guesses
 
 
 def resolve_device(device: str) -> torch.device:
@@ -97,21 +138,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch sees no GPU; use device=cpu or auto")
     return torch.device(device)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
-             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """(accuracy, mean loss) in eval mode; a sample whose logits are not all finite counts as wrong."""
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        logits = model(xb)
-        finite = torch.isfinite(logits).all(dim=1)
-        correct += int(((logits.argmax(dim=1) == yb) & finite).sum())
-        loss_sum += float(criterion(logits, yb)) * len(xb)
-    return correct / len(x), loss_sum / len(x)
 
 
 class FusedAdam:
@@ -244,12 +270,193 @@ def move_dataset(data: DatasetSplits, device: torch.device) -> DatasetSplits:
     return moved
 
 
+class SingleModel(nn.Module):
+    """One :class:`NoisyNetwork` seen as a pack of K = 1 members, so one training loop serves both engines.
+
+    ``forward`` maps ``(1, B, *input_shape)`` to logits ``(1, B, classes)``; the methods are those of
+    :class:`walking_noise.batched.PackedNetwork` that the loop uses.
+    """
+
+    K = 1
+
+    def __init__(self, model: NoisyNetwork):
+        super().__init__()
+        self.model = model
+
+    @property
+    def stream(self) -> NoiseStream | None:
+        return getattr(self.model, "stream", None)  # any module can be evaluated; only a NoisyNetwork draws noise
+
+    def use_stream(self, stream: NoiseStream) -> None:
+        self.model.use_stream(stream)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x[0]).unsqueeze(0)
+
+    def clamp_(self) -> None:
+        clamp_weights(self.model)
+
+    def finite_members(self) -> torch.Tensor:
+        return torch.tensor([_finite_parameters(self.model)])
+
+    def unpack(self, k: int) -> NoisyNetwork:  # noqa: ARG002 - the only member
+        return self.model
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                  mean: bool = True) -> torch.Tensor:
+    """Cross-entropy per member (K,), as ``nn.CrossEntropyLoss(weight)`` computes it for each member's batch."""
+    K, B, C = logits.shape
+    per = F.cross_entropy(logits.reshape(K * B, C), y.reshape(-1), weight=weight, reduction="none").view(K, B)
+    norm = weight[y].view(K, B).sum(dim=1) if weight is not None else B
+    batch_mean = per.sum(dim=1) / norm
+    return batch_mean if mean else batch_mean * B
+
+
+@torch.no_grad()
+def evaluate_members(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                     epoch: int = 0, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, ...]:
+    """Per-member (accuracy, mean loss, fraction of non-finite samples) of a K-member model on a shared test set.
+
+    Non-finite logits count as random guesses (:func:`count_correct`); eval batch j draws the noise of the model's
+    stream at (``epoch``, eval, j), so evaluating a run again draws the same noise.
+    """
+    model.eval()
+    K = model.K
+    correct = torch.zeros(K, dtype=torch.float64, device=x.device)
+    nonfinite = torch.zeros(K, dtype=torch.float64, device=x.device)
+    loss = torch.zeros(K, device=x.device)
+    stream = model.stream
+    for j, start in enumerate(range(0, len(x), batch_size)):
+        if stream is not None:
+            stream.at(epoch, EVAL, j)
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb.unsqueeze(0).expand(K, *xb.shape))
+        hits, guesses = count_correct(logits, yb)
+        correct += hits
+        nonfinite += guesses
+        loss += member_losses(logits, yb.expand(K, -1), weight, mean=False)
+    return correct / len(x), loss / len(x), nonfinite / len(x)
+
+
+def evaluate(model: NoisyNetwork, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
+             epoch: int = 0) -> tuple[float, float, float]:
+    """(accuracy, mean loss, non-finite fraction) of one model, as :func:`evaluate_members` measures it."""
+    return tuple(float(v[0]) for v in evaluate_members(SingleModel(model), x, y, weight, epoch))  # type: ignore
+
+
+CURVES = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_loss")
+
+
+def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSplits, active: list[list[int]], *,
+                engine: str, started: float, log: Callable[[str], None] | None = None,
+                keep_last: int = 0) -> tuple[list[RunResult], list[list[dict]]]:
+    """The training loop of both engines: train the K members of ``model`` (a :class:`SingleModel` or a
+    :class:`walking_noise.batched.PackedNetwork`, noise configured) on ``data`` and measure each every epoch.
+
+    Member k draws everything random from its own config: its data order and augmentation from a generator seeded
+    with its seed, its noise from its stream (key from its config, coordinate = epoch, phase, batch number). A member
+    whose weights become non-finite stops being measured (its curve is padded, see :func:`padded_curve`); training
+    ends when every member has. Returns one :class:`RunResult` per member and, with ``keep_last`` > 0, per member
+    the state dicts after each of the last ``keep_last`` epochs.
+    """
+    first = configs[0]
+    t = first.training
+    device = next(model.parameters()).device
+    K = len(configs)
+    model.use_stream(NoiseStream([c.noise_key for c in configs]))
+    stream = model.stream
+    opt, sched = make_optimizer(model, first)
+    orders = [torch.Generator().manual_seed(c.seed) for c in configs]
+    n, B = len(data.train_x), t.batch_size
+    weight = data.class_weights
+    curves = {name: [[] for _ in range(K)] for name in CURVES}
+    alive = torch.ones(K, dtype=torch.bool, device=device)
+    diverged_epoch: list[int | None] = [None] * K
+    snapshots: list[list[dict]] = [[] for _ in range(K)]
+    loop_s = 0.0  # time in the training steps alone (no evaluation): the in-loop rate of the benchmarks
+    for epoch in range(t.epochs):
+        model.train()
+        loop_started = time.perf_counter()
+        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (K, n)
+        seen = 0
+        loss_sum = torch.zeros(K, device=device)
+        correct = torch.zeros(K, device=device)
+        for step, start in enumerate(range(0, n, B)):
+            idx = perm[:, start:start + B]
+            if idx.shape[1] < 2 and first.batchnorm:  # BatchNorm cannot normalise a batch of one sample
+                continue
+            stream.at(epoch, TRAIN, step)
+            xb, yb = data.train_x[idx], data.train_y[idx]  # (K, b, ...), (K, b)
+            if data.augment is not None:
+                xb = torch.stack([data.augment(xb[k], orders[k]) for k in range(K)])
+            logits = model(xb)
+            losses = member_losses(logits, yb, weight)
+            total = torch.where(alive & torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            if first.weight_clamping:
+                model.clamp_()
+            b = idx.shape[1]
+            seen += b
+            loss_sum += losses.detach() * b
+            correct += (logits.detach().argmax(dim=2) == yb).sum(dim=1)
+        if sched is not None:
+            sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        loop_s += time.perf_counter() - loop_started
+        acc, vloss, nonfinite = evaluate_members(model, data.test_x, data.test_y, weight, epoch)
+        finite = model.finite_members().to(device)
+        for k in range(K):
+            if diverged_epoch[k] is not None:
+                continue
+            values = (acc[k], vloss[k], nonfinite[k], correct[k] / max(seen, 1), loss_sum[k] / max(seen, 1))
+            for name, value in zip(CURVES, values):
+                curves[name][k].append(float(value))
+            if not bool(finite[k]):
+                diverged_epoch[k] = epoch
+        alive &= finite
+        if keep_last and epoch >= t.epochs - keep_last:
+            for k in range(K):
+                snapshots[k].append(copy.deepcopy(model.unpack(k).state_dict()))
+        if log is not None:
+            if K == 1:
+                log(f"epoch {epoch + 1}/{t.epochs}  train loss {curves['train_loss'][0][-1]:.4f}  "
+                    f"val acc {float(acc[0]):.4f}  val loss {float(vloss[0]):.4f}")
+            else:
+                log(f"epoch {epoch + 1}/{t.epochs}  {K} members  val acc {float(acc.min()):.3f}..{float(acc.max()):.3f}")
+            for k in range(K):
+                if diverged_epoch[k] == epoch:
+                    log(f"member {k} diverged at epoch {epoch + 1}: non-finite weights")
+        if not bool(alive.any()):
+            break
+    elapsed = time.perf_counter() - started
+    results = []
+    for k, cfg in enumerate(configs):
+        member = model.unpack(k)
+        checkpoint = save_checkpoint(member, cfg, cfg.checkpoint) if cfg.checkpoint else None
+        val = curves["val_accuracy"][k]
+        results.append(RunResult(
+            final_accuracy=final_accuracy(padded_curve(val, t.epochs)), final_epochs_averaged=final_epochs(t.epochs),
+            weight_magnitudes=weight_magnitudes(member), diverged=diverged_epoch[k] is not None,
+            diverged_epoch=diverged_epoch[k], epochs_run=len(val), active_points=active[k],
+            layer_table=layer_table(member), checkpoint=checkpoint, preprocessing=dict(data.preprocessing),
+            wall_time_s=elapsed / K, device=str(device),
+            extra={"engine": engine, "batch_members": K, "train_loop_s": loop_s},
+            **{name: curves[name][k] for name in CURVES},
+        ))
+    return results, snapshots
+
+
 def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
               log: Callable[[str], None] | None = None) -> RunResult:
     """Train one model of ``cfg`` and return what it measured.
 
-    ``data`` may be passed in to share one loaded dataset between runs (it is not modified). Deterministic on the
-    CPU for a fixed ``cfg.seed``: the seed fixes the initial weights, the data order and the noise draws.
+    ``data`` may be passed in to share one loaded dataset between runs (it is not modified). Deterministic for a
+    fixed config: its seed fixes the initial weights and the data order, its noise key (:attr:`RunConfig.noise_key`)
+    the noise draws; the batched engine gives the same member the same draws (:func:`fit_members`).
     """
     started = time.perf_counter()
     keep_freed_memory()
@@ -257,73 +464,7 @@ def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
     if data is None:
         data = load_run_dataset(cfg, device)
     torch.manual_seed(cfg.seed)
-    order = torch.Generator(device="cpu").manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm).to(device)
     active = configure_noise(model, cfg.noise)
-    criterion = nn.CrossEntropyLoss(weight=data.class_weights)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    batch = cfg.training.batch_size
-    n = len(data.train_x)
-    curves: dict[str, list[float]] = {"val_accuracy": [], "val_loss": [], "train_accuracy": [], "train_loss": []}
-    diverged_epoch: int | None = None
-
-    loop_s = 0.0  # time in the training steps alone (no evaluation): the in-loop rate of the benchmarks
-    for epoch in range(cfg.training.epochs):
-        model.train()
-        loop_started = time.perf_counter()
-        perm = torch.randperm(n, generator=order).to(device)
-        seen, correct, loss_sum = 0, 0, 0.0
-        for start in range(0, n, batch):
-            idx = perm[start:start + batch]
-            if len(idx) < 2 and cfg.batchnorm:  # BatchNorm cannot normalise a batch of one sample
-                continue
-            xb, yb = data.train_x[idx], data.train_y[idx]
-            if data.augment is not None:
-                xb = data.augment(xb, order)
-            logits = model(xb)
-            loss = criterion(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if cfg.weight_clamping:
-                clamp_weights(model)
-            seen += len(idx)
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(dim=1) == yb).sum())
-        if scheduler is not None:
-            scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        loop_s += time.perf_counter() - loop_started
-        val_acc, val_loss = evaluate(model, data.test_x, data.test_y, criterion)
-        for key, value in zip(curves, (val_acc, val_loss, correct / max(seen, 1), loss_sum / max(seen, 1))):
-            curves[key].append(value)
-        if log is not None:
-            log(f"epoch {epoch + 1}/{cfg.training.epochs}  train loss {curves['train_loss'][-1]:.4f}  "
-                f"val acc {val_acc:.4f}  val loss {val_loss:.4f}")
-        if not _finite_parameters(model):
-            diverged_epoch = epoch
-            if log is not None:
-                log(f"diverged at epoch {epoch + 1}: non-finite weights; stopping")
-            break
-
-    # A model with non-finite weights stays non-finite under every further step, so the epochs it skipped would
-    # have measured exactly what its last evaluation measured: the final accuracy extends the curve with it.
-    remaining = cfg.training.epochs - len(curves["val_accuracy"])
-    padded = curves["val_accuracy"] + [curves["val_accuracy"][-1]] * remaining
-    checkpoint = save_checkpoint(model, cfg, cfg.checkpoint) if cfg.checkpoint else None
-    return RunResult(
-        final_accuracy=final_accuracy(padded),
-        weight_magnitudes=weight_magnitudes(model),
-        diverged=diverged_epoch is not None,
-        diverged_epoch=diverged_epoch,
-        epochs_run=len(curves["val_accuracy"]),
-        active_points=active,
-        layer_table=layer_table(model),
-        checkpoint=checkpoint,
-        preprocessing=dict(data.preprocessing),
-        wall_time_s=time.perf_counter() - started,
-        device=str(device),
-        extra={"train_loop_s": loop_s},
-        **curves,
-    )
+    results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started, log=log)
+    return results[0]

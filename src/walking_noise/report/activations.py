@@ -100,7 +100,7 @@ def accuracy_with_quantization(model: Any, x: torch.Tensor, y: torch.Tensor, poi
         hook = module.register_forward_hook(lambda _m, _i, out: quantize(out, levels, n_levels))
     try:
         torch.manual_seed(seed)
-        return evaluate(model, x, y, nn.CrossEntropyLoss())[0]
+        return evaluate(model, x, y)[0]
     finally:
         if hook is not None:
             hook.remove()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The fidelity study of results/mnist/gap.md: train every run of seml_configs/mnist_gap.yaml on the full MNIST,
+# MLP first (10, 30, 100 epochs), then LeNet-5 (3, 10, 30 epochs).
+#
+#   bash scripts/mnist_gap.sh [--data-dir DIR] [--store DIR] [--workers N]
+#
+# Defaults: --data-dir ../shared/data, --store runs/mnist_gap, --workers 2. Resumable: a second call trains only
+# what is missing (interrupted searches pick up their stored runs). About 7-8 h on a 2-core CPU (measured times
+# in results/mnist/gap.md).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data_dir="../shared/data"
+store="runs/mnist_gap"
+workers=2
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --store) store="$2"; shift 2 ;;
+    --workers) workers="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+bash "$root/scripts/setup_venv.sh"
+cd "$root"
+study=seml_configs/mnist_gap.yaml
+# One call per (model, epochs): the searches of one call advance in lockstep rounds, and a round waits for its
+# slowest unit, so runs of very different lengths are not mixed in one call.
+for block in "mlp 10" "mlp 30" "mlp 100" "lenet5 3" "lenet5 10" "lenet5 30"; do
+  read -r model epochs <<< "$block"
+  started=$(date +%s)
+  .venv/bin/walking-noise run "$study" --set "data_dir=$data_dir" --store "$store" --workers "$workers" \
+    --filter "model=$model" --filter "training.epochs=$epochs"
+  echo "$model, $epochs epochs: $(($(date +%s) - started)) s (this call)"
+done
