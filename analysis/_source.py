@@ -1,4 +1,5 @@
-"""Shared by the analysis scripts: the ``--store`` / ``--mongo-uri`` options and ``--out``, then the runs."""
+"""Shared by the analysis scripts: the ``--store`` / ``--mongo-uri`` (and ``--study``) options and ``--out``, then the
+runs."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 
 def parse(description: str, out: str = "report") -> tuple[argparse.Namespace, object]:
     """Parse the source options and ``--out``; return (args, runs DataFrame)."""
-    from walking_noise.report.cli import add_source_arguments, load_from_args
+    from walking_noise.report.cli import add_source_arguments, add_study_arguments, load_selected
 
     parser = argparse.ArgumentParser(description=description)
     add_source_arguments(parser)
+    add_study_arguments(parser)
     parser.add_argument("--out", default=out, help=f"output folder (default {out})")
     args = parser.parse_args()
-    return args, load_from_args(args)
+    return args, load_selected(args)
 
 
 def show(paths: list) -> None:

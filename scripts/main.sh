@@ -9,7 +9,7 @@ bash "$root/scripts/setup_venv.sh"
 cd "$root"
 store="${WALKING_NOISE_STORE:-runs/smoke}"
 .venv/bin/walking-noise run seml_configs/smoke.yaml --store "$store" "$@"
-.venv/bin/walking-noise report --store "$store" --out "$store/report"
+.venv/bin/walking-noise report --store "$store" --study seml_configs/smoke.yaml --out "$store/report"
 echo
 cat "$store/report/table1_global_mu.md"
 echo

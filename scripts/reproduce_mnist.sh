@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate results/mnist/ from scratch: train every run of seml_configs/mnist_reproduction.yaml on the full
 # MNIST with the local runner (batched engine, train once / evaluate many, adaptive noise grids), then write the
-# report (Table I, Table I beside the paper, Fig. 1-7, Table II) into results/mnist/report/.
+# report of exactly this study's runs (Table I, Table I beside the paper, Fig. 1-7, Table II, the per-run export
+# runs.csv) into results/mnist/report/.
 #
 #   bash scripts/reproduce_mnist.sh [--data-dir DIR] [--store DIR] [--out DIR] [--workers N] [walking-noise run args]
 #
@@ -37,6 +38,7 @@ started=$(date +%s)
 .venv/bin/walking-noise run seml_configs/mnist_reproduction.yaml --set "data_dir=$data_dir" --store "$store" \
   --workers "$workers" "${extra[@]}" 2>&1 | tee "$out/run.log"
 trained=$(date +%s)
-.venv/bin/walking-noise report --store "$store" --out "$out" | tee -a "$out/run.log"
+.venv/bin/walking-noise report --store "$store" --study seml_configs/mnist_reproduction.yaml --out "$out" \
+  | tee -a "$out/run.log"
 echo "training $((trained - started)) s, report $(($(date +%s) - trained)) s (this call)" | tee -a "$out/run.log"
 echo "comparison with the paper: $out/table1_vs_paper.md   (all outputs: $out/index.md)"

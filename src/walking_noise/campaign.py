@@ -431,6 +431,41 @@ def run_search(base: dict[str, Any], settings: dict[str, Any], study: str, store
     return find_transition(measure, AdaptiveGrid(**settings))
 
 
+class _SearchIncomplete(Exception):
+    """A replayed search asked for a run the store does not hold."""
+
+
+def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[set[str], list[str]]:
+    """(config hashes of exactly ``study``'s runs, notes): its grid configs, and the runs its adaptive searches
+    choose under the current design, found by replaying each search against ``latest`` without training.
+
+    A store may hold runs that earlier designs, engines or studies left there; a report of one study should use
+    only its own. A search whose replay asks for a run that is not stored (unfinished, or chosen differently by
+    another version) is cut there, and a note says so.
+    """
+    hashes = {config_hash(c) for c in study.configs}
+    notes = []
+    distinct = {config_hash({"base": b, "adaptive": s}): (b, s) for b, s in study.searches}
+    for number, (base, settings) in enumerate(distinct.values(), 1):
+        chosen: set[str] = set()
+
+        def lookup(configs: list[dict[str, Any]], chosen: set[str] = chosen) -> dict[str, dict[str, Any]]:
+            keys = [config_hash(c) for c in configs]
+            chosen.update(keys)
+            missing = sum(latest.get(k, {}).get("status") != COMPLETED for k in keys)
+            if missing:
+                raise _SearchIncomplete(f"{missing} of its {len(keys)} runs of a round are not in the store")
+            return latest
+
+        try:
+            run_search(base, settings, study.name, None, execute_round=lookup)
+        except _SearchIncomplete as why:
+            notes.append(f"adaptive search {number} ({_flatten(base).get('noise.kind')}, "
+                         f"{'with' if base.get('batchnorm') else 'without'} BatchNorm) replayed only in part: {why}")
+        hashes |= chosen
+    return hashes, notes
+
+
 def missing_configs(configs: Iterable[dict[str, Any]], latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The configs (each once) that have no COMPLETED document in ``latest``."""
     out: dict[str, dict[str, Any]] = {}

@@ -162,6 +162,23 @@ def point_names(name: str, input_shape: tuple[int, ...], num_classes: int, batch
     return tuple(p.label for p in build_model(name, input_shape, num_classes, batchnorm).injection_points)
 
 
+@lru_cache(maxsize=64)
+def _layer_table_cached(name: str, dataset: str, batchnorm: bool) -> str:
+    import json
+
+    from walking_noise.data import DATASET_SHAPES
+
+    shape, classes = DATASET_SHAPES[dataset]
+    return json.dumps(layer_table(build_model(name, shape, classes, batchnorm)))
+
+
+def layer_table_for(name: str, dataset: str, batchnorm: bool) -> list[dict]:
+    """The layer table of a registered model on a dataset's input shape, without loading the data."""
+    import json
+
+    return json.loads(_layer_table_cached(name, dataset, batchnorm))
+
+
 def layer_table(model: NoisyNetwork) -> list[dict]:
     """One row per injection point: index, name, output shape (per sample) and the layer's parameter count."""
     shapes: dict[int, tuple[int, ...]] = {}

@@ -59,8 +59,8 @@ ID_COLUMNS = ("config_hash", "status", "study", "_id", "batch_id", "error")
 #: How long a MongoDB server may take to answer before we give up (ms); short, so a typo fails fast.
 MONGO_TIMEOUT_MS = 5000
 #: The result keys the report uses (the other learning curves are left out when loading for it).
-REPORT_FIELDS = ("final_accuracy", "val_accuracy", "weight_magnitudes", "layer_table", "checkpoint", "diverged",
-                 "diverged_epoch", "epochs_run", "active_points")
+REPORT_FIELDS = ("final_accuracy", "final_epochs_averaged", "val_accuracy", "val_nonfinite", "weight_magnitudes",
+                 "layer_table", "checkpoint", "diverged", "diverged_epoch", "epochs_run", "active_points", "extra")
 #: Fields of a SEML/Sacred document that the frame needs (everything else, e.g. captured output, is not fetched).
 MONGO_PROJECTION = {"config": 1, "result": 1, "status": 1, "batch_id": 1, "study": 1, "fail_trace": 1}
 
@@ -90,6 +90,14 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + key] = value
     return flat
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of ``df`` that come from a run's config (flattened names), in frame order."""
+    from walking_noise.config import RunConfig
+
+    known = set(flatten(RunConfig().to_dict()))
+    return [c for c in df.columns if c in known or c.startswith(("noise.", "training."))]
 
 
 def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,7 +214,7 @@ def runs_frame(documents: Iterable[Mapping[str, Any]], status: str | Iterable[st
 
 
 #: Result keys holding one number per epoch; parsed in bulk by pandas' C reader instead of one float at a time.
-CURVE_KEYS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+CURVE_KEYS = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_loss")
 # A curve written by json.dumps: a flat list of numbers, NaN or +-Infinity (anything else is left to the JSON parser).
 # The layer table (a list of flat dicts) is the same for every run of one model: it is parsed once per distinct text
 # and that one object is shared by all rows (a large saving of time and memory for 200,000 runs).
@@ -444,3 +452,17 @@ def load_runs(store: str | os.PathLike | None = None, mongo_uri: str | None = No
     if not db or not collection:
         raise ResultsError("a MongoDB source needs --db and --collection as well as --mongo-uri")
     return runs_from_mongodb(mongo_uri, db, collection, status=status, batch_id=batch_id, fields=fields)
+
+
+def study_runs(df: pd.DataFrame, study: Any) -> pd.DataFrame:
+    """The rows of ``df`` that belong to exactly ``study`` (a :class:`walking_noise.campaign.Study`): its grid
+    configs and the runs its adaptive searches choose under the current design
+    (:func:`walking_noise.campaign.study_selection`). ``attrs`` say which study and what was left out."""
+    from walking_noise.campaign import study_selection
+
+    latest = {h: {"status": st, "result": {"final_accuracy": acc}}
+              for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])} if len(df) else {}
+    hashes, notes = study_selection(study, latest)
+    kept = df[df["config_hash"].isin(hashes)].copy()
+    kept.attrs = {**df.attrs, "study": study.name, "selection_notes": notes, "left_out": len(df) - len(kept)}
+    return kept

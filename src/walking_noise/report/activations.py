@@ -182,6 +182,8 @@ def fig4_self_binarization(noisy_checkpoint: str | Path, clean_checkpoint: str |
 
 def _histograms(points: list, acts: dict[str, dict[int, np.ndarray]], injected: int | None, table: pd.DataFrame,
                 what: str, path: Path) -> Path:
+    from matplotlib.ticker import FuncFormatter
+
     n = len(points)
     fig = new_figure(9.0, 1.35 * n + 0.8)
     axes = fig.subplots(n, 2, squeeze=False)
@@ -214,6 +216,9 @@ def _histograms(points: list, acts: dict[str, dict[int, np.ndarray]], injected: 
         axes[row, 0].text(0.02, 0.92, p.label + mark, transform=axes[row, 0].transAxes, va="top", fontsize=7,
                           fontweight="bold", color="tab:red" if mark else "black")
         axes[row, 0].legend(fontsize=5, loc="upper right")
+        plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # no offset text (1e9, 1e-8) to collide between rows
+        axes[row, 0].xaxis.set_major_formatter(plain)
+        axes[row, 0].yaxis.set_major_formatter(plain)
         for ax in axes[row]:
             ax.tick_params(labelsize=6)
     axes[0, 0].set_title("activation a (linear axis), density", fontsize=8)

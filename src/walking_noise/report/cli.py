@@ -1,7 +1,9 @@
 """The ``fit`` and ``report`` sub-commands of ``walking-noise`` (added by :func:`add_subcommands`).
 
     walking-noise fit FILE.csv [--axis linear|log10] [--model single|double|auto] [--json]
-    walking-noise report --store PATH | --mongo-uri URI --db D --collection C [--out DIR]
+    walking-noise report --store PATH | --mongo-uri URI --db D --collection C [--study FILE] [--out DIR]
+    walking-noise export --store PATH | --mongo-uri ... [--study FILE] [--out runs.csv]
+    walking-noise import runs.csv --store PATH
 
 Each handler is a few lines over :mod:`walking_noise.fit`, :mod:`walking_noise.results` and
 :mod:`walking_noise.report`; a problem with the input raises ``ValueError``/``FileNotFoundError`` with a message the
@@ -25,15 +27,6 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="MongoDB database name (with --mongo-uri)")
     parser.add_argument("--collection", default=None, help="SEML collection name (with --mongo-uri)")
     parser.add_argument("--batch-id", type=int, default=None, help="only this SEML batch (with --mongo-uri)")
-
-
-def load_from_args(args: argparse.Namespace) -> Any:
-    """The runs DataFrame of the source named by :func:`add_source_arguments`' options (the result fields the
-    report uses; the training-loss and training-accuracy curves are not loaded)."""
-    from walking_noise.results import REPORT_FIELDS, load_runs
-
-    return load_runs(store=args.store, mongo_uri=args.mongo_uri, db=args.db, collection=args.collection,
-                     batch_id=getattr(args, "batch_id", None), fields=REPORT_FIELDS)
 
 
 def read_fit_csv(path: str | Path) -> Any:
@@ -93,13 +86,59 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--study FILE [--set KEY=VALUE]``: use exactly the runs of one study."""
+    parser.add_argument("--study", default=None,
+                        help="use exactly this study YAML's runs: its grid configs and the runs its adaptive "
+                             "searches choose (default: every run of the source)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="the --set values the study was run with (only keys that change a run's identity "
+                             "matter; data_dir does not)")
+
+
+def load_selected(args: argparse.Namespace, fields: Any = None) -> Any:
+    """The runs of the source, cut to one study's with ``--study``."""
+    from walking_noise.results import REPORT_FIELDS, load_runs, study_runs
+
+    df = load_runs(store=args.store, mongo_uri=args.mongo_uri, db=args.db, collection=args.collection,
+                   batch_id=getattr(args, "batch_id", None), fields=fields or REPORT_FIELDS)
+    if getattr(args, "study", None):
+        from walking_noise.campaign import load_study, parse_filters
+
+        df = study_runs(df, load_study(args.study, overrides=parse_filters(args.set)))
+        for note in df.attrs["selection_notes"]:
+            print(f"note: {note}", flush=True)
+        print(f"study {df.attrs['study']}: {len(df)} runs ({df.attrs['left_out']} other runs of the source left out)",
+              flush=True)
+    return df
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """Load the runs and write every table and figure they support, with an index."""
+    """Load the runs and write every table and figure they support, with an index and the per-run export."""
     from walking_noise.report import write_report
 
-    df = load_from_args(args)
+    df = load_selected(args)
     index = write_report(df, args.out)
     print(f"{len(df)} runs; report written to {index}", flush=True)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the per-run export (``runs.csv``) of a source, or of one study's runs in it."""
+    from walking_noise.export import EXPORT_FIELDS, write_export
+
+    df = load_selected(args, fields=EXPORT_FIELDS)
+    print(f"{len(df)} runs exported to {write_export(df, args.out)}", flush=True)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Put the runs of an export into a local store, so that a campaign resumes from them."""
+    from walking_noise.export import import_export
+    from walking_noise.store import LocalStore
+
+    added = import_export(args.csv, LocalStore(args.store))
+    print(f"{added} runs imported into {args.store}", flush=True)
     return 0
 
 
@@ -116,5 +155,17 @@ def add_subcommands(subparsers: Any) -> None:
 
     p = subparsers.add_parser("report", help="write the paper's tables and figures for a set of runs")
     add_source_arguments(p)
+    add_study_arguments(p)
     p.add_argument("--out", default="report", help="output folder (default ./report)")
     p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("export", help="write one CSV row per run (config, final accuracy, curves)")
+    add_source_arguments(p)
+    add_study_arguments(p)
+    p.add_argument("--out", default="runs.csv", help="CSV file to write (default ./runs.csv)")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("import", help="put the runs of an export (runs.csv) into a local store")
+    p.add_argument("csv", help="a runs.csv written by `walking-noise export` or `report`")
+    p.add_argument("--store", required=True, help="local store folder to add the runs to")
+    p.set_defaults(func=cmd_import)

@@ -30,6 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from walking_noise import fit as wfit
+from walking_noise.results import config_columns
 
 NOISE_STD = "noise.noise_std"
 ACCURACY = "final_accuracy"
@@ -37,6 +38,8 @@ ACCURACY = "final_accuracy"
 LOCATION_KEYS = ("data_dir", "checkpoint", "device")
 #: Config keys that vary *within* a series.
 WITHIN_SERIES = ("seed", NOISE_STD)
+#: How far above chance a fitted a_min must lie for a drop to count as partial (accuracy fraction).
+PARTIAL_DROP_MARGIN = 0.1
 #: Minimum distinct noise levels of a single-logistic fit (its four parameters).
 MIN_LEVELS = wfit.MIN_LEVELS_SINGLE
 MIN_LEVELS_DOUBLE = wfit.MIN_LEVELS_DOUBLE
@@ -55,15 +58,6 @@ class NotEnoughRuns(ValueError):
 
 
 # ---- selecting runs ----------------------------------------------------------------------------------------
-
-
-def config_columns(df: pd.DataFrame) -> list[str]:
-    """The columns of ``df`` that come from a run's config (flattened names), in frame order."""
-    from walking_noise.config import RunConfig
-    from walking_noise.results import flatten
-
-    known = set(flatten(RunConfig().to_dict()))
-    return [c for c in df.columns if c in known or c.startswith(("noise.", "training."))]
 
 
 def series_columns(df: pd.DataFrame) -> list[str]:
@@ -244,17 +238,54 @@ def choose_axis(levels: Iterable[float]) -> str:
     return "log10" if cv(log) < cv(lin) else "linear"
 
 
+def overflowed(runs: pd.DataFrame) -> np.ndarray:
+    """Per run: non-finite outputs in the averaged epochs of a run that did not diverge (float32 overflow)."""
+    from walking_noise.export import nonfinite_outputs
+
+    return np.array([nonfinite_outputs(v, a, d) for v, a, d in zip(
+        column(runs, "val_nonfinite"), column(runs, "final_epochs_averaged"), column(runs, "diverged"))], dtype=bool)
+
+
+def diverged(runs: pd.DataFrame) -> np.ndarray:
+    """Per run: its weights became non-finite in training (its accuracy is chance level)."""
+    return np.array([bool(v) if isinstance(v, (bool, np.bool_)) else False for v in column(runs, "diverged")],
+                    dtype=bool)
+
+
+def overflow_levels(series: Series) -> list[float]:
+    """Noise levels of ``series`` where some run's outputs overflowed float32: arithmetic, not a measurement."""
+    over = overflowed(series.runs)
+    return sorted(set(series.runs[NOISE_STD].to_numpy(float)[over].tolist()))
+
+
+def diverged_levels(series: Series) -> list[float]:
+    """Noise levels of ``series`` with at least one diverged run."""
+    return sorted(set(series.runs[NOISE_STD].to_numpy(float)[diverged(series.runs)].tolist()))
+
+
 def fit_series(series: Series, *, axis: str | None = None, model: str = "single") -> wfit.FitResult:
     """Fit Eq. 1 (or the double logistic) to one series; never raises (a failure is a non-converged result).
 
+    Levels where a run's outputs overflowed float32 are left out (they measure the arithmetic, not the noise): a
+    curve that drops only there gives a lower bound on mu, never a mu. Diverged runs stay in at chance level.
     Results are cached by the series' data, so Table I and Fig. 1 (or Fig. 2, 3 and Table II) fit each curve once.
     """
     runs = series.runs
     x = runs[NOISE_STD].to_numpy(dtype=float)
     y = pd.to_numeric(runs[ACCURACY], errors="coerce").to_numpy(dtype=float)
-    seeds = tuple(_hashable(s) for s in column(runs, "seed", 0))
-    axis = axis or choose_axis(x)
-    return _cached_fit(tuple(x.tolist()), tuple(y.tolist()), seeds, axis, model, chance_level(runs))
+    seeds = np.array([_hashable(s) for s in column(runs, "seed", 0)], dtype=object)
+    bad = overflow_levels(series)
+    keep = ~np.isin(x, bad)
+    axis = axis or choose_axis(x[keep])
+    fit = _cached_fit(tuple(x[keep].tolist()), tuple(y[keep].tolist()), tuple(seeds[keep].tolist()), axis, model,
+                      chance_level(runs))
+    if not bad:
+        return fit
+    from dataclasses import replace
+
+    return replace(fit, notes=[*fit.notes, f"{len(bad)} level(s) from {min(bad):g} left out: float32 overflow "
+                                           f"(non-finite outputs), not a measurement"],
+                   params={**fit.params, "overflow_from": min(bad)})
 
 
 @lru_cache(maxsize=4096)
@@ -283,13 +314,14 @@ def fit_row(series: Series, fit: wfit.FitResult) -> dict[str, Any]:
     row["mu_err_reported"] = reported_error(fit)
     row["notes"] = "; ".join(str(n) for n in fit.notes)
     row["mu_extrapolated"] = fit.params.get("mu_extrapolated")
+    row["n_diverged"] = int(diverged(series.runs).sum())
+    row["diverged_levels"] = " ".join(f"{v:g}" for v in diverged_levels(series))
+    row["overflow_from"] = fit.params.get("overflow_from")
+    chance = chance_level(series.runs)
+    # a drop that ends well above chance: its mu is the midpoint of a partial drop, not of the loss of all accuracy
+    row["partial_drop"] = bool(fit.converged and chance is not None and fit.a_min is not None
+                               and fit.a_min > chance + PARTIAL_DROP_MARGIN)
     return row
-
-
-def fit_table(series: Sequence[Series], *, model: str = "single") -> tuple[pd.DataFrame, list[wfit.FitResult]]:
-    """Fit every series; the table has one row per series (see :func:`fit_row`) in the order given."""
-    fits = [fit_series(s, model=model) for s in series]
-    return pd.DataFrame([fit_row(s, f) for s, f in zip(series, fits)]), fits
 
 
 def half_drop_level(series: Series) -> float | None:

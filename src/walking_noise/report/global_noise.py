@@ -15,7 +15,7 @@ import pandas as pd
 
 from walking_noise.report.common import (
     MIN_LEVELS, MIN_LEVELS_DOUBLE, NOISE_STD, NotEnoughRuns, Series, accuracy_points, column,
-    dataset_name, display, fit_row, fit_series, format_pm, markdown_table, model_name, new_figure, panel_grid,
+    dataset_name, display, diverged_levels, overflow_levels, fit_row, fit_series, format_pm, markdown_table, model_name, new_figure, panel_grid,
     paper_runs, reported_error, save_figure, series_of, short_name, sort_key, varying, write_csv, write_text,
 )
 
@@ -46,7 +46,7 @@ def series_title(s: Series, extra: list[str] | None = None) -> str:
     bn = "w/t BN" if k.get("batchnorm") else "w/o BN"
     title = f"{dataset_name(k.get('dataset'))} {model_name(k.get('model'))} {bn}, {k.get('noise.kind')}"
     if k.get("noise.placement") == "walking" and k.get("noise.injection_layer") is not None:
-        title += f" at point {k.get('noise.injection_layer')}"
+        title += f" at point {int(k['noise.injection_layer'])}"
     more = [f"{short_name(c)}={display(k.get(c))}" for c in (extra or []) if c not in TABLE1_AXES
             and c not in ("noise.injection_layer",)]
     return title + (f" ({', '.join(more)})" if more else "")
@@ -89,7 +89,8 @@ def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     lines = ["# Table I: robustness mu to globally injected Gaussian noise", "",
              "Midpoint noise level mu (noise std at half the accuracy drop, Eq. 1) ± its error "
              "(the larger of the chi2-scaled fit error and the leave-one-seed-out jackknife error). "
-             "n.c.: the fit did not converge (reasons below); > x: the curve never left its upper plateau up to x.",
+             "n.c.: the fit did not converge (reasons below); > x: the curve never left its upper plateau up to x; "
+             "†: some runs diverged (weights non-finite; scored at chance level, the levels are in the CSV).",
              ""]
     notes: list[str] = []
     for variant in sorted(variants, key=rank):
@@ -107,7 +108,7 @@ def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                     cells.append("")
                     continue
                 r = match[0]
-                text = _cell(r)
+                text = _cell(r) + (" †" if r["n_diverged"] else "")
                 if not r["converged"]:
                     notes.append(f"{dataset_name(dataset)} {model_name(model)} {kind} "
                                  f"{'w/t' if bn else 'w/o'} BN: {r['reason']}")
@@ -131,8 +132,18 @@ def plot_fit(ax: Any, s: Series, fit: Any, title: str, *, second: Any = None) ->
     log = fit.axis == "log10"
     if log:
         pts = pts[pts["noise_std"] > 0]
-    ax.errorbar(pts["noise_std"], 100 * pts["mean"], yerr=100 * pts["std"], fmt="o", ms=4, capsize=3,
+    over = set(overflow_levels(s))
+    used = pts[~pts["noise_std"].isin(over)]
+    ax.errorbar(used["noise_std"], 100 * used["mean"], yerr=100 * used["std"], fmt="o", ms=4, capsize=3,
                 color="tab:blue", label="runs (mean ± std over seeds)")
+    left_out = pts[pts["noise_std"].isin(over)]
+    if len(left_out):
+        ax.plot(left_out["noise_std"], 100 * left_out["mean"], "o", mfc="none", mec="gray", ms=5,
+                label="left out of the fit: float32 overflow")
+    bad = pts[pts["noise_std"].isin(diverged_levels(s))]
+    if len(bad):
+        ax.plot(bad["noise_std"], 100 * bad["mean"], "x", color="tab:red", ms=8, mew=1.5,
+                label="some runs diverged (scored at chance)")
     lo, hi = float(pts["noise_std"].min()), float(pts["noise_std"].max())
     grid = np.logspace(np.log10(lo), np.log10(hi), 300) if log else np.linspace(lo, hi, 300)
     for f, style, color, name in ((fit, "-", "tab:orange", fit.model), (second, "--", "tab:green",
@@ -198,7 +209,7 @@ def _panel_pages(series: list[Series], draw: Any, path: Path, title: str, *, max
             draw(ax, s)
         for ax in axes[len(chunk):]:
             ax.set_visible(False)
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(_wrap(title, int(13 * panel_size[0] * cols)), fontsize=10)  # ~13 characters per inch
         name = path.name if page == 1 else f"{path.stem}_{page}{path.suffix}"
         paths.append(save_figure(fig, path.parent / name))
     return paths
@@ -231,7 +242,10 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
     if not usable:
         raise NotEnoughRuns("Fig. 6: no global-noise series with >= 2 noise levels and stored validation curves")
     extra = varying(usable)
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    cmap = colormaps["viridis"]
 
     def draw(ax: Any, s: Series) -> None:
         levels = _curve_levels(s, max_levels)
@@ -241,26 +255,51 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
             if not curves:
                 continue
             n = max(len(c) for c in curves)
-            padded = np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
-            ax.plot(np.arange(1, n + 1), 100 * np.nanmean(padded, axis=0), "-o", ms=3,
-                    color=cmap(i / max(1, len(levels) - 1)), label=f"s = {level:.3g} ({len(curves)})")
+            padded = 100 * np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
+            epochs, color = np.arange(1, n + 1), cmap(i / max(1, len(levels) - 1))
+            ax.plot(epochs, np.nanmean(padded, axis=0), "-o", ms=3, color=color,
+                    label=f"s = {level:.3g} ({len(curves)})")
+            if len(curves) > 1:  # the spread over seeds
+                ax.fill_between(epochs, np.nanmin(padded, axis=0), np.nanmax(padded, axis=0), color=color,
+                                alpha=0.2, lw=0)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("validation accuracy (%)", fontsize=8)
         ax.set_title(_wrap(series_title(s, extra), 48), fontsize=8)
-        ax.legend(fontsize=6, ncol=2, title="noise std (seeds)", title_fontsize=6)
+        ax.legend(fontsize=6, ncol=3, title="noise std (seeds); band: min..max over seeds", title_fontsize=6,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         ax.grid(alpha=0.3)
 
     return _panel_pages(usable, draw, out_dir / "fig6_training_curves.png",
-                        "Fig. 6: validation accuracy per epoch under global noise, levels around each transition",
-                        max_panels=max_panels, max_cols=4, panel_size=(4.0, 3.2))
+                        "Fig. 6: validation accuracy per epoch under global noise (mean over seeds, band: min..max), "
+                        "levels around each transition", max_panels=max_panels, max_cols=4, panel_size=(4.0, 4.3))
+
+
+def plateau_levels(s: Series, fit: Any) -> list[float]:
+    """The measured noise levels that lie between the two steps of a double-logistic ``fit`` (more than two
+    sigma past the first midpoint and before the second, on the fit axis): the data's own evidence of an
+    intermediate plateau (appendix B); none for a single logistic."""
+    p = fit.params
+    if fit.model != "double" or p.get("sigma1") is None or p.get("sigma2") is None:
+        return []
+    log = fit.axis == "log10"
+    steps = [((p.get("log10_mu1") if log else p.get("mu1")), abs(p["sigma1"])),
+             ((p.get("log10_mu2") if log else p.get("mu2")), abs(p["sigma2"]))]
+    if steps[0][0] is None or steps[1][0] is None:
+        return []
+    (m1, s1), (m2, s2) = sorted(steps)
+    levels = [v for v in s.levels if v > 0 or not log]
+    return [v for v in levels if m1 + 2 * s1 < (np.log10(v) if log else v) < m2 - 2 * s2]
 
 
 def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 4) -> list[Path]:
-    """Fig. 7: two stacked logistics (appendix B) on curves with a plateau, compared with the single logistic.
+    """Fig. 7: two stacked logistics (appendix B) compared with one, on the series where the double fits best.
 
-    Candidates are all series (global and walking) with >= 8 noise levels; those for which ``model="auto"``
-    prefers the double logistic come first, then the ones with the largest AIC gain. Writes
-    ``fig7_double_logistic.png`` and ``fig7_double_logistic.csv`` (both fits of every panel).
+    Candidates are all series (global and walking) with >= 8 noise levels, ranked: an intermediate plateau in the
+    data first (>= 2 measured levels between the two steps, :func:`plateau_levels`), then the AIC choice of
+    ``model="auto"``, then the AIC gain. Each panel states how many measured levels lie on a plateau, so no panel
+    claims one its data do not show. Writes ``fig7_double_logistic.png`` and ``fig7_double_logistic.csv`` (both fits
+    of every panel, with ``plateau_levels``).
     """
     out_dir = Path(out_dir)
     every = series_of(paper_runs(df, KINDS, ("global", "walking")))
@@ -271,22 +310,33 @@ def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: i
                             f"the most any series has is {most}")
     scored = []
     for s in candidates:
-        auto = fit_series(s, model="auto")
-        scored.append((auto.model == "double", auto.params.get("auto_delta_aic") or -np.inf, s, auto))
-    scored.sort(key=lambda t: (not t[0], -t[1]))
+        auto, double = fit_series(s, model="auto"), fit_series(s, model="double")
+        on_plateau = plateau_levels(s, double) if double.converged else []
+        scored.append((len(on_plateau) >= 2, auto.model == "double", auto.params.get("auto_delta_aic") or -np.inf,
+                       s, auto, on_plateau))
+    scored.sort(key=lambda t: (not t[0], not t[1], -t[2]))
     chosen = scored[:max_panels]
-    extra = varying([c[2] for c in chosen]) if len(chosen) > 1 else []
+    extra = varying([c[3] for c in chosen]) if len(chosen) > 1 else []
     rows, cols = panel_grid(len(chosen), 2)
-    fig = new_figure(5.2 * cols, 3.8 * rows)
+    fig = new_figure(5.2 * cols, 3.9 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     table = []
-    for ax, (prefers_double, _, s, auto) in zip(axes, chosen):
+    for ax, (plateau, _, _, s, auto, on_plateau) in zip(axes, chosen):
         double, single = fit_series(s, model="double"), fit_series(s)
-        plot_fit(ax, s, double, _wrap(series_title(s, extra), 70) + f"\nauto choice: {auto.model}", second=single)
-        table += [fit_row(s, double), fit_row(s, single)]
+        if plateau:
+            evidence = (f"plateau: {len(on_plateau)} levels between the steps "
+                        f"(s = {min(on_plateau):.3g}..{max(on_plateau):.3g})")
+        else:
+            evidence = f"no plateau in the data ({len(on_plateau)} level(s) between the steps)"
+        plot_fit(ax, s, double, _wrap(series_title(s, extra), 70) + f"\nAIC prefers the {auto.model}; {evidence}",
+                 second=single)
+        for f in (double, single):
+            table.append({**fit_row(s, f), "plateau_levels": len(on_plateau) if f is double else None})
     for ax in axes[len(chosen):]:
         ax.set_visible(False)
-    fig.suptitle("Fig. 7: two stacked logistics vs one", fontsize=10)
+    n_plateau = sum(c[0] for c in chosen)
+    fig.suptitle(f"Fig. 7: two stacked logistics vs one, on the series the double fits best "
+                 f"({n_plateau} of {len(chosen)} show an intermediate plateau)", fontsize=10)
     return [save_figure(fig, out_dir / "fig7_double_logistic.png"),
             write_csv(pd.DataFrame(table), out_dir / "fig7_double_logistic.csv")]
 

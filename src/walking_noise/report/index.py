@@ -75,7 +75,9 @@ def _outputs(checkpoints: dict[str, Any] | None) -> list[tuple[Output, Callable[
         (Output("fig6", "Fig. 6: training curves under global noise",
                 "Validation accuracy per epoch for several noise levels."), fig6_training_curves),
         (Output("fig7", "Fig. 7: two stacked logistics",
-                "Curves with an intermediate plateau, fitted with the double logistic of appendix B."),
+                "The double logistic of appendix B beside one logistic, on the series where it fits best; each "
+                "panel says whether its measured levels show an intermediate plateau (>= 2 levels between the "
+                "two steps)."),
          fig7_double_logistic),
         (Output("fig2", "Fig. 2 / 10 / 11: walking mu per injection point (additive)",
                 "Noise only at inference (blue), in training (orange), in training with clamped weights (green)."),
@@ -158,19 +160,28 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, checkpoints: dict[str, A
             last = traceback.format_exception_only(type(err), err)[-1].strip()
             output.error = last
         done.append(output)
+    from walking_noise.export import write_export
+
+    export = write_export(df, out_dir / "runs.csv")
     index = out_dir / "index.md"
-    text = _index_text(df, done, out_dir)
+    text = _index_text(df, done, out_dir, export)
     index.write_text(text)
     (out_dir / "index.html").write_text(markdown_to_html(text, "Walking Noise report"))
     return index
 
 
-def _index_text(df: pd.DataFrame, done: list[Output], out_dir: Path) -> str:
+def _index_text(df: pd.DataFrame, done: list[Output], out_dir: Path, export: Path) -> str:
     source = df.attrs.get("source", "a DataFrame")
     statuses = column(df, "status").value_counts(dropna=False).to_dict() if len(df) else {}
     lines = ["# Walking Noise report", "",
              f"{len(df)} runs from {source} ({', '.join(f'{n} {s}' for s, n in statuses.items()) or 'none'}); "
              f"written {datetime.now(timezone.utc).isoformat(timespec='seconds')}.", ""]
+    if df.attrs.get("study"):
+        lines += [f"Study `{df.attrs['study']}`: exactly its runs (its grid configs and the runs its adaptive "
+                  f"searches chose); {df.attrs.get('left_out', 0)} other runs of the source left out.", ""]
+        lines += [f"- note: {n}" for n in df.attrs.get("selection_notes", [])] + [""]
+    lines += [f"Per-run export: [{export.name}]({export.name}) (one row per run: config, final accuracy, per-epoch "
+              f"accuracy; columns documented in `walking_noise.export`).", ""]
     made = [o for o in done if o.files]
     lines += ["## Contents", ""] + [f"- [{o.title}](#{_anchor(o.title)})" for o in made] + [""]
     for o in made:

@@ -18,7 +18,8 @@ import pandas as pd
 from walking_noise.report.common import (
     MIN_LEVELS, NOISE_STD, NotEnoughRuns, Series, accuracy_points, chance_level, column, dataset_name, display,
     fit_row, fit_series, half_drop_level, layer_labels, learnable_points, markdown_table, model_name,
-    new_figure, paper_runs, plain_log_ticks, save_figure, series_of, short_name, slug, sort_key, varying,
+    new_figure, overflow_levels, paper_runs, plain_log_ticks, save_figure, series_of, short_name, slug, sort_key,
+    varying,
     write_csv, write_text,
 )
 
@@ -96,10 +97,13 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     """Fig. 2 (and 10, 11): walking midpoint noise level mu per injection point, log y axis.
 
     Three series per figure: noise only at inference, noise in training, noise in training with clamped weights.
-    Filled markers with error bars: converged fits. Hollow triangles: fits that did not converge but bound mu
-    (the curve never left its upper plateau: mu > largest tested level, triangle up; or started at chance:
-    mu < smallest, triangle down). Points without either are omitted and named below the plot. One PNG per
-    dataset/model/BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
+    Filled circles with error bars: converged fits of a full drop. Hollow circles: converged fits of a partial drop
+    (the fitted a_min lies more than 10 points above chance): mu there is the midpoint of a smaller drop, not of the
+    loss of all accuracy. Hollow triangles: fits that did not converge but bound mu (the curve never left its upper
+    plateau: mu > largest level measured, triangle up, also where levels beyond were left out as float32 overflow;
+    or started at chance: mu < smallest, triangle down; or only the observed half-way crossing bounds mu). Red crosses: the point's runs include diverged ones (scored
+    at chance). Points without a fit or bound are omitted and named below the plot. One PNG per dataset/model/
+    BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
     """
     out_dir = Path(out_dir)
     series = walking_series(df, kind)
@@ -111,47 +115,70 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     extra = varying(series)
     by_id = {id(s): i for i, s in enumerate(series)}
     for key, group in figure_groups(series):
-        fig = new_figure(7.5, 4.6)
+        fig = new_figure(7.5, 5.2)
         ax = fig.subplots()
         runs = pd.concat([s.runs for s in group])
         omitted: list[str] = []
         roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
-        any_bound = False
+        shown = {"bound": False, "partial": False, "diverged": False, "overflow": False}
         for r_i, r in enumerate(roles):
             members = sorted([s for s in group if role(s.key) == r], key=lambda s: s.key["noise.injection_layer"])
             shift = (r_i - (len(roles) - 1) / 2) * 0.12
             color = ROLE_STYLE[r]
-            xs, ys, es = [], [], []
+            xs, ys, es, partial = [], [], [], []
             for s in members:
                 row = table.iloc[by_id[id(s)]]
                 x = float(s.key["noise.injection_layer"]) + shift
+                y = None
                 if row["converged"]:
-                    xs.append(x), ys.append(row["mu"]), es.append(float(np.nan_to_num(row["mu_err_reported"])))
+                    y = row["mu"]
+                    xs.append(x), ys.append(y), es.append(float(np.nan_to_num(row["mu_err_reported"])))
+                    partial.append(bool(row["partial_drop"]))
                 elif row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
-                    ax.plot([x], [row["mu_lower_bound"]], "^", mfc="none", mec=color, ms=8)
-                    any_bound = True
+                    y = row["mu_lower_bound"]
+                    ax.plot([x], [y], "^", mfc="none", mec=color, ms=8)
+                    shown["bound"] = True
+                    shown["overflow"] |= row.get("overflow_from") is not None and np.isfinite(row["overflow_from"])
                 elif row.get("mu_upper_bound") is not None and np.isfinite(row["mu_upper_bound"]):
-                    ax.plot([x], [row["mu_upper_bound"]], "v", mfc="none", mec=color, ms=8)
-                    any_bound = True
+                    y = row["mu_upper_bound"]
+                    ax.plot([x], [y], "v", mfc="none", mec=color, ms=8)
+                    shown["bound"] = True
                 else:
                     omitted.append(f"{row['point']} ({r}): {str(row['reason'])[:70]}")
+                if y is not None and row["n_diverged"]:
+                    ax.plot([x], [y], "x", color="tab:red", ms=10, mew=1.5)
+                    shown["diverged"] = True
             if xs:
-                ax.errorbar(xs, ys, yerr=np.minimum(es, np.array(ys) * 0.999), fmt="o-", ms=5, capsize=3,
-                            color=color, label=r)
+                xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
+                ax.errorbar(xs_a, ys_a, yerr=np.minimum(es_a, ys_a * 0.999), fmt="-", lw=1, color=color, capsize=3,
+                            label=r)
+                ax.plot(xs_a[~part], ys_a[~part], "o", ms=5, color=color)
+                if part.any():
+                    ax.plot(xs_a[part], ys_a[part], "o", ms=7, mfc="white", mec=color, mew=1.5)
+                    shown["partial"] = True
             else:
                 ax.plot([], [], "o", color=color, label=f"{r} (no converged fit)")
-        if any_bound:  # explain the hollow markers only where there are some
-            ax.plot([], [], "^", mfc="none", mec="gray", label="not converged: mu beyond tested range (bound)")
+        # explain each kind of marker only where the figure has one
+        if shown["partial"]:
+            ax.plot([], [], "o", mfc="white", mec="gray", mew=1.5, label="partial drop: fitted a_min > chance + 10 "
+                                                                           "points (mu of a smaller drop)")
+        if shown["bound"]:
+            ax.plot([], [], "^", mfc="none", mec="gray", label="no converged fit: a bound on mu (up: mu above it, "
+                                                               "down: below)" + ("; float32 overflow levels left out"
+                                                                                 if shown["overflow"] else ""))
+        if shown["diverged"]:
+            ax.plot([], [], "x", color="tab:red", mew=1.5, label="some runs diverged (scored at chance)")
         _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
         ax.set_title("Walking noise: " + group_title(key, extra), fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         if omitted:
-            fig.text(0.01, 0.005, "omitted (fit not converged): " + "; ".join(omitted[:4])
-                     + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="bottom")
+            ax.text(0.0, -0.32, "omitted (fit not converged): " + "; ".join(omitted[:4])
+                    + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="top",
+                    transform=ax.transAxes)
         paths.append(save_figure(fig, out_dir / f"fig2_walking_mu_{kind}_{group_slug(key, extra)}.png"))
     return paths
 
@@ -159,8 +186,9 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
 def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Fig. 3: multiplicative walking noise, the fitted lower plateau a_min per injection point (percent).
 
-    Filled: a_min ± error of converged fits. Hollow squares: the measured mean accuracy at the largest tested
-    noise (shown for every point, also where a flat curve has no a_min). Dashed: chance level. One PNG per
+    Filled: a_min ± error of converged fits. Dashes and hollow squares: the mean accuracy measured at the smallest
+    and at the largest noise level that every point of a series shares (the levels are in the legend; an adaptive
+    search may have measured further at some points, see the CSV). Dotted: chance level. One PNG per
     dataset/model/BatchNorm and a CSV with a_min, delta_a and the measured accuracies.
     """
     out_dir = Path(out_dir)
@@ -169,14 +197,16 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         raise NotEnoughRuns(f"Fig. 3: no walking multiplicative series with >= 2 noise levels "
                             f"({len(series)} series found)")
     table = walking_fit_table(series)
-    extremes = [_extremes(s) for s in series]
+    shared = _shared_levels(series)
+    extremes = [_extremes(s, *shared[i]) for i, s in enumerate(series)]
     for col in ("acc_smallest_noise", "acc_largest_noise", "smallest_noise", "largest_noise"):
         table[col] = [e[col] for e in extremes]
+    table["largest_tested_noise"] = [float(s.levels.max()) for s in series]
     paths = [write_csv(table, out_dir / "fig3_amin.csv")]
     extra = varying(series)
     by_id = {id(s): i for i, s in enumerate(series)}
     for key, group in figure_groups(series):
-        fig = new_figure(7.5, 4.6)
+        fig = new_figure(7.5, 5.6)
         ax = fig.subplots()
         runs = pd.concat([s.runs for s in group])
         roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
@@ -192,15 +222,13 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 err = np.array([np.nan_to_num(float(row["a_min_err"] if row["a_min_err"] is not None else 0.0))
                                 if o else np.nan for row, o in zip(rows, ok)], dtype=float)
                 ax.errorbar(x[ok], 100 * amin[ok], yerr=100 * err[ok], fmt="o", ms=5, capsize=3, color=color,
-                            label=f"fitted a_min, {r}")
+                            label=f"{r}: fitted a_min")
             smallest = np.array([row["acc_smallest_noise"] for row in rows], dtype=float)
-            smin = min(row["smallest_noise"] for row in rows)
             ax.plot(x, 100 * smallest, "_", color=color, ms=12, mew=2,
-                    label=f"measured at smallest noise (s = {smin:.3g}), {r}")
+                    label=f"{r}: measured at s = {_levels_text(rows, 'smallest_noise')}")
             largest = np.array([row["acc_largest_noise"] for row in rows], dtype=float)
-            smax = max(row["largest_noise"] for row in rows)
             ax.plot(x, 100 * largest, "s--", mfc="none", mec=color, color=color, lw=0.8, ms=6,
-                    label=f"measured at largest noise (s = {smax:.3g}), {r}")
+                    label=f"{r}: measured at s = {_levels_text(rows, 'largest_noise')}")
         chance = chance_level(runs)
         if chance:
             ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance level")
@@ -209,36 +237,45 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         ax.set_ylabel("accuracy (%)")
         ax.set_title("Lower accuracy bound a_min: " + group_title(key, extra), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=6, frameon=False)
         paths.append(save_figure(fig, out_dir / f"fig3_amin_{group_slug(key, extra)}.png"))
     return paths
 
 
-def _extremes(s: Series, largest: float | None = None) -> dict[str, float]:
-    """Mean accuracy at the smallest tested noise level (0 if run) and at ``largest`` (None: the largest tested)."""
+def _levels_text(rows: list[Any], column_name: str) -> str:
+    """The one level all ``rows`` were measured at, or the range of per-point levels where they share none."""
+    values = sorted({float(row[column_name]) for row in rows if np.isfinite(row[column_name])})
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{values[0]:.3g}..{values[-1]:.3g} (per point)" if values else "n/a"
+
+
+def _extremes(s: Series, smallest: float | None = None, largest: float | None = None) -> dict[str, float]:
+    """Mean accuracy at ``smallest`` and ``largest`` (None: the smallest / largest level ``s`` measured)."""
     pts = accuracy_points(s)
     if pts.empty:
         return dict(acc_smallest_noise=np.nan, acc_largest_noise=np.nan, smallest_noise=np.nan, largest_noise=np.nan,
                     std_smallest_noise=np.nan, std_largest_noise=np.nan)
-    lo = pts.iloc[0]
+    lo = pts.iloc[0] if smallest is None else pts[pts["noise_std"] == smallest].iloc[0]
     hi = pts.iloc[-1] if largest is None else pts[pts["noise_std"] == largest].iloc[0]
     return dict(acc_smallest_noise=float(lo["mean"]), acc_largest_noise=float(hi["mean"]),
                 smallest_noise=float(lo["noise_std"]), largest_noise=float(hi["noise_std"]),
                 std_smallest_noise=float(lo["std"]), std_largest_noise=float(hi["std"]))
 
 
-def _common_largest(series: list[Series]) -> dict[int, float | None]:
-    """Per series: the largest noise level that every series of its figure (same config but the point) has, so
-    that all points are compared at one level (an adaptive search may have gone further at some points, where
-    float32 overflow, not the noise, ends the curve); None where the figure's series share no level."""
+def _shared_levels(series: list[Series]) -> dict[int, tuple[float | None, float | None]]:
+    """Per series: (smallest, largest) noise level that every series of its figure and role shares (the points of
+    one curve of the figure), so that all points are compared at the same levels; (None, None) where they share
+    none. An adaptive search may go further at some points, where float32 overflow, not the noise, ends a curve."""
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(series):
         groups.setdefault(tuple(repr(v) for k, v in s.key.items() if k != "noise.injection_layer"), []).append(i)
-    out: dict[int, float | None] = {}
+    out: dict[int, tuple[float | None, float | None]] = {}
     for members in groups.values():
-        common = set.intersection(*(set(series[i].levels.tolist()) for i in members))
+        common = set.intersection(*(set(series[i].levels.tolist()) - set(overflow_levels(series[i]))
+                                    for i in members))
         for i in members:
-            out[i] = max(common) if common else None
+            out[i] = (min(common), max(common)) if common else (None, None)
     return out
 
 
@@ -258,10 +295,10 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
     if not series:
         raise NotEnoughRuns("Fig. 5: no walking multiplicative series (noise in training, no clamping) with >= 2 "
                             "noise levels")
-    largest = _common_largest(series)
+    shared = _shared_levels(series)
     rows = []
     for i, s in enumerate(series):
-        e = _extremes(s, largest[i])
+        e = _extremes(s, None, shared[i][1])
         ratio = e["acc_largest_noise"] / e["acc_smallest_noise"] if e["acc_smallest_noise"] > 0 else np.nan
         rel = np.hypot(e["std_largest_noise"] / max(e["acc_largest_noise"], 1e-12),
                        e["std_smallest_noise"] / max(e["acc_smallest_noise"], 1e-12))

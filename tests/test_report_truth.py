@@ -1,0 +1,118 @@
+"""What the report draws and writes is what its runs show: float32 overflow is a bound, not a midpoint; diverged runs
+are marked; Fig. 7 claims a plateau only where measured levels lie on one; Fig. 3 compares points at a level they
+share; partial drops are flagged. Runs are synthetic documents with known curves (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+from walking_noise import report
+from walking_noise.campaign import run_config_dict
+from walking_noise.models import layer_table_for
+from walking_noise.report.common import fit_series, series_of
+from walking_noise.report.global_noise import plateau_levels, series_title
+from walking_noise.results import runs_frame
+from walking_noise.store import config_hash
+
+BASE = {"dataset": "mnist_5k", "model": "mlp", "batchnorm": True, "training": {"epochs": 10}}
+
+
+def _doc(accuracy: float, *, nonfinite: float = 0.0, diverged: bool = False, **config) -> dict:
+    cfg = run_config_dict({**BASE, **config})
+    result = {"final_accuracy": accuracy, "final_epochs_averaged": 5, "val_accuracy": [accuracy] * 10,
+              "val_nonfinite": [nonfinite] * 10, "diverged": diverged, "diverged_epoch": 2 if diverged else None,
+              "epochs_run": 3 if diverged else 10, "weight_magnitudes": {}, "active_points": [],
+              "layer_table": layer_table_for(cfg["model"], cfg["dataset"], cfg["batchnorm"]), "extra": {}}
+    return {"config": cfg, "config_hash": config_hash(cfg), "status": "COMPLETED", "result": result}
+
+
+def _walking(point: int, levels, curve, seeds=(0, 1, 2), kind="multiplicative", **kw) -> list[dict]:
+    rng = np.random.default_rng(point)
+    return [_doc(float(curve(s)) + rng.normal(0, 0.003), seed=seed,
+                 noise={"kind": kind, "noise_std": float(s), "placement": "walking", "injection_layer": point}, **kw)
+            for s in levels for seed in seeds]
+
+
+def test_float32_overflow_is_a_lower_bound_on_mu_never_a_midpoint(tmp_path):
+    levels = np.logspace(-2, 16, 19)
+    docs = []
+    for s in levels:  # preserved up to 1e14; beyond, the activations overflow and every seed measures 11.35 %
+        over = s > 1e14
+        for seed in (0, 1, 2):
+            docs.append(_doc(0.1135 if over else 0.95 + 0.002 * seed, nonfinite=1.0 if over else 0.0, seed=seed,
+                             noise={"kind": "multiplicative", "noise_std": float(s), "placement": "walking",
+                                    "injection_layer": 6}))
+    df = runs_frame(docs)
+    fit = fit_series(series_of(df)[0])
+    assert not fit.converged and fit.mu is None
+    assert fit.mu_lower_bound == pytest.approx(1e14)
+    assert any("float32 overflow" in note for note in fit.notes)
+    report.fig2_walking_mu(df, tmp_path, kind="multiplicative")
+    row = pd.read_csv(tmp_path / "fig2_walking_mu_multiplicative.csv").iloc[0]
+    assert not row["converged"] and row["mu_lower_bound"] == pytest.approx(1e14)
+    assert row["overflow_from"] == pytest.approx(1e15)
+
+
+def test_diverged_runs_are_marked_in_table1(tmp_path):
+    docs = []
+    for s in (0.01, 0.1, 0.3, 1.0, 3.0, 10.0):
+        for seed in (0, 1, 2):
+            diverged = s == 10.0 and seed == 0
+            acc = 0.1 if diverged else 0.1 + 0.85 * expit(-(np.log10(s) + 0.3) / 0.15) + 0.002 * seed
+            docs.append(_doc(acc, diverged=diverged, seed=seed, noise={"kind": "additive", "noise_std": s}))
+    df = runs_frame(docs)
+    report.table1(df, tmp_path)
+    text = (tmp_path / "table1_global_mu.md").read_text()
+    assert " †" in text and "†: some runs diverged" in text
+    row = pd.read_csv(tmp_path / "table1_global_mu.csv").iloc[0]
+    assert row["n_diverged"] == 1 and str(row["diverged_levels"]) == "10"
+
+
+def _two_step(t):  # 95 % -> plateau at 55 % between s = 1e1 and 1e5 -> 10 %
+    return 0.10 + 0.40 * expit(-(t - 0.0) / 0.15) + 0.45 * expit(-(t - 6.0) / 0.15)
+
+
+def _one_step_and_tail(t):  # one steep drop with a slow tail: the double may fit better, but no plateau is measured
+    return 0.10 + 0.60 * expit(-(t - 0.3) / 0.12) + 0.25 * expit(-(t - 1.0) / 0.4)
+
+
+def test_fig7_claims_a_plateau_only_where_measured_levels_lie_on_one(tmp_path):
+    levels = np.logspace(-2, 9, 23)
+    docs = _walking(3, levels, lambda s: _two_step(np.log10(s)))
+    docs += _walking(5, levels, lambda s: _one_step_and_tail(np.log10(s)))
+    df = runs_frame(docs)
+    by_point = {int(s.key["noise.injection_layer"]): s for s in series_of(df)}
+    assert len(plateau_levels(by_point[3], fit_series(by_point[3], model="double"))) >= 5
+    assert len(plateau_levels(by_point[5], fit_series(by_point[5], model="double"))) < 2
+    report.fig7_double_logistic(df, tmp_path)
+    table = pd.read_csv(tmp_path / "fig7_double_logistic.csv").dropna(subset=["plateau_levels"])
+    found = dict(zip(table["noise.injection_layer"].astype(int), table["plateau_levels"]))
+    assert found[3] >= 5 and found[5] < 2
+
+
+def test_titles_print_injection_points_as_integers():
+    df = runs_frame(_walking(10, [0.1, 1, 10, 100], lambda s: 0.9))
+    assert "at point 10 " in series_title(series_of(df)[0]) + " "
+    assert "10.0" not in series_title(series_of(df)[0])
+
+
+def test_fig3_compares_every_point_at_a_level_all_points_share(tmp_path):
+    flat = lambda s: 0.9  # noqa: E731
+    docs = _walking(1, [0.1, 1, 10, 1e4, 1e8, 1e12, 1e16], flat) + _walking(2, [0.1, 1, 10, 1e4, 1e8], flat)
+    report.fig3_amin(runs_frame(docs), tmp_path)
+    table = pd.read_csv(tmp_path / "fig3_amin.csv")
+    assert set(table["largest_noise"]) == {1e8}  # not 1e16 for point 1: point 2 was never measured there
+    assert set(table["largest_tested_noise"]) == {1e8, 1e16}
+
+
+def test_partial_drops_are_flagged_in_the_walking_table(tmp_path):
+    levels = np.logspace(-2, 4, 13)
+    full = _walking(1, levels, lambda s: 0.1 + 0.85 * expit(-(np.log10(s) - 0.5) / 0.2))
+    partial = _walking(2, levels, lambda s: 0.6 + 0.35 * expit(-(np.log10(s) - 0.5) / 0.2))
+    report.fig2_walking_mu(runs_frame(full + partial), tmp_path, kind="multiplicative")
+    table = pd.read_csv(tmp_path / "fig2_walking_mu_multiplicative.csv")
+    flags = dict(zip(table["noise.injection_layer"].astype(int), table["partial_drop"]))
+    assert flags == {1: False, 2: True}
