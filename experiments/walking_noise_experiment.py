@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 try:
-    import walking_noise  # noqa: F401
+    import walking_noise  # noqa: F401  (installed: a wheel, `pip install -e .`, or the conda environment)
 except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use its src/ folder
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    _SRC = Path(__file__).resolve().parent.parent / "src"
+    if not (_SRC / "walking_noise").is_dir():
+        raise ModuleNotFoundError(
+            f"the walking_noise package is not installed in {sys.executable}, and {_SRC} is not a checkout's src/. "
+            f"Install it into the Python that SEML runs (`pip install walking-noise` or the wheel; see "
+            f"slurm/README.md), or keep this file in a checkout's experiments/ folder") from None
+    sys.path.insert(0, str(_SRC))
 
 from seml import Experiment
 

@@ -147,6 +147,19 @@ def test_without_a_working_compiler_the_torch_twin_draws_the_same_numbers(monkey
     assert not list(tmp_path.glob("*.so"))
 
 
+def test_the_torch_twins_own_draws_are_standard_normal() -> None:
+    # what a node without a compiler (or WALKING_NOISE_RNG=torch, or a GPU) draws, tested on its own rather than
+    # only through its bit-identity with the C generator
+    z = gaussian.philox_normal_torch([987654321, 2**63 + 5], (3, 0, 1), 500_000).numpy().astype(np.float64)
+    for row in z:
+        assert abs(row.mean()) < 0.006  # standard error 0.0014
+        assert abs(row.var() - 1.0) < 0.01  # standard error 0.002
+        assert abs(stats.skew(row)) < 0.02 and abs(stats.kurtosis(row, fisher=False) - 3.0) < 0.05
+        assert stats.kstest(row[:100_000], "norm").pvalue > 1e-3
+        assert abs(np.mean(np.abs(row) > 3.0) - 2 * stats.norm.sf(3.0)) < 0.0006
+    assert abs(np.corrcoef(z)[0, 1]) < 0.01
+
+
 def test_keep_freed_memory_is_idempotent() -> None:
     first = keep_freed_memory()
     assert keep_freed_memory() == first

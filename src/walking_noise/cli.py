@@ -148,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from walking_noise.report.cli import add_subcommands as add_report_subcommands
     from walking_noise.slurm import add_subcommands as add_slurm_subcommands
+    from walking_noise.studies import add_subcommands as add_studies_subcommands
 
     add_report_subcommands(sub)
     add_slurm_subcommands(sub)
+    add_studies_subcommands(sub)
 
     p = sub.add_parser("demo", help="train a small model clean and with global noise, print both accuracies")
     _add_run_options(p, epochs=5)

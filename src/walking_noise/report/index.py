@@ -3,6 +3,12 @@
 An output that the runs cannot support (no global series with enough noise levels, no clamped runs, no
 checkpoints, ...) is listed under "Not made" with the reason; an output that fails for any other reason is listed
 with its error. Neither stops the report. Fits that did not converge are listed with their reasons.
+
+The page tells a reader first what they would otherwise dig for: the study and when the page was written, how many
+runs each series has (and how many did not complete), beside each figure the parameters of the fits it draws (from
+the CSV written with it), and links to the per-run export. ``index.html`` is one static file with relative links
+and no script or remote resource, so it opens from a cluster's shared filesystem or an unpacked zip;
+``tests/test_report_browser.py`` opens it in headless Chromium.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import numpy as np
 import pandas as pd
 
 from walking_noise.report.activations import fig4_self_binarization
-from walking_noise.report.common import NOISE_STD, NotEnoughRuns, column, paper_runs, select
+from walking_noise.report.common import (
+    NOISE_STD, NotEnoughRuns, column, display, format_pm, markdown_table, paper_runs, select, series_of, short_name,
+    varying,
+)
 from walking_noise.report.global_noise import fig1_fit, fig6_training_curves, fig7_double_logistic, table1
 from walking_noise.report.paper import table1_vs_paper
 from walking_noise.report.walking import fig2_walking_mu, fig3_amin, fig5_preserved_accuracy, table2_weight_ratio
@@ -36,6 +45,7 @@ class Output:
     files: list[Path] = field(default_factory=list)
     missing: str | None = None  # why it was not made (too few runs)
     error: str | None = None  # why it failed
+    fits_from: str | None = None  # the output whose CSV holds this figure's fits, when it writes none itself
 
 
 def find_checkpoints(df: pd.DataFrame) -> dict[str, Any]:
@@ -71,7 +81,8 @@ def _outputs(checkpoints: dict[str, Any] | None) -> list[tuple[Output, Callable[
                 "Each Table I cell that the paper also reports, with the paper's mu, the ratio and how the runs "
                 "differ (epochs, levels, seeds)."), table1_vs_paper),
         (Output("fig1", "Fig. 1: logistic fits of global noise",
-                "Accuracy vs noise std with seed spread and the fitted Eq. 1, one panel per series."), fig1_fit),
+                "Accuracy vs noise std with seed spread and the fitted Eq. 1, one panel per series.",
+                fits_from="table1"), fig1_fit),
         (Output("fig6", "Fig. 6: training curves under global noise",
                 "Validation accuracy per epoch for several noise levels."), fig6_training_curves),
         (Output("fig7", "Fig. 7: two stacked logistics",
@@ -166,38 +177,42 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, checkpoints: dict[str, A
     index = out_dir / "index.md"
     text = _index_text(df, done, out_dir, export)
     index.write_text(text)
-    (out_dir / "index.html").write_text(markdown_to_html(text, "Walking Noise report"))
+    (out_dir / "index.html").write_text(markdown_to_html(text, f"Walking Noise report: {study_name(df)}"))
     return index
 
 
-def _index_text(df: pd.DataFrame, done: list[Output], out_dir: Path, export: Path) -> str:
-    source = df.attrs.get("source", "a DataFrame")
-    statuses = column(df, "status").value_counts(dropna=False).to_dict() if len(df) else {}
-    lines = ["# Walking Noise report", "",
-             f"{len(df)} runs from {source} ({', '.join(f'{n} {s}' for s, n in statuses.items()) or 'none'}); "
-             f"written {datetime.now(timezone.utc).isoformat(timespec='seconds')}.", ""]
+#: Rows of a long table shown in the index; the CSV beside it has every row.
+MAX_ROWS = 40
+#: Fit fields shown beside a figure (CSV column, heading), after mu ± its reported error; the CSV has every field.
+FIT_COLUMNS = (("sigma", "sigma"), ("delta_a", "delta_a"), ("a_min", "a_min"), ("chi2_red", "chi2_red"),
+               ("n_levels", "levels"), ("n_runs", "runs"))
+#: Columns of a fit table that tell its series apart; those that vary between its rows are shown.
+SERIES_FIELDS = ("dataset", "model", "batchnorm", "noise.kind", "noise.placement", "noise.phase", "weight_clamping",
+                 "point", "role", "fit_model")
+
+
+def study_name(df: pd.DataFrame) -> str:
+    """The study the page is about: the one selected with ``--study``, else the study every run names, else the
+    store folder's (or the source's) name."""
     if df.attrs.get("study"):
-        lines += [f"Study `{df.attrs['study']}`: exactly its runs (its grid configs and the runs its adaptive "
-                  f"searches chose); {df.attrs.get('left_out', 0)} other runs of the source left out.", ""]
-        lines += [f"- note: {n}" for n in df.attrs.get("selection_notes", [])] + [""]
-    lines += [f"Per-run export: [{export.name}]({export.name}) (one row per run: config, final accuracy, per-epoch "
-              f"accuracy; columns documented in `walking_noise.export`).", ""]
+        return str(df.attrs["study"])
+    named = column(df, "study").dropna().unique()
+    if len(named) == 1:
+        return str(named[0])
+    source = str(df.attrs.get("source") or "")
+    return Path(source).name if source and Path(source).exists() else (source or "runs")
+
+
+def _index_text(df: pd.DataFrame, done: list[Output], out_dir: Path, export: Path) -> str:
     made = [o for o in done if o.files]
-    lines += ["## Contents", ""] + [f"- [{o.title}](#{_anchor(o.title)})" for o in made] + [""]
+    by_name = {o.name: o for o in done}
+    lines = _header(df, export)
+    contents = ["Runs per series"] + [o.title for o in made] + ["Not made", "Fits that did not converge",
+                                                                 "How these outputs were made"]
+    lines += ["## Contents", ""] + [f"- [{t}](#{_anchor(t)})" for t in contents] + [""]
+    lines += ["## Runs per series", ""] + _series_counts(df)
     for o in made:
-        lines += [f"## {o.title}", "", o.description, ""]
-        for path in o.files:
-            rel = path.relative_to(out_dir) if path.is_relative_to(out_dir) else path
-            if path.suffix == ".png":
-                lines += [f"![{path.stem}]({rel.as_posix()})", ""]
-            elif path.suffix == ".md":
-                body = path.read_text().splitlines()
-                body = [("#" + line if line.startswith("#") else line) for line in body]  # one level deeper
-                lines += body + [""]
-        links = [f"[{p.name}]({(p.relative_to(out_dir) if p.is_relative_to(out_dir) else p).as_posix()})"
-                 for p in o.files if p.suffix == ".csv"]
-        if links:
-            lines += ["Data: " + ", ".join(links), ""]
+        lines += _section(o, out_dir, by_name)
     missing = [o for o in done if not o.files]
     lines += ["## Not made", ""]
     if missing:
@@ -214,29 +229,148 @@ def _index_text(df: pd.DataFrame, done: list[Output], out_dir: Path, export: Pat
     return "\n".join(lines)
 
 
+def _header(df: pd.DataFrame, export: Path) -> list[str]:
+    """Title, study, date, what the runs are and where they came from, and the links to the per-run data."""
+    name = study_name(df)
+    statuses = column(df, "status").value_counts(dropna=False).to_dict() if len(df) else {}
+    counts = ", ".join(f"{n} {s}" for s, n in statuses.items()) or "none"
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# Walking Noise report: {name}", "",
+             f"**Study** `{name}` · **written** {written} · **{len(df)} runs** ({counts}) from "
+             f"`{df.attrs.get('source', 'a DataFrame')}`", ""]
+    if df.attrs.get("study"):
+        lines += [f"Exactly the study's runs (its grid configs and the runs its adaptive searches chose); "
+                  f"{df.attrs.get('left_out', 0)} other runs of the source left out.", ""]
+        lines += [f"- note: {n}" for n in df.attrs.get("selection_notes", [])] + [""]
+    lines += [f"Per-run export: [{export.name}]({export.name}) (one row per run: config, final accuracy, per-epoch "
+              f"accuracy; columns documented in `walking_noise.export`). This page as Markdown: "
+              f"[index.md](index.md).", ""]
+    return lines
+
+
+def _series_counts(df: pd.DataFrame) -> list[str]:
+    """A table: per series (runs that differ only in seed and noise level), its runs, failures, levels and seeds."""
+    series = series_of(df)
+    if not series:
+        return ["No runs.", ""]
+    keys = varying(series)
+    rows = []
+    for s in series[:MAX_ROWS]:
+        status = column(s.runs, "status", "COMPLETED").fillna("COMPLETED")
+        levels = pd.to_numeric(column(s.runs, NOISE_STD), errors="coerce").dropna()
+        spread = f"{levels.min():g}" + (f" to {levels.max():g}" if levels.nunique() > 1 else "")
+        rows.append([display(s.key.get(k)) if s.key.get(k) is not None else "" for k in keys]
+                    + [len(s.runs), int((status == "COMPLETED").sum()), int((status != "COMPLETED").sum()),
+                       f"{levels.nunique()} ({spread})" if len(levels) else "0",
+                       int(column(s.runs, "seed").nunique())])
+    headers = [short_name(k) for k in keys] + ["runs", "completed", "not completed", "noise levels", "seeds"]
+    if not keys:
+        headers, rows = ["series"] + headers, [["all runs"] + r for r in rows]
+    lines = [f"{len(series)} series; a series is every run with the same config except seed and noise std.", "",
+             markdown_table(headers, rows)]
+    if len(series) > MAX_ROWS:
+        lines += [f"... and {len(series) - MAX_ROWS} more series (every run is in the per-run export).", ""]
+    return lines
+
+
+def _section(o: Output, out_dir: Path, by_name: dict[str, Output]) -> list[str]:
+    """One output's section: its figures, its Markdown tables, the fits behind its figures and links to its CSVs."""
+    lines = [f"## {o.title}", "", o.description, ""]
+    for path in o.files:
+        if path.suffix == ".png":
+            lines += [f"![{path.stem}]({_rel(path, out_dir)})", ""]
+        elif path.suffix == ".md":
+            body = path.read_text().splitlines()
+            lines += [("##" + line if line.startswith("#") else line) for line in body] + [""]  # inside the section
+    if any(p.suffix == ".png" for p in o.files):
+        source = by_name.get(o.fits_from) if o.fits_from else o
+        for path in (source.files if source else []):
+            if path.suffix == ".csv":
+                lines += _fit_parameters(path, out_dir)
+    links = [f"[{p.name}]({_rel(p, out_dir)})" for p in o.files if p.suffix == ".csv"]
+    if links:
+        lines += ["Data: " + ", ".join(links), ""]
+    return lines
+
+
+def _fit_parameters(path: Path, out_dir: Path) -> list[str]:
+    """The fits in the CSV ``path`` as a table to read beside the figure: which series, mu ± error and the other
+    parameters of Eq. 1 (empty when the CSV holds no fits)."""
+    table = pd.read_csv(path)
+    if "mu" not in table.columns or table.empty:
+        return []
+    keys = [c for c in SERIES_FIELDS if c in table.columns and table[c].astype(str).nunique() > 1]
+    keys = keys or [c for c in SERIES_FIELDS[:4] if c in table.columns]
+    if "role" in keys:  # the role names the phase and the clamping already
+        keys = [k for k in keys if k not in ("noise.phase", "weight_clamping")]
+    fields = [(c, h) for c, h in FIT_COLUMNS if c in table.columns]
+    err = "mu_err_reported" if "mu_err_reported" in table.columns else "mu_err"
+    rows = []
+    for _, row in table.head(MAX_ROWS).iterrows():
+        mu = format_pm(_number(row.get("mu")), _number(row.get(err))) if bool(row.get("converged", True)) else \
+            "not converged"
+        rows.append([_cell(row[k]) for k in keys] + [mu] + [_cell(row[c]) for c, _ in fields])
+    lines = [f"**Fit parameters** (Eq. 1, from [{path.name}]({_rel(path, out_dir)}); sigma in units of the fit "
+             f"axis, every other field in the CSV):", "",
+             markdown_table([short_name(k) for k in keys] + ["mu ± err"] + [h for _, h in fields], rows)]
+    if len(table) > MAX_ROWS:
+        lines += [f"... and {len(table) - MAX_ROWS} more fits in {path.name}.", ""]
+    return lines
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _cell(value: Any) -> str:
+    """A table cell: numbers to 3 significant digits, missing values empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.3g}"
+    return display(value.item() if isinstance(value, np.generic) else value)
+
+
+def _rel(path: Path, out_dir: Path) -> str:
+    return (path.relative_to(out_dir) if path.is_relative_to(out_dir) else path).as_posix()
+
+
 def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
 
 
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em;line-height:1.4}"
+         "img{max-width:100%}.table{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0}"
+         "td,th{border:1px solid #ccc;padding:2px 6px}th{background:#f3f3f3}td.n{text-align:right}"
+         "code{background:#f6f6f6}")
+#: A table cell that starts with a number (a value, a value ± error, a count with its range): aligned right.
+NUMBER = re.compile(r"\(?[-+]?\.?\d")
+
+
 def markdown_to_html(text: str, title: str) -> str:
-    """The small Markdown subset the index uses (headings, images, tables, lists, links) as a standalone page."""
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"]
+    """The small Markdown subset the index uses (headings, images, tables, lists, links) as one static page: no
+    script, no remote resource, so it opens from a shared filesystem or an unpacked zip."""
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style></head><body>"]
     table: list[list[str]] = []
+    in_list = False
 
     def inline(s: str) -> str:
-        s = html.escape(s)
+        s = html.escape(s, quote=False)
         s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
         s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-        return re.sub(r"\[(.+?)\]\((.+?)\)", r"<a href='\2'>\1</a>", s)
+        return re.sub(r"\[(.+?)\]\((.+?)\)", lambda m: f"<a href=\"{html.escape(m.group(2))}\">{m.group(1)}</a>", s)
 
     def flush() -> None:
         if table:
             rows = [r for r in table if not all(set(c.strip()) <= {"-"} for c in r)]
-            out.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{inline(c.strip())}</{'th' if i == 0 else 'td'}>"
-                                 for c in r) + "</tr>" for i, r in enumerate(rows)) + "</table>")
+            cells = ["".join(f"<{tag}{_align(tag, c.strip())}>{inline(c.strip().replace(chr(92) + '|', '|'))}</{tag}>"
+                             for c in r) for tag, r in (("th" if i == 0 else "td", r) for i, r in enumerate(rows))]
+            out.append("<div class='table'><table>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table></div>")
             table.clear()
 
     for line in text.splitlines():
@@ -244,15 +378,30 @@ def markdown_to_html(text: str, title: str) -> str:
             table.append(re.split(r"(?<!\\)\|", line.strip())[1:-1])
             continue
         flush()
+        item = line.lstrip().startswith("- ")
+        if in_list and not item:
+            out.append("</ul>")
+            in_list = False
         if m := re.match(r"(#+) (.*)", line):
             level = min(len(m.group(1)), 6)
             out.append(f"<h{level} id='{_anchor(m.group(2))}'>{inline(m.group(2))}</h{level}>")
         elif m := re.match(r"!\[(.*?)\]\((.+?)\)", line):
-            out.append(f"<p><img src='{html.escape(m.group(2))}' alt='{html.escape(m.group(1))}'></p>")
-        elif line.lstrip().startswith("- "):
-            out.append(f"<li>{inline(line.lstrip()[2:])}</li>")
+            out.append(f"<p><img src=\"{html.escape(m.group(2))}\" alt=\"{html.escape(m.group(1))}\"></p>")
+        elif item:
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            indent = (len(line) - len(line.lstrip())) // 2
+            style = f" style='margin-left:{1.5 * indent}em'" if indent else ""
+            out.append(f"<li{style}>{inline(line.lstrip()[2:])}</li>")
         elif line.strip():
             out.append(f"<p>{inline(line)}</p>")
     flush()
+    if in_list:
+        out.append("</ul>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _align(tag: str, cell: str) -> str:
+    return " class='n'" if tag == "td" and NUMBER.match(cell) else ""
