@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    from walking_noise.campaign import load_study
+    from walking_noise.study import load_study
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "walltime.yaml"

@@ -18,7 +18,11 @@ import time
 
 import torch
 
-from walking_noise.campaign import _init_worker, run_config_dict, run_search, run_searches
+from walking_noise.units import init_worker
+
+from walking_noise.study import run_config_dict
+
+from walking_noise.searches import run_search, run_searches
 from walking_noise.store import LocalStore
 
 
@@ -43,7 +47,7 @@ def main() -> None:
     for way in ("one after the other", "lockstep"):
         with tempfile.TemporaryDirectory() as folder:
             store = LocalStore(folder)
-            _init_worker(folder, torch.get_num_threads())
+            init_worker(folder, torch.get_num_threads())
             start = time.perf_counter()
             if way == "lockstep":
                 found = run_searches(todo, "bench", store, log=lambda _: None)

@@ -23,7 +23,13 @@ except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use 
 
 from seml import Experiment
 
-from walking_noise.campaign import NON_RUN_KEYS, _MemoryStore, run_bundle, run_search, search_spec
+from walking_noise.config import NON_RUN_KEYS
+
+from walking_noise.units import MemoryStore, run_bundle
+
+from walking_noise.searches import run_search
+
+from walking_noise.study import search_spec
 from walking_noise.config import RunConfig
 from walking_noise.store import config_hash, to_plain
 from walking_noise.training import train_run
@@ -106,7 +112,7 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
     prefix = metric_prefix(db_collection, _run._id)
     search = None
     if adaptive:
-        store = _MemoryStore()
+        store = MemoryStore()
         search = run_search(*search_spec(to_plain(dict(_config))), study=db_collection or "local", store=store)
         docs = list(store.latest().values())
     elif bundle:

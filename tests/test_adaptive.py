@@ -112,7 +112,7 @@ def test_bad_grid_settings_are_rejected():
 def _known_curves(true_mu: dict[int, float], calls: list[list[dict]]):
     """``run_units`` for :func:`run_searches` that stores each run's accuracy from a known logistic (mu chosen by
     the run's injection point) instead of training; records every call."""
-    from walking_noise.campaign import run_document
+    from walking_noise.units import run_document
     from walking_noise.store import COMPLETED, now_iso
 
     def run_units(store, units):
@@ -127,7 +127,7 @@ def _known_curves(true_mu: dict[int, float], calls: list[list[dict]]):
 
 
 def _walking_search(point: int) -> tuple[dict, dict]:
-    from walking_noise.campaign import run_config_dict
+    from walking_noise.study import run_config_dict
 
     base = run_config_dict({"dataset": "mnist_5k", "model": "mlp", "training": {"epochs": 1},
                             "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}})
@@ -135,7 +135,7 @@ def _walking_search(point: int) -> tuple[dict, dict]:
 
 
 def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
-    from walking_noise.campaign import run_search, run_searches
+    from walking_noise.searches import run_search, run_searches
     from walking_noise.store import LocalStore
 
     true_mu = {1: 0.3, 3: 2.0, 5: 15.0}
@@ -161,7 +161,7 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
         before = len(alone_calls)
 
         def execute_round(configs):
-            from walking_noise.campaign import missing_configs
+            from walking_noise.searches import missing_configs
             alone_units(alone_store, [missing_configs(configs, alone_store.latest())])
             return alone_store.latest()
 
@@ -172,7 +172,7 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
 
 
 def test_a_failing_search_does_not_end_the_others(tmp_path):
-    from walking_noise.campaign import run_searches
+    from walking_noise.searches import run_searches
     from walking_noise.store import LocalStore
 
     calls: list[list[dict]] = []

@@ -41,10 +41,10 @@ def _pre_batchnorm_biases(model) -> set[str]:
     """Biases of layers followed by BatchNorm: their gradient is exactly zero in theory, rounding noise in practice,
     and Adam normalises that noise to steps of size lr, so they are excluded from the comparison (BatchNorm
     removes them from the network's function)."""
-    names, modules = set(), list(model.net.named_children())
-    for (name, module), nxt in zip(modules, modules[2:]):
+    names, modules = set(), list(model.model.named_children())
+    for (name, module), nxt in zip(modules, modules[1:]):
         if isinstance(module, (nn.Linear, nn.Conv2d)) and isinstance(nxt[1], (nn.BatchNorm1d, nn.BatchNorm2d)):
-            names.add(f"net.{name}.bias")
+            names.add(f"model.{name}.bias")
     return names
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from walking_noise.campaign import CampaignError, load_study, parse_filters, run_campaign
+from walking_noise.study import CampaignError, load_study, parse_filters
+
+from walking_noise.campaign import run_campaign
 from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,14 +246,14 @@ def test_overrides_replace_a_value_in_every_config(tmp_path):
 
 
 def _mlp_configs(n: int) -> list[dict]:
-    from walking_noise.campaign import run_config_dict
+    from walking_noise.study import run_config_dict
 
     return [run_config_dict({"model": "mlp", "seed": s, "noise": {"kind": "additive", "noise_std": 0.1}})
             for s in range(n)]
 
 
 def test_small_groups_are_split_over_the_workers():
-    from walking_noise.campaign import plan_units
+    from walking_noise.units import plan_units
 
     configs = _mlp_configs(16)
     assert [len(u) for u in plan_units(configs)] == [16]  # one worker: one full batch
@@ -279,7 +281,7 @@ def test_workers_fork_only_where_it_is_safe(monkeypatch):
 
 
 def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, monkeypatch, caplog):
-    from walking_noise import batched, campaign
+    from walking_noise import batched, units
     from walking_noise.config import RunConfig
 
     def broken(*_args, **_kwargs):
@@ -289,8 +291,8 @@ def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, mo
     base = {"dataset": "digits", "model": "mlp", "max_train": 200, "max_test": 100, "training": {"epochs": 1}}
     unit = [RunConfig.from_dict({**base, "seed": s}).to_dict() for s in (0, 1)]
     store = LocalStore(tmp_path / "store")
-    with caplog.at_level("WARNING", logger="walking_noise.campaign"):
-        outcomes = campaign.execute_unit(unit, "test", store)
+    with caplog.at_level("WARNING", logger="walking_noise.units"):
+        outcomes = units.execute_unit(unit, "test", store)
     assert [o["status"] for o in outcomes] == [COMPLETED, COMPLETED]  # each ran on its own
     assert "a batch of 2 configs failed (RuntimeError: packed layer exploded)" in caplog.text
     docs = list(store.latest().values())

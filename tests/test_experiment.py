@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from walking_noise.campaign import run_config_dict
+from walking_noise.study import run_config_dict
 from walking_noise.config import RunConfig
 from walking_noise.store import config_hash
 

@@ -11,7 +11,8 @@ import torch
 from scipy.special import expit
 
 from walking_noise import report
-from walking_noise.campaign import execute, run_config_dict
+from walking_noise.units import execute
+from walking_noise.study import run_config_dict
 from walking_noise.report.cli import add_subcommands
 from walking_noise.results import runs_from_store
 from walking_noise.store import LocalStore

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from walking_noise.campaign import execute, run_config_dict
+from walking_noise.units import execute
+
+from walking_noise.study import run_config_dict
 from walking_noise.results import (
     REPORT_FIELDS, ResultsError, _parse_numbers, _segment_documents, load_runs, runs_from_mongodb, runs_from_store,
 )

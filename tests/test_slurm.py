@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from walking_noise import slurm
-from walking_noise.campaign import load_study
+from walking_noise.study import load_study
 from walking_noise.slurm import (
     SlurmError,
     parse_overrides,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walking_noise.config import NON_RUN_KEYS, flatten
 from walking_noise.store import COMPLETED, LocalStore, config_hash, latest_by_hash
 
 try:  # optional: several times faster on float-heavy documents (learning curves)
@@ -50,8 +51,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     _loads = json.loads
     JSON_PARSER = "json"
 
-#: Keys SEML adds to a stored config that are not part of a run's definition.
-from walking_noise.campaign import NON_RUN_KEYS as SEML_EXTRA_KEYS  # noqa: E402 - keys that are not part of a run
 #: Prefix of a result column whose name is also a config key.
 RESULT_PREFIX = "result."
 #: Document-level columns, first in the frame when present.
@@ -76,22 +75,6 @@ class ResultsError(ValueError):
 # ---- documents -> rows -------------------------------------------------------------------------------------
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"noise": {"kind": "additive"}}`` -> ``{"noise.kind": "additive"}``; non-dict values are kept as they are."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            inner = prefix + key + "."
-            for key2, value2 in value.items():  # the usual two levels without a recursive call
-                if isinstance(value2, dict):
-                    flat.update(flatten(value2, inner + key2 + "."))
-                else:
-                    flat[inner + key2] = value2
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def config_columns(df: pd.DataFrame) -> list[str]:
     """The columns of ``df`` that come from a run's config (flattened names), in frame order."""
     from walking_noise.config import RunConfig
@@ -108,9 +91,9 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     from walking_noise.config import RunConfig
 
-    cleaned = {k: v for k, v in config.items() if k not in SEML_EXTRA_KEYS}
-    try:
-        return RunConfig.from_dict(cleaned).to_dict()
+    cleaned = {k: v for k, v in config.items() if k not in NON_RUN_KEYS}
+    try:  # without building the model: an analysis needs no torch
+        return RunConfig.from_dict(cleaned, check_points=False).to_dict()
     except (ValueError, TypeError):
         return cleaned
 
@@ -455,10 +438,10 @@ def load_runs(store: str | os.PathLike | None = None, mongo_uri: str | None = No
 
 
 def study_runs(df: pd.DataFrame, study: Any) -> pd.DataFrame:
-    """The rows of ``df`` that belong to exactly ``study`` (a :class:`walking_noise.campaign.Study`): its grid
+    """The rows of ``df`` that belong to exactly ``study`` (a :class:`walking_noise.study.Study`): its grid
     configs and the runs its adaptive searches choose under the current design
-    (:func:`walking_noise.campaign.study_selection`). ``attrs`` say which study and what was left out."""
-    from walking_noise.campaign import study_selection
+    (:func:`walking_noise.searches.study_selection`). ``attrs`` say which study and what was left out."""
+    from walking_noise.searches import study_selection
 
     latest = {h: {"status": st, "result": {"final_accuracy": acc}}
               for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])} if len(df) else {}

@@ -1,10 +1,10 @@
 """Slurm job arrays without MongoDB: the same study YAML, run by array tasks that write into a shared local store.
 
 SEML needs a MongoDB server to hand out experiments to Slurm jobs; many clusters have Slurm but no MongoDB. Here the
-hand-out is a file instead: ``submit`` expands the YAML with SEML's parser (:func:`walking_noise.campaign.load_study`),
+hand-out is a file instead: ``submit`` expands the YAML with SEML's parser (:func:`walking_noise.study.load_study`),
 writes the configs still to run to ``<store>/submissions/<study>-<timestamp>.jsonl`` (one
 ``{"study", "config_hash", "config"}`` object a line) and submits one ``sbatch --array=0-(N-1)``. Task ``i`` runs
-configs ``i, i+N, i+2N, ...`` of that list (:func:`task_share`) with :func:`walking_noise.campaign.execute`, which
+configs ``i, i+N, i+2N, ...`` of that list (:func:`task_share`) with :func:`walking_noise.units.execute`, which
 appends each finished run to the task's own segment of the :class:`~walking_noise.store.LocalStore` - safe on a
 shared filesystem without locks.
 
@@ -51,7 +51,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from walking_noise.campaign import CampaignError, Study, execute, load_study, parse_filters, pending_configs
+from walking_noise.study import CampaignError, Study, load_study, parse_filters
+
+from walking_noise.units import execute
+
+from walking_noise.campaign import pending_configs
 from walking_noise.store import COMPLETED, FAILED, LocalStore, StoreError, config_hash, now_iso
 
 SUBMISSIONS = "submissions"

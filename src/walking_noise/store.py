@@ -28,15 +28,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from walking_noise.config import LOCATION_KEYS, SEML_KEYS
+
 COMPLETED, FAILED = "COMPLETED", "FAILED"
 # Keys that say where or how a run was executed, not what was computed: equal runs on two machines share a hash.
-HASH_EXCLUDED_KEYS = frozenset({"data_dir", "checkpoint", "device", "db_collection", "overwrite"})
+HASH_EXCLUDED_KEYS = frozenset(LOCATION_KEYS + SEML_KEYS)
+
+
+#: Config keys added after runs were first stored, with their defaults. While a key holds its default it is left out
+#: of the hash, so adding an option never changes the identity (nor, through the noise key, the draws) of a run.
+LATER_KEYS: dict[tuple[str, ...], Any] = {("noise", "site"): "activation", ("model_kwargs",): None}
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """A stable identity of a run's scientific config (sorted JSON, location keys dropped), as hex sha1."""
     kept = {k: v for k, v in config.items() if k not in HASH_EXCLUDED_KEYS}
+    for path, default in LATER_KEYS.items():
+        kept = _without_default(kept, path, default)
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _without_default(config: dict[str, Any], path: tuple[str, ...], default: Any) -> dict[str, Any]:
+    """``config`` without the key at ``path`` if it holds ``default`` (a copy; the caller's dict is not changed)."""
+    head, rest = path[0], path[1:]
+    if head not in config:
+        return config
+    if not rest:
+        return {k: v for k, v in config.items() if k != head} if config[head] == default else config
+    inner = config[head]
+    return {**config, head: _without_default(inner, rest, default)} if isinstance(inner, dict) else config
 
 
 def now_iso() -> str:

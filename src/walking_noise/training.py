@@ -29,13 +29,8 @@ from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
-from walking_noise.models import (
-    NoisyNetwork,
-    build_model,
-    clamp_weights,
-    layer_table,
-    weight_magnitudes,
-)
+from walking_noise.models import build_model, clamp_weights, weight_magnitudes
+from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
 
 FINAL_EPOCHS = 5  # the paper's rule: the mean of the last five epochs
@@ -247,7 +242,7 @@ def load_checkpoint(path: str | os.PathLike, dataset: DatasetSplits | None = Non
     saved = torch.load(path, map_location="cpu", weights_only=False)
     cfg = RunConfig.from_dict(saved["config"])
     data = dataset if dataset is not None else load_run_dataset(cfg)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs)
     model.load_state_dict(saved["state_dict"])
     return model, cfg
 
@@ -282,6 +277,11 @@ class SingleModel(nn.Module):
     def __init__(self, model: NoisyNetwork):
         super().__init__()
         self.model = model
+
+    @property
+    def template(self) -> NoisyNetwork:
+        """The architecture (as :attr:`PackedNetwork.template`): the model itself."""
+        return self.model
 
     @property
     def stream(self) -> NoiseStream | None:
@@ -464,7 +464,8 @@ def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
     if data is None:
         data = load_run_dataset(cfg, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm).to(device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm,
+                        cfg.model_kwargs).to(device)
     active = configure_noise(model, cfg.noise)
     results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started, log=log)
     return results[0]

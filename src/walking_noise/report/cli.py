@@ -103,7 +103,7 @@ def load_selected(args: argparse.Namespace, fields: Any = None) -> Any:
     df = load_runs(store=args.store, mongo_uri=args.mongo_uri, db=args.db, collection=args.collection,
                    batch_id=getattr(args, "batch_id", None), fields=fields or REPORT_FIELDS)
     if getattr(args, "study", None):
-        from walking_noise.campaign import load_study, parse_filters
+        from walking_noise.study import load_study, parse_filters
 
         df = study_runs(df, load_study(args.study, overrides=parse_filters(args.set)))
         for note in df.attrs["selection_notes"]:
