@@ -50,7 +50,7 @@ def main() -> None:
             init_worker(folder, torch.get_num_threads())
             start = time.perf_counter()
             if way == "lockstep":
-                found = run_searches(todo, "bench", store, log=lambda _: None)
+                found = run_searches(todo, "bench", store)
             else:
                 found = [run_search(base, settings, "bench", store) for base, settings in todo]
             wall = time.perf_counter() - start

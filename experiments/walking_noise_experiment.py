@@ -129,7 +129,7 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
             summary["adaptive"] = to_plain({"fit": search.fit.to_dict(), "runs": search.runs,
                                             "rounds": search.rounds, "stopped_because": search.stopped_because})
         return summary
-    result = train_run(cfg, log=_log.info)
+    result = train_run(cfg, log_epochs=True)
     # train_run reports epochs as text while it trains; the numbers are logged here, one step per epoch.
     for name in CURVES:
         for epoch, value in enumerate(getattr(result, name)):

@@ -143,7 +143,7 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
     store = LocalStore(tmp_path / "together")
     run_units = _known_curves(true_mu, calls)
     searches = [_walking_search(p) for p in true_mu] + [_walking_search(3)]  # the same search twice runs once
-    found = run_searches(searches, "known", store, run_units=lambda units: run_units(store, units), log=lambda _: 0)
+    found = run_searches(searches, "known", store, run_units=lambda units: run_units(store, units))
     assert len(found) == 3
     for (point, mu), result in zip(true_mu.items(), found):
         assert result.fit.converged, result.stopped_because
@@ -180,7 +180,7 @@ def test_a_failing_search_does_not_end_the_others(tmp_path):
     run_units = _known_curves({1: 0.3, 3: 2.0}, calls)
     broken = (_walking_search(3)[0], {**_walking_search(3)[1], "low": 10.0, "high": 1.0})  # raises in its thread
     found = run_searches([_walking_search(1), broken], "known", store,
-                         run_units=lambda units: run_units(store, units), log=lambda _: 0)
+                         run_units=lambda units: run_units(store, units))
     assert found[0].fit.converged and abs(found[0].fit.mu - 0.3) < 0.05 * 0.3
     assert isinstance(found[1], ValueError) and "low < high" in str(found[1])
     assert {c["noise"]["injection_layer"] for call in calls for c in call} == {1}

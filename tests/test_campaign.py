@@ -82,7 +82,7 @@ def test_unwritable_store_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(CampaignError, match="cannot be written"):
-        run_campaign(load_study(_study(tmp_path)), LocalStore(blocker / "store"), progress=False, log=lambda _: None)
+        run_campaign(load_study(_study(tmp_path)), LocalStore(blocker / "store"), progress=False)
 
 
 def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
@@ -91,13 +91,13 @@ def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
     study = load_study(_study(tmp_path, text))
     study.configs[0] = {**study.configs[0], "dataset": "mnist", "data_dir": str(tmp_path / "missing")}
     store = LocalStore(tmp_path / "store")
-    summary = run_campaign(study, store, progress=False, log=lambda _: None)
+    summary = run_campaign(study, store, progress=False)
     assert (summary.completed, summary.failed) == (5, 1)
     failed = [d for d in store.documents() if d["status"] == FAILED]
     assert len(failed) == 1 and "FileNotFoundError" in "".join(failed[0]["fail_trace"])
-    again = run_campaign(study, store, progress=False, log=lambda _: None)
+    again = run_campaign(study, store, progress=False)
     assert (again.ran, again.skipped_failed) == (0, 1)
-    retried = run_campaign(study, store, retry_failed=True, progress=False, log=lambda _: None)
+    retried = run_campaign(study, store, retry_failed=True, progress=False)
     assert (retried.ran, retried.failed) == (1, 1)
 
 
@@ -148,7 +148,7 @@ def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
     for phase in ("train_and_inference", "inference"):
         study = load_study(_study(tmp_path, text.replace("{phase}", phase), name=f"{phase}.yaml"))
         store = LocalStore(tmp_path / phase)
-        summary = run_campaign(study, store, members=4, progress=False, log=lambda _: None)
+        summary = run_campaign(study, store, members=4, progress=False)
         assert (summary.completed, summary.failed) == (6, 0)
         docs = list(store.documents())
         assert len(docs) == 6 and {d["config_hash"] for d in docs} == {config_hash(c) for c in study.configs}
@@ -203,7 +203,7 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     study = load_study(_study(tmp_path, ADAPTIVE_STUDY, name="adaptive.yaml"))
     assert len(study) == 0 and len(study.searches) == 1
     store = LocalStore(tmp_path / "store")
-    summary = run_campaign(study, store, progress=False, log=lambda _: None)
+    summary = run_campaign(study, store, progress=False)
     search = summary.searches[0]
     docs = list(store.documents())
     assert len(docs) == search.runs <= 30  # every run of the search is stored like a grid run, once
@@ -211,7 +211,7 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     assert {d["config"]["noise"]["noise_std"] for d in docs} == set(search.levels)
     assert search.fit.converged, search.fit.reason
     assert 0.01 < search.fit.mu < 100
-    again = run_campaign(load_study(tmp_path / "adaptive.yaml"), store, progress=False, log=lambda _: None)
+    again = run_campaign(load_study(tmp_path / "adaptive.yaml"), store, progress=False)
     assert len(list(store.documents())) == len(docs)  # a rerun reuses the stored runs
     assert again.searches[0].fit.mu == pytest.approx(search.fit.mu)
     with pytest.raises(CampaignError, match="valid keys"):
@@ -229,7 +229,7 @@ grid_part:
     study = load_study(_study(tmp_path, text, name="both.yaml"))
     assert len(study) == 2 and len(study.searches) == 1
     store = LocalStore(tmp_path / "store")
-    summary = run_campaign(study, store, workers=2, progress=False, log=lambda _: None)
+    summary = run_campaign(study, store, workers=2, progress=False)
     search = summary.searches[0]
     assert search.fit.converged, search.fit.reason
     docs = list(store.documents())

@@ -60,7 +60,7 @@ def _study(tmp_path, text, name):
 
 
 def _run(study, store):
-    return run_campaign(study, store, progress=False, log=lambda _: None)
+    return run_campaign(study, store, progress=False)
 
 
 def test_a_studys_report_uses_exactly_its_own_runs(tmp_path):

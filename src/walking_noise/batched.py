@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -412,8 +412,7 @@ class PackedNetwork(nn.Module):
         return ok
 
 
-def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
-                  log: Callable[[str], None] | None = None,
+def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *, log_epochs: bool = False,
                   keep_last: int = 0) -> tuple[list[RunResult], PackedNetwork | SingleModel, list[list[dict]]]:
     """Train every config (all with equal :func:`batch_key`) as one packed network (one config: on the one-model
     path, which also takes models the batched engine cannot pack).
@@ -441,7 +440,7 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
         model = PackedNetwork(members).to(device)
         active = model.configure([c.noise for c in configs])
     results, snapshots = fit_members(model, configs, data, active, engine="batched" if len(members) > 1 else "single",
-                                     started=started, log=log, keep_last=keep_last)
+                                     started=started, log_epochs=log_epochs, keep_last=keep_last)
     return results, model, snapshots
 
 

@@ -69,8 +69,8 @@ def pending_configs(study: Study, store: LocalStore, retry_failed: bool = False)
 
 
 def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_failed: bool = False,
-                 members: int | None = None, threads_per_worker: int | None = None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> CampaignSummary:
+                 members: int | None = None, threads_per_worker: int | None = None,
+                 progress: bool = True) -> CampaignSummary:
     """Run every pending config of ``study`` into ``store`` with ``workers`` processes (1: in this process).
 
     Compatible configs train together as one batch of up to ``members`` (None: chosen per model and device), and
@@ -84,8 +84,8 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
     pending, done, skipped = pending_configs(study, store, retry_failed)
     summary = CampaignSummary(study.name, len({config_hash(c) for c in study.configs}), done,
                               skipped_failed=skipped)
-    log(f"{study.name}: {summary.total} configs, {done} done, {skipped} failed earlier, {len(pending)} to run "
-        f"with {workers} worker(s); store {store.path}")
+    logger.info("%s: %d configs, %d done, %d failed earlier, %d to run with %d worker(s); store %s", study.name,
+                summary.total, done, skipped, len(pending), workers, store.path)
     units = plan_units(pending, members, workers)
     lock = threading.Lock()
     grid_error: list[BaseException] = []
@@ -102,7 +102,7 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
             else:
                 summary.failed += 1
                 summary.failures.append(outcome["error"])
-                bar.write(f"run {outcome['config_hash'][:10]} failed: {outcome['error']}")
+                logger.warning("run %s failed: %s", outcome["config_hash"][:10], outcome["error"])
             bar.update(1)
 
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -139,8 +139,7 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
         found_all: list[Any] = []
         try:
             if study.searches and not grid_error:
-                found_all = run_searches(study.searches, study.name, store, run_units=run_units, workers=workers,
-                                         log=bar.write)
+                found_all = run_searches(study.searches, study.name, store, run_units=run_units, workers=workers)
         finally:
             grid.join()
             bar.close()
@@ -150,13 +149,14 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
             summary.searches.append(found)
             if isinstance(found, Exception):
                 summary.failures.append(f"adaptive search {number}: {found}")
-                log(f"adaptive search {number}/{len(found_all)} failed: {found}")
+                logger.warning("adaptive search %d/%d failed: %s", number, len(found_all), found)
                 continue
             fit = found.fit
             where = f"mu = {fit.mu:.4g} +- {fit.mu_err:.2g}" if fit.converged else f"not converged ({fit.reason})"
-            log(f"adaptive search {number}/{len(found_all)}: {found.runs} runs, {where}; {found.stopped_because}")
+            logger.info("adaptive search %d/%d: %d runs, %s; %s", number, len(found_all), found.runs, where,
+                        found.stopped_because)
     summary.wall_time_s = time.perf_counter() - started
-    log(str(summary))
+    logger.info("%s", summary)
     return summary
 
 

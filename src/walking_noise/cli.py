@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,25 @@ from walking_noise.config import RunConfig
 
 def _print(message: str) -> None:
     print(message, flush=True)
+
+
+class _Format(logging.Formatter):
+    """Plain messages for INFO, ``warning: ...`` / ``error: ...`` above: what the library logs, as a CLI says it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Send the library's log (loggers ``walking_noise.*``) to stdout: INFO by default, DEBUG with -v, WARNING
+    with -q. Library functions only log; the command line decides what is shown."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Format("%(message)s"))
+    root = logging.getLogger("walking_noise")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -72,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from walking_noise.training import train_run
 
     cfg = _run_config(args, **_noise_from_args(args))
-    result = train_run(cfg, log=None if args.json else _print)
+    result = train_run(cfg, log_epochs=not args.json)
     if args.json:
         _print(json.dumps({"config": cfg.to_dict(), "result": result.to_dict()}))
     else:
@@ -94,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results = {}
     for label, cfg in (("clean", clean), (f"global {noisy.noise.kind} s={noisy.noise.noise_std:g}", noisy)):
         _print(f"-- training {label}")
-        results[label] = train_run(cfg, data, log=_print)
+        results[label] = train_run(cfg, data, log_epochs=True)
     _print("\nfinal validation accuracy (mean of last 5 epochs)")
     for label, result in results.items():
         _print(f"  {label:<32} {result.final_accuracy:.4f}")
@@ -104,13 +124,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a study YAML locally into the embedded store, resumably."""
     from walking_noise.study import load_study, parse_filters
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from walking_noise.campaign import run_campaign
     from walking_noise.store import LocalStore
 
     study = load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set))
     store = LocalStore(args.store or Path("runs") / study.name)
-    summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
-                           members=args.members, progress=not args.no_progress, log=_print)
+    with logging_redirect_tqdm(loggers=[logging.getLogger("walking_noise")]):  # log lines above the progress bar
+        summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
+                               members=args.members, progress=not args.no_progress)
     return 1 if summary.failed else 0
 
 
@@ -144,6 +167,11 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="walking-noise", description=__doc__)
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=0,
+                          help="also debug messages")
+    loudness.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
+                          help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("layers", help="print the numbered injection points of a model")
@@ -190,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbosity)
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as err:

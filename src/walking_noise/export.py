@@ -33,7 +33,7 @@ import pandas as pd
 
 from walking_noise.config import unflatten
 from walking_noise.results import config_columns
-from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LocalStore, config_hash
+from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LocalStore, atomic_write, config_hash
 
 EXPORT_COLUMNS = ("config_hash", "status", "study", "error", "final_accuracy", "final_epochs_averaged", "diverged",
                   "diverged_epoch", "epochs_run", "nonfinite_outputs", "engine", "val_accuracy", "val_nonfinite",
@@ -81,9 +81,7 @@ def write_export(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     table = export_frame(df)
     keys = [c for c in table.columns if c not in EXPORT_COLUMNS]
     table = table.sort_values(keys + ["config_hash"], kind="stable", na_position="first", key=_sortable)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, table.to_csv(index=False).encode())
     return path
 
 

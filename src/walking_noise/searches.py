@@ -9,6 +9,7 @@ report of one study uses those).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +18,8 @@ from walking_noise.config import flatten
 from walking_noise.store import COMPLETED, LocalStore, config_hash
 from walking_noise.study import Study, run_config_dict
 from walking_noise.units import execute_unit, plan_units
+
+logger = logging.getLogger(__name__)
 
 Execute = Callable[[list[dict[str, Any]]], dict[str, dict[str, Any]]]
 
@@ -148,8 +151,8 @@ class _Rounds:
 
 
 def run_searches(searches: list[tuple[dict[str, Any], dict[str, Any]]], study: str, store: LocalStore, *,
-                 run_units: Callable[[list[list[dict[str, Any]]]], None] | None = None, workers: int = 1,
-                 log: Callable[[str], None] = print) -> list[Any]:
+                 run_units: Callable[[list[list[dict[str, Any]]]], None] | None = None,
+                 workers: int = 1) -> list[Any]:
     """Run adaptive searches side by side, in lockstep: each round, the runs every search asks for are planned
     together (batched across searches) and handed to ``run_units`` (default: train here, one unit at a time).
 
@@ -181,7 +184,8 @@ def run_searches(searches: list[tuple[dict[str, Any], dict[str, Any]]], study: s
         wanted = [c for configs, _ in taken for c in configs]
         pending = missing_configs(wanted, store.latest())
         if pending:
-            log(f"adaptive round {number}: {len(taken)} search(es) waiting, {len(pending)} run(s) to train")
+            logger.info("adaptive round %d: %d search(es) waiting, %d run(s) to train", number, len(taken),
+                        len(pending))
         try:
             run_units(plan_units(pending, workers=workers))
             rounds.answer(taken, store.latest())

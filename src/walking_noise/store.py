@@ -59,6 +59,29 @@ def _without_default(config: dict[str, Any], path: tuple[str, ...], default: Any
     return {**config, head: _without_default(inner, rest, default)} if isinstance(inner, dict) else config
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that readers (array tasks on other nodes) see either nothing or all of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable; not every filesystem lets a folder be opened
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

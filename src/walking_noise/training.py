@@ -15,10 +15,12 @@ activations overflowed float32 at this noise level). Divergence is recorded, not
 from __future__ import annotations
 
 import copy
+import io
+import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ from walking_noise.data import DatasetSplits, load_dataset
 from walking_noise.models import build_model, clamp_weights, weight_magnitudes
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
+from walking_noise.store import atomic_write
+
+logger = logging.getLogger(__name__)
 
 FINAL_EPOCHS = 5  # the paper's rule: the mean of the last five epochs
 EVAL_BATCH = 2048
@@ -229,11 +234,9 @@ def _finite_parameters(model: nn.Module) -> bool:
 
 def save_checkpoint(model: NoisyNetwork, cfg: RunConfig, path: str | os.PathLike) -> str:
     """Write the trained weights and the config atomically (a crash never leaves half a checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, buffer)
+    atomic_write(Path(path), buffer.getvalue())
     return str(path)
 
 
@@ -349,7 +352,7 @@ CURVES = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_
 
 
 def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSplits, active: list[list[int]], *,
-                engine: str, started: float, log: Callable[[str], None] | None = None,
+                engine: str, started: float, log_epochs: bool = False,
                 keep_last: int = 0) -> tuple[list[RunResult], list[list[dict]]]:
     """The training loop of both engines: train the K members of ``model`` (a :class:`SingleModel` or a
     :class:`walking_noise.batched.PackedNetwork`, noise configured) on ``data`` and measure each every epoch.
@@ -421,15 +424,16 @@ def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSpl
         if keep_last and epoch >= t.epochs - keep_last:
             for k in range(K):
                 snapshots[k].append(copy.deepcopy(model.unpack(k).state_dict()))
-        if log is not None:
+        if log_epochs:
             if K == 1:
-                log(f"epoch {epoch + 1}/{t.epochs}  train loss {curves['train_loss'][0][-1]:.4f}  "
-                    f"val acc {float(acc[0]):.4f}  val loss {float(vloss[0]):.4f}")
+                logger.info("epoch %d/%d  train loss %.4f  val acc %.4f  val loss %.4f", epoch + 1, t.epochs,
+                            curves["train_loss"][0][-1], float(acc[0]), float(vloss[0]))
             else:
-                log(f"epoch {epoch + 1}/{t.epochs}  {K} members  val acc {float(acc.min()):.3f}..{float(acc.max()):.3f}")
-            for k in range(K):
-                if diverged_epoch[k] == epoch:
-                    log(f"member {k} diverged at epoch {epoch + 1}: non-finite weights")
+                logger.info("epoch %d/%d  %d members  val acc %.3f..%.3f", epoch + 1, t.epochs, K, float(acc.min()),
+                            float(acc.max()))
+        for k in range(K):
+            if diverged_epoch[k] == epoch:
+                logger.info("member %d diverged at epoch %d: non-finite weights", k, epoch + 1)
         if not bool(alive.any()):
             break
     elapsed = time.perf_counter() - started
@@ -450,11 +454,11 @@ def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSpl
     return results, snapshots
 
 
-def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
-              log: Callable[[str], None] | None = None) -> RunResult:
+def train_run(cfg: RunConfig, data: DatasetSplits | None = None, log_epochs: bool = False) -> RunResult:
     """Train one model of ``cfg`` and return what it measured.
 
-    ``data`` may be passed in to share one loaded dataset between runs (it is not modified). Deterministic for a
+    ``data`` may be passed in to share one loaded dataset between runs (it is not modified); ``log_epochs``: one
+    INFO line per epoch (logger ``walking_noise.training``). Deterministic for a
     fixed config: its seed fixes the initial weights and the data order, its noise key (:attr:`RunConfig.noise_key`)
     the noise draws; the batched engine gives the same member the same draws (:func:`fit_members`).
     """
@@ -467,5 +471,6 @@ def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm,
                         cfg.model_kwargs).to(device)
     active = configure_noise(model, cfg.noise)
-    results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started, log=log)
+    results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started,
+                             log_epochs=log_epochs)
     return results[0]
