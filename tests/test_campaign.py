@@ -299,3 +299,18 @@ def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, mo
     assert len(docs) == 2
     assert {d["batch_fallback"] for d in docs} == {"RuntimeError: packed layer exploded"}
     assert {d["result"]["extra"]["engine"] for d in docs} == {"single"}
+
+
+def test_a_bundled_study_runs_the_same_configs_batched_as_the_local_runner(tmp_path):
+    import yaml
+
+    from walking_noise.study import bundled_study
+    from walking_noise.units import plan_units
+
+    study = load_study(_study(tmp_path))
+    bundled = bundled_study(study)
+    assert sum(k.startswith("unit_") for k in bundled) == len(plan_units(study.configs))
+    path = tmp_path / "tiny.bundled.yaml"
+    path.write_text(yaml.safe_dump(bundled, sort_keys=False))
+    again = load_study(path)
+    assert sorted(config_hash(c) for c in again.configs) == sorted(config_hash(c) for c in study.configs)

@@ -147,6 +147,24 @@ def _add_model_options(p: argparse.ArgumentParser, required: bool = False) -> No
     p.add_argument("--batchnorm", action="store_true", help="BatchNorm after every learnable layer (paper models)")
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Write a study as a SEML YAML of bundles (one experiment per work unit of the local runner)."""
+    import yaml
+
+    from walking_noise.study import bundled_study, load_study, parse_filters
+
+    study = load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set))
+    out = Path(args.out) if args.out else study.path.with_name(f"{study.path.stem}.bundled.yaml")
+    bundled = bundled_study(study, args.members)
+    experiments = sum(name.startswith(("unit_", "search_")) for name in bundled)
+    header = (f"# {out.name}: {study.path.name} as {experiments} SEML experiments of bundles ({len(study.configs)} "
+              f"runs, {len(study.searches)} adaptive searches), written by `walking-noise bundle`.\n"
+              f"#   seml COLLECTION add {out.name} && seml COLLECTION start\n")
+    out.write_text(header + yaml.safe_dump(bundled, sort_keys=False, width=120))
+    _print(f"{study.name}: {len(study.configs)} runs in {experiments} experiments -> {out}")
+    return 0
+
+
 def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
     from walking_noise.config import NOISE_KINDS, SITES
 
@@ -203,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "on CPU, 64 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bundle", help="write a study as a SEML YAML of bundles: the local runner's batching on SEML")
+    p.add_argument("study", help="a YAML file of seml_configs/")
+    p.add_argument("--out", default=None, help="YAML to write (default: STUDY.bundled.yaml beside the study, so its "
+                                               "relative paths hold)")
+    p.add_argument("--members", type=int, default=None, help="configs per bundle at most (default: as walking-noise "
+                                                              "run)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="only configs with this value")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value everywhere")
+    p.set_defaults(func=cmd_bundle)
 
     from walking_noise.report.cli import add_subcommands as add_report_subcommands
     from walking_noise.slurm import add_subcommands as add_slurm_subcommands

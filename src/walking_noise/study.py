@@ -7,13 +7,15 @@ any training starts; a bad one is one :class:`CampaignError` that names it.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from walking_noise.config import NON_RUN_KEYS, RunConfig, flatten
+from walking_noise.config import NON_RUN_KEYS, RunConfig, flatten, unflatten
 
 
 class CampaignError(ValueError):
@@ -106,31 +108,80 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None,
     return Study(path.stem, path, dict(seml_block), [dict(s) for s in slurm], configs, searches)
 
 
-def expand_bundle(base: dict[str, Any], bundle: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The configs of a bundle: ``base`` with every combination of the listed values in ``bundle``, a nested dict
-    like the run config whose leaves are lists (e.g. ``{"noise": {"noise_std": [0.1, 1.0]}, "seed": [0, 1, 2]}``;
-    dotted keys work too), each validated."""
-    import copy
-    import itertools
+def expand_bundle(base: dict[str, Any], bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The configs of a bundle, each validated. Two forms:
 
-    bundle = flatten(dict(bundle or {}))
-    if not bundle:
+    - a product: ``bundle`` is a nested dict like the run config whose leaves are lists, and every combination of
+      the listed values is a member (e.g. ``{"noise": {"noise_std": [0.1, 1.0]}, "seed": [0, 1, 2]}``; dotted keys
+      work too);
+    - a list: ``bundle = {"members": [{...}, {...}]}``, each member a (nested or dotted) dict of the values in which
+      it differs from ``base`` (what :func:`bundled_study` writes).
+    """
+    if isinstance(bundle, dict) and "members" in bundle:
+        members = bundle["members"]
+        if set(bundle) != {"members"} or not isinstance(members, list) or not members or not all(
+                isinstance(m, dict) for m in members):
+            raise CampaignError("bundle.members must be the only bundle key, a non-empty list of dicts of the values "
+                                "each member changes, e.g. [{seed: 0}, {seed: 1, noise.noise_std: 0.5}]")
+        return [run_config_dict(_with(base, flatten(member))) for member in members]
+    flat = flatten(dict(bundle or {}))
+    if not flat:
         raise CampaignError("a bundle needs at least one key with a list of values, e.g. {'seed': [0, 1, 2]}")
-    keys = list(bundle)
+    keys = list(flat)
     for key in keys:
-        if not isinstance(bundle[key], (list, tuple)) or not bundle[key]:
-            raise CampaignError(f"bundle key {key!r} needs a non-empty list of values, got {bundle[key]!r}")
-    configs = []
-    for values in itertools.product(*(bundle[k] for k in keys)):
-        config = copy.deepcopy(base)
-        for key, value in zip(keys, values):
-            *parents, leaf = key.split(".")
-            node = config
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        configs.append(run_config_dict(config))
-    return configs
+        if not isinstance(flat[key], (list, tuple)) or not flat[key]:
+            raise CampaignError(f"bundle key {key!r} needs a non-empty list of values, got {flat[key]!r}")
+    return [run_config_dict(_with(base, dict(zip(keys, values))))
+            for values in itertools.product(*(flat[k] for k in keys))]
+
+
+def _with(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with the dotted ``changes`` set."""
+    config = copy.deepcopy(base)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def bundled_study(study: Study, members: int | None = None) -> dict[str, Any]:
+    """``study`` as a SEML YAML whose experiments are bundles (a dict to dump as YAML): one experiment per work unit
+    of the local runner (:func:`walking_noise.units.plan_units`: compatible configs packed together, inference-only
+    configs of a seed sharing one clean training), each listing its members as ``bundle.members``; adaptive searches
+    stay one experiment each. ``seml COLL add`` of the result runs the same configs as the study, batched as the
+    local runner batches them."""
+    from walking_noise.units import plan_units
+
+    blocks: dict[str, Any] = {}
+    for number, unit in enumerate(plan_units(study.configs, members)):
+        base = flatten(unit[0])
+        diffs = [{k: v for k, v in flatten(c).items() if base.get(k) != v} for c in unit]
+        fixed = {k: v for k, v in base.items() if v is not None}
+        if len(unit) > 1:
+            fixed["bundle.members"] = [unflatten(d) for d in diffs]
+        blocks[f"unit_{number:05d}"] = {"fixed": fixed}
+    for number, (base, settings) in enumerate(study.searches):
+        fixed = {k: v for k, v in flatten(base).items() if v is not None}
+        fixed.update({f"adaptive.{k}": list(v) if isinstance(v, tuple) else v for k, v in settings.items()})
+        blocks[f"search_{number:04d}"] = {"fixed": fixed}
+    import yaml
+
+    # SEML wants a top-level fixed/grid block: the values every experiment shares go there
+    shared = dict(next(iter(blocks.values()))["fixed"]) if blocks else {}
+    for block in blocks.values():
+        shared = {k: v for k, v in shared.items() if k in block["fixed"] and block["fixed"][k] == v}
+    shared.pop("bundle.members", None)
+    if not shared:
+        raise CampaignError(f"{study.path}: its experiments share no config value, which SEML needs at the top")
+    for block in blocks.values():
+        block["fixed"] = {k: v for k, v in block["fixed"].items() if k not in shared}
+    raw = yaml.safe_load(study.path.read_text()) or {}  # the blocks as written (paths relative to the file)
+    seml = {**raw.get("seml", {}), "name": f"{raw.get('seml', {}).get('name', study.name)}_bundled"}
+    slurm = [{**entry, "experiments_per_job": 1} for entry in raw.get("slurm") or [{}]]
+    return {"seml": seml, "slurm": slurm, "fixed": shared, **blocks}
 
 
 def search_spec(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
