@@ -18,12 +18,10 @@ import time
 
 import torch
 
-from walking_noise.units import init_worker
-
-from walking_noise.study import run_config_dict
-
 from walking_noise.searches import run_search, run_searches
 from walking_noise.store import LocalStore
+from walking_noise.study import run_config_dict
+from walking_noise.units import init_worker
 
 
 def searches(points: int, epochs: int, max_train: int) -> list[tuple[dict, dict]]:

@@ -1,9 +1,12 @@
-"""Sacred/SEML entry point: one Walking Noise training run per call, configured by the axes of the paper.
+"""Sacred/SEML entry point: one experiment per call, configured by the axes of the paper.
 
 The config sections are exactly the keys of :class:`walking_noise.config.RunConfig` (``dataset``, ``model``,
 ``batchnorm``, ``noise.*``, ``training.*``, ``weight_clamping``, ``seed``, ...), so a SEML YAML, the command line
-and the local campaign runner describe a run the same way. This file only wires a config to
-:func:`walking_noise.training.train_run`; the science lives in the library.
+and the local campaign runner describe a run the same way. An experiment is one run
+(:func:`walking_noise.training.train_run`), a bundle of runs (``bundle``: trained as the local runner batches them,
+:func:`walking_noise.units.run_bundle`; ``walking-noise bundle`` writes a study in this form) or an adaptive search
+(``adaptive``: :func:`walking_noise.searches.run_search`). This file wires the config to those; the science lives in
+the library.
 
     python experiments/walking_noise_experiment.py with training.epochs=1 noise.kind=additive noise.noise_std=0.5
     python experiments/walking_noise_experiment.py validate with model=lenet5 dataset=cifar10   # no training

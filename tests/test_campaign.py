@@ -70,7 +70,7 @@ def test_study_expands_with_seml_and_fills_defaults(tmp_path):
         ("seml: {executable: exp.py}\nfixed:\n  noise.noise_std: -1\n  noise.kind: additive\n", "noise_std must"),
         ("fixed:\n  dataset: mnist_5k\n", "seml"),
         ("seml: {executable: exp.py}\nfixed:\n  noise.kind: additive\n  noise.noise_std: 1.0\n"
-         "  noise.placement: walking\n  noise.injection_layer: 11\n", r"injection_layer 11 is out of range"),
+         "  noise.placement: walking\n  noise.injection_layer: 11\n", r"injection_layer 11 is not an injection point"),
     ],
 )
 def test_bad_study_is_one_clear_error_before_training(tmp_path, text, match):

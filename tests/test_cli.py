@@ -10,7 +10,7 @@ def test_layers_prints_the_lenet5_table(capsys):
     out = capsys.readouterr().out
     assert "12 injection points" in out
     line9 = next(line for line in out.splitlines() if line.split()[:2] == ["9", "FC"])
-    assert line9.split()[2:] == ["84", "10164"]
+    assert line9.split()[2:] == ["linear", "84", "10164"]
 
 
 def test_layers_json_with_batchnorm(capsys):
@@ -23,7 +23,7 @@ def test_bad_arguments_are_clear_errors(capsys):
     assert main(["layers", "--model", "resnet", "--dataset", "mnist"]) == 2
     assert "valid choices: mlp, lenet5, cnn_s" in capsys.readouterr().err
     assert main(["train", "--injection-layer", "42", "--epochs", "1"]) == 2
-    assert "injection_layer 42 is out of range" in capsys.readouterr().err
+    assert "injection_layer 42 is not an injection point" in capsys.readouterr().err
     assert main(["train", "--noise-std", "-1", "--epochs", "1"]) == 2
     assert "noise_std must be" in capsys.readouterr().err
 

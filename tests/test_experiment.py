@@ -121,7 +121,8 @@ def test_run_returns_plain_result_with_hash_and_checkpoint(exp, tmp_path):
     assert run.status == "COMPLETED" and is_plain(result)
     cfg = RunConfig.from_dict(updates)
     assert result["config_hash"] == config_hash(cfg.to_dict())
-    assert len(result["val_accuracy"]) == 2 and 0.0 <= result["final_accuracy"] <= 1.0
+    assert len(result["val_accuracy"]) == 2 and result["final_epochs_averaged"] == 1
+    assert result["final_accuracy"] == result["val_accuracy"][-1]
     assert result["active_points"] == list(range(8))
     assert result["checkpoint"] == str(checkpoint) and checkpoint.is_file()
 

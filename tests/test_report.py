@@ -11,7 +11,7 @@ import torch
 from scipy.special import expit
 
 from walking_noise import report
-from walking_noise.units import execute
+from walking_noise.units import execute_unit, plan_units
 from walking_noise.study import run_config_dict
 from walking_noise.report.cli import add_subcommands
 from walking_noise.results import runs_from_store
@@ -56,12 +56,13 @@ def campaign_configs(checkpoints):
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
-    """(store path, runs DataFrame) of the real campaign, trained once for the whole module."""
+    """(store path, runs DataFrame) of the real campaign, trained once for the whole module as the local runner
+    trains it (compatible configs packed, inference-only configs trained once and evaluated many times)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("campaign")
     with LocalStore(root / "store") as store:
-        for config in campaign_configs(root / "checkpoints"):
-            assert execute(config, "small", store)["status"] == "COMPLETED"
+        for unit in plan_units(campaign_configs(root / "checkpoints")):
+            assert {o["status"] for o in execute_unit(unit, "small", store)} == {"COMPLETED"}
     return root / "store", runs_from_store(root / "store")
 
 

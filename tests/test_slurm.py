@@ -7,7 +7,6 @@ with the reason, where Slurm is not installed or its node does not become idle w
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -446,13 +445,7 @@ def test_smoke_study_as_a_slurm_array_lands_every_config_exactly_once(smoke_arra
 
 @pytest.mark.slurm
 def test_report_runs_on_the_array_store(smoke_array_store, tmp_path):
-    try:
-        report = importlib.import_module("walking_noise.report")
-    except ImportError:
-        report = None
-    write_report = getattr(report, "write_report", None)
-    if write_report is None:
-        pytest.skip("walking_noise.report.write_report does not exist yet")
+    from walking_noise.report import write_report
     from walking_noise.results import runs_from_store
 
     store, sub = smoke_array_store

@@ -166,7 +166,7 @@ START_METHOD_ENV = "WALKING_NOISE_START_METHOD"  # fork, spawn or forkserver: ov
 def worker_start_method(configs: Iterable[dict[str, Any]]) -> str:
     """How the runner starts its worker processes: ``fork`` where it is safe, else ``spawn``.
 
-    Why: a spawned worker imports torch and the library again (about 1.5 s each on the reference machine, before
+    Why: a spawned worker imports torch and the library again (over a second each, before
     its first run); a forked one starts in milliseconds with everything imported, which is most of the runner's
     overhead on a small campaign (``benchmarks/campaign_walltime.py``). Forking is safe on Linux when CUDA is
     untouched and every config trains on the CPU; the workers fork before this process starts a thread and run

@@ -86,6 +86,8 @@ import pandas as pd
 from scipy.optimize import OptimizeWarning, brentq, curve_fit
 from scipy.special import expit
 
+from walking_noise.store import to_plain
+
 __all__ = [
     "logistic",
     "double_logistic",
@@ -195,20 +197,6 @@ def _pyfloat(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _pyfloat(obj)
-    return obj
-
-
 @dataclass
 class FitResult:
     """Outcome of :func:`fit_midpoint`. All fields are plain Python values.
@@ -300,7 +288,7 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """All fields as a JSON-serialisable dict (non-finite floats become None)."""
-        return _jsonable(asdict(self))
+        return to_plain(asdict(self), nan_as_none=True)
 
     def predict(self, x: Any) -> np.ndarray:
         """Evaluate the fitted curve.

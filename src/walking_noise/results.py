@@ -17,11 +17,10 @@ holds only what its YAML named), SEML's bookkeeping keys ``db_collection``/``ove
 ``config_hash`` is always :func:`walking_noise.store.config_hash` of the completed config (SEML's own hash differs).
 When one config has several documents, the newest COMPLETED one is kept (:func:`~walking_noise.store.latest_by_hash`).
 
-Loading speed (``benchmarks/store_load.py``): a local store is read segment by segment. With the standard ``json``
-module the learning curves are cut out of each line and parsed in bulk by pandas' C reader (only those asked for,
-see ``fields``), equal layer tables are parsed once and shared, the cyclic garbage collector is paused while
-millions of containers are created, and the frame is built column by column; with ``orjson`` installed each line
-is parsed whole by it.
+Loading speed (``benchmarks/store_load.py``): a local store is read segment by segment. The learning curves are cut
+out of each line and parsed in bulk by pandas' C reader (only those asked for, see ``fields``), equal layer tables
+are parsed once and shared, the cyclic garbage collector is paused while millions of containers are created, and
+the frame is built column by column. Loading needs no torch.
 """
 
 from __future__ import annotations
@@ -39,17 +38,6 @@ import pandas as pd
 
 from walking_noise.config import NON_RUN_KEYS, flatten
 from walking_noise.store import COMPLETED, LocalStore, config_hash, latest_by_hash
-
-try:  # optional: several times faster on float-heavy documents (learning curves)
-    import orjson as _orjson
-
-    def _loads(line: bytes) -> Any:
-        return _orjson.loads(line)
-
-    JSON_PARSER = "orjson"
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
-    JSON_PARSER = "json"
 
 #: Prefix of a result column whose name is also a config key.
 RESULT_PREFIX = "result."
@@ -240,23 +228,15 @@ def _parse_segment(data: bytes, curves: Iterable[str] | None = None,
                    shared: dict[bytes, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
     """The complete documents of one segment file's bytes, and the number of lines skipped as torn or invalid.
 
-    Same rules as :meth:`LocalStore.documents`. With the standard ``json`` module the per-epoch curves are cut out
-    of each line first and parsed in bulk (see :func:`_parse_numbers`), and only the ``curves`` asked for are
-    parsed at all (None: all; the others are left as None); equal layer tables are parsed once (cache ``shared``)
-    and shared. With ``orjson`` every line is parsed whole.
+    Same rules as :meth:`LocalStore.documents`. The per-epoch curves are cut out of each line first and parsed in
+    bulk (see :func:`_parse_numbers`), and only the ``curves`` asked for are parsed at all (None: all; the others
+    are left as None); equal layer tables are parsed once (cache ``shared``) and shared.
     """
     wanted = set(CURVE_KEYS if curves is None else curves)
     shared = {} if shared is None else shared
     lines = data.split(b"\n")
     skipped = 1 if lines.pop() else 0  # after the final newline comes b""; anything else is an unfinished write
     docs: list[dict[str, Any]] = []
-    if JSON_PARSER == "orjson":
-        for line in lines:
-            try:
-                docs.append(_loads(line))
-            except ValueError:
-                skipped += 1 if line else 0
-        return docs, skipped
     texts: list[bytes] = []
     slots: list[tuple[int, str]] = []  # (document number, curve key) of each text
     found: list[tuple[str, Any]] = []
@@ -337,7 +317,7 @@ def runs_from_store(store: str | os.PathLike | LocalStore, status: str | Iterabl
         raise ResultsError(f"no run store at {store.path}{hint}; pass the folder given to `walking-noise run --store`")
     store.skipped_lines = 0
     # Millions of small containers are created and none is garbage: the cyclic GC would re-scan them over and
-    # over (measured: 40 % of the load time), so it is paused while loading.
+    # over (a large part of the load time, benchmarks/store_load.py), so it is paused while loading.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -66,17 +66,16 @@ class _SearchIncomplete(Exception):
     """A replayed search asked for a run the store does not hold."""
 
 
-def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[set[str], list[str]]:
-    """(config hashes of exactly ``study``'s runs, notes): its grid configs, and the runs its adaptive searches
-    choose under the current design, found by replaying each search against ``latest`` without training.
+def search_runs(study: Study, latest: dict[str, dict[str, Any]]
+                ) -> list[tuple[dict[str, Any], dict[str, Any], set[str], str | None]]:
+    """Per distinct adaptive search of ``study``: (base config, settings, the config hashes it chooses under the
+    current design, a note if its replay was cut), found by replaying it against ``latest`` without training.
 
-    A store may hold runs that earlier designs, engines or studies left there; a report of one study should use
-    only its own. A search whose replay asks for a run that is not stored (unfinished, or chosen differently by
-    another version) is cut there, and a note says so.
+    A search whose replay asks for a run that is not stored (unfinished, or chosen differently by another version)
+    is cut there; its hashes are those it asked for up to then.
     """
-    hashes = {config_hash(c) for c in study.configs}
-    notes = []
     distinct = {config_hash({"base": b, "adaptive": s}): (b, s) for b, s in study.searches}
+    out = []
     for number, (base, settings) in enumerate(distinct.values(), 1):
         chosen: set[str] = set()
 
@@ -88,12 +87,30 @@ def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[se
                 raise _SearchIncomplete(f"{missing} of its {len(keys)} runs of a round are not in the store")
             return latest
 
+        note = None
         try:
             run_search(base, settings, study.name, None, execute_round=lookup)
         except _SearchIncomplete as why:
-            notes.append(f"adaptive search {number} ({flatten(base).get('noise.kind')}, "
-                         f"{'with' if base.get('batchnorm') else 'without'} BatchNorm) replayed only in part: {why}")
+            note = (f"adaptive search {number} ({flatten(base).get('noise.kind')}, "
+                    f"{'with' if base.get('batchnorm') else 'without'} BatchNorm, "
+                    f"{base['training']['epochs']} epochs) replayed only in part: {why}")
+        out.append((base, settings, chosen, note))
+    return out
+
+
+def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[set[str], list[str]]:
+    """(config hashes of exactly ``study``'s runs, notes): its grid configs, and the runs its adaptive searches
+    choose under the current design (:func:`search_runs`).
+
+    A store may hold runs that earlier designs, engines or studies left there; a report of one study should use
+    only its own.
+    """
+    hashes = {config_hash(c) for c in study.configs}
+    notes = []
+    for _base, _settings, chosen, note in search_runs(study, latest):
         hashes |= chosen
+        if note:
+            notes.append(note)
     return hashes, notes
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import uuid
@@ -86,22 +87,23 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def to_plain(value: Any) -> Any:
-    """Recursively turn numpy/torch scalars and tuples into plain Python types (what SEML stores unpickled)."""
+def to_plain(value: Any, nan_as_none: bool = False) -> Any:
+    """Recursively turn numpy/torch scalars and tuples into plain Python types (what SEML stores unpickled);
+    ``nan_as_none``: non-finite floats become None (strict JSON, e.g. a fit's fields)."""
     if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v, nan_as_none) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
+        return [to_plain(v, nan_as_none) for v in value]
     if isinstance(value, (bool, str, type(None))):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return float(value)
+        return None if nan_as_none and not math.isfinite(value) else float(value)
     if hasattr(value, "item") and callable(value.item):  # numpy or torch scalar
-        return to_plain(value.item())
+        return to_plain(value.item(), nan_as_none)
     if hasattr(value, "tolist"):
-        return to_plain(value.tolist())
+        return to_plain(value.tolist(), nan_as_none)
     return str(value)
 
 

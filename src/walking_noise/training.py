@@ -49,10 +49,10 @@ def keep_freed_memory() -> bool:
 
     Why: every training step allocates and frees activation-sized tensors (a 128-sample batch of 32 MLP members is
     13 MB at the input). glibc serves such sizes with fresh ``mmap`` pages, so each step pays a page fault per 4 KiB
-    touched; on the 2-core reference VM that made one noise addition 24 ms instead of 1.5 ms, and the whole batched
-    MLP step about 15 % slower (``benchmarks/batched_throughput.py``). Disabling mmap and heap trimming lets the
-    freed blocks be reused; a training process then keeps its peak footprint until it exits. Idempotent; returns
-    whether the setting is in effect (False off glibc or with ``WALKING_NOISE_MALLOC=default``).
+    touched, which made the batched MLP step measurably slower (``benchmarks/batched_throughput.py``). Disabling
+    mmap and heap trimming lets the freed blocks be reused; a training process then keeps its peak footprint until it
+    exits. Idempotent; returns whether the setting is in effect (False off glibc or with
+    ``WALKING_NOISE_MALLOC=default``).
     """
     global _allocator_tuned
     if _allocator_tuned:
@@ -143,7 +143,7 @@ def resolve_device(device: str) -> torch.device:
 class FusedAdam:
     """Adam (no AMSGrad) exactly as ``torch.optim.Adam(fused=True)`` computes it, without ``torch.optim``.
 
-    Why: building the first ``torch.optim`` optimiser of a process imports ``torch._dynamo`` (1.1-1.5 s here), which a
+    Why: building the first ``torch.optim`` optimiser of a process imports ``torch._dynamo`` (over a second), which a
     campaign of one process per config pays once per config. This calls the same fused kernel (one pass over all
     parameters) with the same state, so results equal ``torch.optim.Adam(fused=True)`` (tested).
     """
@@ -205,8 +205,8 @@ class CosineSchedule:
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[Any, Any]:
     """The optimiser and LR schedule of ``cfg.training``; shared by the one-model and the batched engine.
 
-    The fused kernels (one pass over all parameters instead of one per Adam/SGD sub-step) made the batched MLP step
-    about 9 % faster on the CPU; the arithmetic is that of the usual implementation. Adam on the CPU or a GPU is
+    The fused kernels (one pass over all parameters instead of one per Adam/SGD sub-step) make the batched MLP step
+    faster on the CPU; the arithmetic is that of the usual implementation. Adam on the CPU or a GPU is
     :class:`FusedAdam` where this torch has the kernel; anything else comes from ``torch.optim``.
     """
     t = cfg.training

@@ -124,7 +124,8 @@ def plan_units(configs: list[dict[str, Any]], members: int | None = None,
     """Group configs into work units: batches that train together, and inference-only groups that share one
     clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`); a group too small to
     fill every worker with full batches is split evenly over ``workers`` (16 configs on 2 workers: two batches of 8,
-    not one of 16 and an idle worker; a batch of 8 MLPs trains nearly as many samples/s per member as one of 32)."""
+    not one of 16 and an idle worker; a batch of 8 MLPs trains nearly as fast per member as one of 32,
+    ``benchmarks/batched_throughput.py``)."""
     from walking_noise.batched import batch_key, clean_config
 
     groups: dict[tuple, list[dict[str, Any]]] = {}

@@ -181,7 +181,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     shown["diverged"] = True
             if xs:
                 xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
-                ax.errorbar(xs_a, ys_a, yerr=np.minimum(es_a, ys_a * 0.999), fmt="-", lw=1, color=color, capsize=3,
+                ax.errorbar(xs_a, ys_a, yerr=np.minimum(es_a, ys_a * 0.999), fmt="", lw=1, color=color, capsize=3,
                             ls=line)
                 ax.plot(xs_a[~part], ys_a[~part], marker, ms=5, color=color, ls="none")
                 ax.plot([], [], marker, ms=5, lw=1, color=color, ls=line, label=r)  # the legend's sample of the curve
