@@ -35,3 +35,13 @@ def test_train_json_reports_config_and_result(capsys):
     assert doc["config"]["noise"]["injection_layer"] == 3
     assert doc["result"]["active_points"] == [3]
     assert 0.1 < doc["result"]["final_accuracy"] <= 1.0
+
+
+def test_layers_discovers_the_points_of_a_torchvision_model(capsys):
+    assert main(["layers", "--model", "torchvision.models:resnet18", "--model-kwargs", '{"num_classes": 10}',
+                 "--dataset", "cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert "61 injection points" in out and "BatchNorm:" not in out.splitlines()[0]
+    assert any(line.split()[:3] == ["10", "layer1.0.relu#2", "activation"] for line in out.splitlines())
+    assert main(["layers", "--model", "mlp", "--dataset", "mnist", "--model-kwargs", "{nope"]) == 2
+    assert "--model-kwargs must be a JSON object" in capsys.readouterr().err
