@@ -136,8 +136,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller K list and data (a smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (a lent GPU)")
     parser.add_argument("--members", default=None,
-                        help="comma-separated K values, e.g. 1,8,32,128,512 (default: 1,8,32,128 for the MLP, "
-                             "1,8,32 for LeNet-5)")
+                        help="comma-separated K values for both models, e.g. 1,8,32,128,512 (default: 1,8,32,128 "
+                             "for the MLP, 1,8,32 for LeNet-5)")
+    parser.add_argument("--members-mlp", default=None, help="K values for the MLP alone")
+    parser.add_argument("--members-conv", default=None, help="K values for LeNet-5 alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -145,10 +147,13 @@ def main() -> None:
     peak = peak_flops(device)
     print(f"device {device}, threads {args.threads}, measured peak {peak / 1e9:.1f} GFLOP/s (float32 matmul), "
           f"noise generator: {gaussian.backend() if device.type == 'cpu' else 'torch'}")
-    chosen = tuple(int(k) for k in args.members.split(",")) if args.members else None
-    suites = [("mlp", load_dataset("mnist_5k"), chosen or ((1, 8, 32) if args.quick else (1, 8, 32, 128))),
+    def ks(text: str | None) -> tuple[int, ...] | None:
+        return tuple(int(k) for k in text.split(",")) if text else None
+
+    suites = [("mlp", load_dataset("mnist_5k"),
+               ks(args.members_mlp) or ks(args.members) or ((1, 8, 32) if args.quick else (1, 8, 32, 128))),
               ("lenet5", cifar_sized(2000 if args.quick else 4000, 1000),
-               chosen or ((1, 8) if args.quick else (1, 8, 32)))]
+               ks(args.members_conv) or ks(args.members) or ((1, 8) if args.quick else (1, 8, 32)))]
     for model_name, host_data, ks in suites:
         data = move_dataset(host_data, device) if device.type != "cpu" else host_data
 

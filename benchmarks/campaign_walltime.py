@@ -35,6 +35,7 @@ fixed:
   model: {model}
   batchnorm: true
   training.epochs: {epochs}
+  device: {device}
   noise.kind: additive
 grid:
   noise.noise_std:
@@ -56,19 +57,20 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=16, help="levels x 2 seeds")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU")
     args = parser.parse_args()
-    from walking_noise.campaign import load_study
+    from walking_noise.study import load_study
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "walltime.yaml"
         path.write_text(STUDY.format(root=ROOT, model=args.model, epochs=args.epochs, levels=args.configs // 2,
-                                     seeds=2))
+                                     seeds=2, device=args.device))
         configs = load_study(path).configs
         env_python = sys.executable
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers))}
 
         def one(cfg: dict) -> None:
-            updates = [f"seed={cfg['seed']}", f"model={cfg['model']}", "batchnorm=True",
+            updates = [f"seed={cfg['seed']}", f"model={cfg['model']}", "batchnorm=True", f"device={args.device}",
                        f"training.epochs={cfg['training']['epochs']}", "noise.kind=additive",
                        f"noise.noise_std={cfg['noise']['noise_std']!r}"]
             subprocess.run([env_python, str(ROOT / "experiments" / "walking_noise_experiment.py"), "-l", "WARNING",
@@ -83,7 +85,8 @@ def main() -> None:
         subprocess.run([env_python, "-m", "walking_noise.cli", "run", str(path), "--store", str(Path(tmp) / "store"),
                         "--workers", str(args.workers), "--no-progress"], check=True, capture_output=True, cwd=ROOT)
         runner = time.perf_counter() - start
-    print(f"{len(configs)} configs, {args.model} + BatchNorm, {args.epochs} epochs on mnist_5k, {args.workers} workers")
+    print(f"{len(configs)} configs, {args.model} + BatchNorm, {args.epochs} epochs on mnist_5k, {args.workers} workers, "
+          f"device {args.device}")
     print(f"one process per config (SEML-style): {per_process:7.1f} s")
     print(f"local runner (batched):              {runner:7.1f} s")
     print(f"ratio: {per_process / runner:.2f}x")

@@ -18,8 +18,10 @@ import time
 
 import torch
 
-from walking_noise.campaign import _init_worker, run_config_dict, run_search, run_searches
+from walking_noise.searches import run_search, run_searches
 from walking_noise.store import LocalStore
+from walking_noise.study import run_config_dict
+from walking_noise.units import init_worker
 
 
 def searches(points: int, epochs: int, max_train: int) -> list[tuple[dict, dict]]:
@@ -43,10 +45,10 @@ def main() -> None:
     for way in ("one after the other", "lockstep"):
         with tempfile.TemporaryDirectory() as folder:
             store = LocalStore(folder)
-            _init_worker(folder, torch.get_num_threads())
+            init_worker(folder, torch.get_num_threads())
             start = time.perf_counter()
             if way == "lockstep":
-                found = run_searches(todo, "bench", store, log=lambda _: None)
+                found = run_searches(todo, "bench", store)
             else:
                 found = [run_search(base, settings, "bench", store) for base, settings in todo]
             wall = time.perf_counter() - start

@@ -1,9 +1,12 @@
-"""Sacred/SEML entry point: one Walking Noise training run per call, configured by the axes of the paper.
+"""Sacred/SEML entry point: one experiment per call, configured by the axes of the paper.
 
 The config sections are exactly the keys of :class:`walking_noise.config.RunConfig` (``dataset``, ``model``,
 ``batchnorm``, ``noise.*``, ``training.*``, ``weight_clamping``, ``seed``, ...), so a SEML YAML, the command line
-and the local campaign runner describe a run the same way. This file only wires a config to
-:func:`walking_noise.training.train_run`; the science lives in the library.
+and the local campaign runner describe a run the same way. An experiment is one run
+(:func:`walking_noise.training.train_run`), a bundle of runs (``bundle``: trained as the local runner batches them,
+:func:`walking_noise.units.run_bundle`; ``walking-noise bundle`` writes a study in this form) or an adaptive search
+(``adaptive``: :func:`walking_noise.searches.run_search`). This file wires the config to those; the science lives in
+the library.
 
     python experiments/walking_noise_experiment.py with training.epochs=1 noise.kind=additive noise.noise_std=0.5
     python experiments/walking_noise_experiment.py validate with model=lenet5 dataset=cifar10   # no training
@@ -29,10 +32,12 @@ except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use 
 
 from seml import Experiment
 
-from walking_noise.campaign import NON_RUN_KEYS, _MemoryStore, run_bundle, run_search, search_spec
-from walking_noise.config import RunConfig
+from walking_noise.config import NON_RUN_KEYS, RunConfig
+from walking_noise.searches import run_search
 from walking_noise.store import config_hash, to_plain
+from walking_noise.study import search_spec
 from walking_noise.training import train_run
+from walking_noise.units import MemoryStore, run_bundle
 
 # Per-epoch curves of RunResult that are logged as Sacred metrics.
 CURVES = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
@@ -112,7 +117,7 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
     prefix = metric_prefix(db_collection, _run._id)
     search = None
     if adaptive:
-        store = _MemoryStore()
+        store = MemoryStore()
         search = run_search(*search_spec(to_plain(dict(_config))), study=db_collection or "local", store=store)
         docs = list(store.latest().values())
     elif bundle:
@@ -129,7 +134,7 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
             summary["adaptive"] = to_plain({"fit": search.fit.to_dict(), "runs": search.runs,
                                             "rounds": search.rounds, "stopped_because": search.stopped_because})
         return summary
-    result = train_run(cfg, log=_log.info)
+    result = train_run(cfg, log_epochs=True)
     # train_run reports epochs as text while it trains; the numbers are logged here, one step per epoch.
     for name in CURVES:
         for epoch, value in enumerate(getattr(result, name)):

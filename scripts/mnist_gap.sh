@@ -2,20 +2,23 @@
 # The fidelity study of results/mnist/gap.md: train every run of seml_configs/mnist_gap.yaml on the full MNIST,
 # MLP first (10, 30, 100 epochs), then LeNet-5 (3, 10, 30 epochs).
 #
-#   bash scripts/mnist_gap.sh [--data-dir DIR] [--store DIR] [--workers N]
+#   bash scripts/mnist_gap.sh [--data-dir DIR] [--store DIR] [--out DIR] [--workers N]
 #
-# Defaults: --data-dir ../shared/data, --store runs/mnist_gap, --workers 2. Resumable: a second call trains only
-# what is missing (interrupted searches pick up their stored runs). About 7-8 h on a 2-core CPU (measured times
-# in results/mnist/gap.md).
+# Defaults: --data-dir ../shared/data, --store runs/mnist_gap, --out results/mnist/gap, --workers 2. Resumable: a
+# second call trains only what is missing (interrupted searches pick up their stored runs); on a new machine,
+# `walking-noise import results/mnist/gap/runs.csv --store runs/mnist_gap` first. Many hours on a 2-core CPU (the
+# measured times are in results/mnist/gap.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data_dir="../shared/data"
 store="runs/mnist_gap"
+out="results/mnist/gap"
 workers=2
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --data-dir) data_dir="$2"; shift 2 ;;
     --store) store="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -31,4 +34,7 @@ for block in "mlp 10" "mlp 30" "mlp 100" "lenet5 3" "lenet5 10" "lenet5 30"; do
   .venv/bin/walking-noise run "$study" --set "data_dir=$data_dir" --store "$store" --workers "$workers" \
     --filter "model=$model" --filter "training.epochs=$epochs"
   echo "$model, $epochs epochs: $(($(date +%s) - started)) s (this call)"
+  # the per-run export grows with every block: commit it, and a later session resumes from it (walking-noise import)
+  .venv/bin/walking-noise export --store "$store" --study "$study" --set "data_dir=$data_dir" --out "$out/runs.csv"
 done
+.venv/bin/python analysis/mnist_gap.py --store "$store" --study "$study" --set "data_dir=$data_dir" --out "$out"

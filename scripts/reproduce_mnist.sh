@@ -17,12 +17,14 @@ store="runs/mnist_reproduction"
 out="results/mnist/report"
 workers=2
 extra=()
+selection=()  # --filter/--set: the same for the run and for the report's selection of the study's runs
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --data-dir) data_dir="$2"; shift 2 ;;
     --store) store="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
+    --filter|--set) selection+=("$1" "$2"); shift 2 ;;
     *) extra+=("$1"); shift ;;
   esac
 done
@@ -36,9 +38,9 @@ fi
 mkdir -p "$out"
 started=$(date +%s)
 .venv/bin/walking-noise run seml_configs/mnist_reproduction.yaml --set "data_dir=$data_dir" --store "$store" \
-  --workers "$workers" "${extra[@]}" 2>&1 | tee "$out/run.log"
+  --workers "$workers" "${selection[@]}" "${extra[@]}" 2>&1 | tee "$out/run.log"
 trained=$(date +%s)
-.venv/bin/walking-noise report --store "$store" --study seml_configs/mnist_reproduction.yaml --out "$out" \
-  | tee -a "$out/run.log"
+.venv/bin/walking-noise report --store "$store" --study seml_configs/mnist_reproduction.yaml "${selection[@]}" \
+  --out "$out" | tee -a "$out/run.log"
 echo "training $((trained - started)) s, report $(($(date +%s) - trained)) s (this call)" | tee -a "$out/run.log"
 echo "comparison with the paper: $out/table1_vs_paper.md   (all outputs: $out/index.md)"

@@ -63,6 +63,7 @@ def test_min_levels_keeps_refining_on_the_slope_after_the_error_target_is_met():
 
 
 @pytest.mark.parametrize("mu_log10, sigma", [(0.2, 0.15), (0.0, 0.6)])
+@pytest.mark.slow
 def test_variance_design_reaches_the_dense_error_with_fewer_runs_than_fixed_offsets(mu_log10, sigma):
     # the broad curve (sigma 0.6 decades) starts falling inside the range, like multiplicative noise on a linear
     # axis: there mu also hinges on the asymptotes, and the design must spend runs on them, not only on the slope
@@ -112,7 +113,7 @@ def test_bad_grid_settings_are_rejected():
 def _known_curves(true_mu: dict[int, float], calls: list[list[dict]]):
     """``run_units`` for :func:`run_searches` that stores each run's accuracy from a known logistic (mu chosen by
     the run's injection point) instead of training; records every call."""
-    from walking_noise.campaign import run_document
+    from walking_noise.units import run_document
     from walking_noise.store import COMPLETED, now_iso
 
     def run_units(store, units):
@@ -127,7 +128,7 @@ def _known_curves(true_mu: dict[int, float], calls: list[list[dict]]):
 
 
 def _walking_search(point: int) -> tuple[dict, dict]:
-    from walking_noise.campaign import run_config_dict
+    from walking_noise.study import run_config_dict
 
     base = run_config_dict({"dataset": "mnist_5k", "model": "mlp", "training": {"epochs": 1},
                             "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}})
@@ -135,7 +136,7 @@ def _walking_search(point: int) -> tuple[dict, dict]:
 
 
 def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
-    from walking_noise.campaign import run_search, run_searches
+    from walking_noise.searches import run_search, run_searches
     from walking_noise.store import LocalStore
 
     true_mu = {1: 0.3, 3: 2.0, 5: 15.0}
@@ -143,7 +144,7 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
     store = LocalStore(tmp_path / "together")
     run_units = _known_curves(true_mu, calls)
     searches = [_walking_search(p) for p in true_mu] + [_walking_search(3)]  # the same search twice runs once
-    found = run_searches(searches, "known", store, run_units=lambda units: run_units(store, units), log=lambda _: 0)
+    found = run_searches(searches, "known", store, run_units=lambda units: run_units(store, units))
     assert len(found) == 3
     for (point, mu), result in zip(true_mu.items(), found):
         assert result.fit.converged, result.stopped_because
@@ -161,7 +162,7 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
         before = len(alone_calls)
 
         def execute_round(configs):
-            from walking_noise.campaign import missing_configs
+            from walking_noise.searches import missing_configs
             alone_units(alone_store, [missing_configs(configs, alone_store.latest())])
             return alone_store.latest()
 
@@ -172,7 +173,7 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
 
 
 def test_a_failing_search_does_not_end_the_others(tmp_path):
-    from walking_noise.campaign import run_searches
+    from walking_noise.searches import run_searches
     from walking_noise.store import LocalStore
 
     calls: list[list[dict]] = []
@@ -180,7 +181,7 @@ def test_a_failing_search_does_not_end_the_others(tmp_path):
     run_units = _known_curves({1: 0.3, 3: 2.0}, calls)
     broken = (_walking_search(3)[0], {**_walking_search(3)[1], "low": 10.0, "high": 1.0})  # raises in its thread
     found = run_searches([_walking_search(1), broken], "known", store,
-                         run_units=lambda units: run_units(store, units), log=lambda _: 0)
+                         run_units=lambda units: run_units(store, units))
     assert found[0].fit.converged and abs(found[0].fit.mu - 0.3) < 0.05 * 0.3
     assert isinstance(found[1], ValueError) and "low < high" in str(found[1])
     assert {c["noise"]["injection_layer"] for call in calls for c in call} == {1}

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from walking_noise.campaign import CampaignError, load_study, parse_filters, run_campaign
+from walking_noise.study import CampaignError, load_study, parse_filters
+
+from walking_noise.campaign import run_campaign
 from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +70,7 @@ def test_study_expands_with_seml_and_fills_defaults(tmp_path):
         ("seml: {executable: exp.py}\nfixed:\n  noise.noise_std: -1\n  noise.kind: additive\n", "noise_std must"),
         ("fixed:\n  dataset: mnist_5k\n", "seml"),
         ("seml: {executable: exp.py}\nfixed:\n  noise.kind: additive\n  noise.noise_std: 1.0\n"
-         "  noise.placement: walking\n  noise.injection_layer: 11\n", r"injection_layer 11 is out of range"),
+         "  noise.placement: walking\n  noise.injection_layer: 11\n", r"injection_layer 11 is not an injection point"),
     ],
 )
 def test_bad_study_is_one_clear_error_before_training(tmp_path, text, match):
@@ -80,7 +82,7 @@ def test_unwritable_store_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(CampaignError, match="cannot be written"):
-        run_campaign(load_study(_study(tmp_path)), LocalStore(blocker / "store"), progress=False, log=lambda _: None)
+        run_campaign(load_study(_study(tmp_path)), LocalStore(blocker / "store"), progress=False)
 
 
 def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
@@ -89,13 +91,13 @@ def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
     study = load_study(_study(tmp_path, text))
     study.configs[0] = {**study.configs[0], "dataset": "mnist", "data_dir": str(tmp_path / "missing")}
     store = LocalStore(tmp_path / "store")
-    summary = run_campaign(study, store, progress=False, log=lambda _: None)
+    summary = run_campaign(study, store, progress=False)
     assert (summary.completed, summary.failed) == (5, 1)
     failed = [d for d in store.documents() if d["status"] == FAILED]
     assert len(failed) == 1 and "FileNotFoundError" in "".join(failed[0]["fail_trace"])
-    again = run_campaign(study, store, progress=False, log=lambda _: None)
+    again = run_campaign(study, store, progress=False)
     assert (again.ran, again.skipped_failed) == (0, 1)
-    retried = run_campaign(study, store, retry_failed=True, progress=False, log=lambda _: None)
+    retried = run_campaign(study, store, retry_failed=True, progress=False)
     assert (retried.ran, retried.failed) == (1, 1)
 
 
@@ -146,7 +148,7 @@ def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
     for phase in ("train_and_inference", "inference"):
         study = load_study(_study(tmp_path, text.replace("{phase}", phase), name=f"{phase}.yaml"))
         store = LocalStore(tmp_path / phase)
-        summary = run_campaign(study, store, members=4, progress=False, log=lambda _: None)
+        summary = run_campaign(study, store, members=4, progress=False)
         assert (summary.completed, summary.failed) == (6, 0)
         docs = list(store.documents())
         assert len(docs) == 6 and {d["config_hash"] for d in docs} == {config_hash(c) for c in study.configs}
@@ -201,7 +203,7 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     study = load_study(_study(tmp_path, ADAPTIVE_STUDY, name="adaptive.yaml"))
     assert len(study) == 0 and len(study.searches) == 1
     store = LocalStore(tmp_path / "store")
-    summary = run_campaign(study, store, progress=False, log=lambda _: None)
+    summary = run_campaign(study, store, progress=False)
     search = summary.searches[0]
     docs = list(store.documents())
     assert len(docs) == search.runs <= 30  # every run of the search is stored like a grid run, once
@@ -209,7 +211,7 @@ def test_a_study_can_ask_for_an_adaptive_noise_grid(tmp_path):
     assert {d["config"]["noise"]["noise_std"] for d in docs} == set(search.levels)
     assert search.fit.converged, search.fit.reason
     assert 0.01 < search.fit.mu < 100
-    again = run_campaign(load_study(tmp_path / "adaptive.yaml"), store, progress=False, log=lambda _: None)
+    again = run_campaign(load_study(tmp_path / "adaptive.yaml"), store, progress=False)
     assert len(list(store.documents())) == len(docs)  # a rerun reuses the stored runs
     assert again.searches[0].fit.mu == pytest.approx(search.fit.mu)
     with pytest.raises(CampaignError, match="valid keys"):
@@ -227,7 +229,7 @@ grid_part:
     study = load_study(_study(tmp_path, text, name="both.yaml"))
     assert len(study) == 2 and len(study.searches) == 1
     store = LocalStore(tmp_path / "store")
-    summary = run_campaign(study, store, workers=2, progress=False, log=lambda _: None)
+    summary = run_campaign(study, store, workers=2, progress=False)
     search = summary.searches[0]
     assert search.fit.converged, search.fit.reason
     docs = list(store.documents())
@@ -244,14 +246,14 @@ def test_overrides_replace_a_value_in_every_config(tmp_path):
 
 
 def _mlp_configs(n: int) -> list[dict]:
-    from walking_noise.campaign import run_config_dict
+    from walking_noise.study import run_config_dict
 
     return [run_config_dict({"model": "mlp", "seed": s, "noise": {"kind": "additive", "noise_std": 0.1}})
             for s in range(n)]
 
 
 def test_small_groups_are_split_over_the_workers():
-    from walking_noise.campaign import plan_units
+    from walking_noise.units import plan_units
 
     configs = _mlp_configs(16)
     assert [len(u) for u in plan_units(configs)] == [16]  # one worker: one full batch
@@ -279,7 +281,7 @@ def test_workers_fork_only_where_it_is_safe(monkeypatch):
 
 
 def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, monkeypatch, caplog):
-    from walking_noise import batched, campaign
+    from walking_noise import batched, units
     from walking_noise.config import RunConfig
 
     def broken(*_args, **_kwargs):
@@ -289,11 +291,26 @@ def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, mo
     base = {"dataset": "digits", "model": "mlp", "max_train": 200, "max_test": 100, "training": {"epochs": 1}}
     unit = [RunConfig.from_dict({**base, "seed": s}).to_dict() for s in (0, 1)]
     store = LocalStore(tmp_path / "store")
-    with caplog.at_level("WARNING", logger="walking_noise.campaign"):
-        outcomes = campaign.execute_unit(unit, "test", store)
+    with caplog.at_level("WARNING", logger="walking_noise.units"):
+        outcomes = units.execute_unit(unit, "test", store)
     assert [o["status"] for o in outcomes] == [COMPLETED, COMPLETED]  # each ran on its own
     assert "a batch of 2 configs failed (RuntimeError: packed layer exploded)" in caplog.text
     docs = list(store.latest().values())
     assert len(docs) == 2
     assert {d["batch_fallback"] for d in docs} == {"RuntimeError: packed layer exploded"}
     assert {d["result"]["extra"]["engine"] for d in docs} == {"single"}
+
+
+def test_a_bundled_study_runs_the_same_configs_batched_as_the_local_runner(tmp_path):
+    import yaml
+
+    from walking_noise.study import bundled_study
+    from walking_noise.units import plan_units
+
+    study = load_study(_study(tmp_path))
+    bundled = bundled_study(study)
+    assert sum(k.startswith("unit_") for k in bundled) == len(plan_units(study.configs))
+    path = tmp_path / "tiny.bundled.yaml"
+    path.write_text(yaml.safe_dump(bundled, sort_keys=False))
+    again = load_study(path)
+    assert sorted(config_hash(c) for c in again.configs) == sorted(config_hash(c) for c in study.configs)

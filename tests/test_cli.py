@@ -10,7 +10,7 @@ def test_layers_prints_the_lenet5_table(capsys):
     out = capsys.readouterr().out
     assert "12 injection points" in out
     line9 = next(line for line in out.splitlines() if line.split()[:2] == ["9", "FC"])
-    assert line9.split()[2:] == ["84", "10164"]
+    assert line9.split()[2:] == ["linear", "84", "10164"]
 
 
 def test_layers_json_with_batchnorm(capsys):
@@ -23,7 +23,7 @@ def test_bad_arguments_are_clear_errors(capsys):
     assert main(["layers", "--model", "resnet", "--dataset", "mnist"]) == 2
     assert "valid choices: mlp, lenet5, cnn_s" in capsys.readouterr().err
     assert main(["train", "--injection-layer", "42", "--epochs", "1"]) == 2
-    assert "injection_layer 42 is out of range" in capsys.readouterr().err
+    assert "injection_layer 42 is not an injection point" in capsys.readouterr().err
     assert main(["train", "--noise-std", "-1", "--epochs", "1"]) == 2
     assert "noise_std must be" in capsys.readouterr().err
 
@@ -35,3 +35,13 @@ def test_train_json_reports_config_and_result(capsys):
     assert doc["config"]["noise"]["injection_layer"] == 3
     assert doc["result"]["active_points"] == [3]
     assert 0.1 < doc["result"]["final_accuracy"] <= 1.0
+
+
+def test_layers_discovers_the_points_of_a_torchvision_model(capsys):
+    assert main(["layers", "--model", "torchvision.models:resnet18", "--model-kwargs", '{"num_classes": 10}',
+                 "--dataset", "cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert "61 injection points" in out and "BatchNorm:" not in out.splitlines()[0]
+    assert any(line.split()[:3] == ["10", "layer1.0.relu#2", "activation"] for line in out.splitlines())
+    assert main(["layers", "--model", "mlp", "--dataset", "mnist", "--model-kwargs", "{nope"]) == 2
+    assert "--model-kwargs must be a JSON object" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from walking_noise.campaign import run_config_dict
+from walking_noise.study import run_config_dict
 from walking_noise.config import RunConfig
 from walking_noise.store import config_hash
 
@@ -121,7 +121,8 @@ def test_run_returns_plain_result_with_hash_and_checkpoint(exp, tmp_path):
     assert run.status == "COMPLETED" and is_plain(result)
     cfg = RunConfig.from_dict(updates)
     assert result["config_hash"] == config_hash(cfg.to_dict())
-    assert len(result["val_accuracy"]) == 2 and 0.0 <= result["final_accuracy"] <= 1.0
+    assert len(result["val_accuracy"]) == 2 and result["final_epochs_averaged"] == 1
+    assert result["final_accuracy"] == result["val_accuracy"][-1]
     assert result["active_points"] == list(range(8))
     assert result["checkpoint"] == str(checkpoint) and checkpoint.is_file()
 
@@ -267,6 +268,7 @@ def _start(exp, collection: str, doc: dict) -> Any:
         exp.ex.observers.clear()  # SEML's config scope appends one observer per run; a process runs one
 
 
+@pytest.mark.slow
 def test_observed_runs_complete_into_the_seml_collection(mongo, exp):
     _seml_add("wn_smoke")
     staged = list(mongo["wn_smoke"].find(sort=[("_id", 1)]))
@@ -292,6 +294,7 @@ def test_observed_runs_complete_into_the_seml_collection(mongo, exp):
     assert {d["status"] for d in mongo["wn_smoke"].find({"_id": {"$gt": 3}})} == {"STAGED"}
 
 
+@pytest.mark.slow
 def test_metrics_of_two_collections_never_mix(mongo, exp):
     """Both collections number their runs from 1 and Sacred keeps both runs' metrics in one `metrics` collection:
     the collection in the name keeps two separate series of `epochs` points, not one of 2 x `epochs`."""

@@ -8,7 +8,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from walking_noise.campaign import load_study, run_campaign
+from walking_noise.study import load_study
+
+from walking_noise.campaign import run_campaign
 from walking_noise.export import read_export, write_export
 from walking_noise.report.cli import add_subcommands
 from walking_noise.results import REPORT_FIELDS, runs_from_store, study_runs
@@ -58,7 +60,7 @@ def _study(tmp_path, text, name):
 
 
 def _run(study, store):
-    return run_campaign(study, store, progress=False, log=lambda _: None)
+    return run_campaign(study, store, progress=False)
 
 
 def test_a_studys_report_uses_exactly_its_own_runs(tmp_path):

@@ -30,7 +30,7 @@ from packaging.version import Version
 
 from walking_noise.store import LocalStore
 
-pytestmark = pytest.mark.packaging
+pytestmark = [pytest.mark.packaging, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the sdist is built from (setup.py and MANIFEST.in read nothing else). Built from a copy, so that the build

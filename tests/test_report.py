@@ -11,7 +11,8 @@ import torch
 from scipy.special import expit
 
 from walking_noise import report
-from walking_noise.campaign import execute, run_config_dict
+from walking_noise.units import execute_unit, plan_units
+from walking_noise.study import run_config_dict
 from walking_noise.report.cli import add_subcommands
 from walking_noise.results import runs_from_store
 from walking_noise.store import LocalStore
@@ -55,12 +56,13 @@ def campaign_configs(checkpoints):
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
-    """(store path, runs DataFrame) of the real campaign, trained once for the whole module."""
+    """(store path, runs DataFrame) of the real campaign, trained once for the whole module as the local runner
+    trains it (compatible configs packed, inference-only configs trained once and evaluated many times)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("campaign")
     with LocalStore(root / "store") as store:
-        for config in campaign_configs(root / "checkpoints"):
-            assert execute(config, "small", store)["status"] == "COMPLETED"
+        for unit in plan_units(campaign_configs(root / "checkpoints")):
+            assert {o["status"] for o in execute_unit(unit, "small", store)} == {"COMPLETED"}
     return root / "store", runs_from_store(root / "store")
 
 
@@ -162,6 +164,7 @@ def test_fig4_probe_evaluates_the_checkpoints_and_quantizes_every_point(campaign
     assert (probe["noisy_threshold"] >= 0).all()
 
 
+@pytest.mark.slow
 def test_write_report_links_every_png_and_lists_what_it_could_not_make(campaign, tmp_path):
     index = report.write_report(campaign[1], tmp_path / "full")
     text = index.read_text()
@@ -237,6 +240,7 @@ def test_fit_cli_errors_are_clear(tmp_path):
         _cli(["fit", str(bad)])
 
 
+@pytest.mark.slow
 def test_report_cli_writes_the_index_from_a_store(campaign, tmp_path, capsys):
     assert _cli(["report", "--store", str(campaign[0]), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "index.md").is_file() and "report written" in capsys.readouterr().out

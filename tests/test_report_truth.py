@@ -10,7 +10,7 @@ import pytest
 from scipy.special import expit
 
 from walking_noise import report
-from walking_noise.campaign import run_config_dict
+from walking_noise.study import run_config_dict
 from walking_noise.models import layer_table_for
 from walking_noise.report.common import fit_series, series_of
 from walking_noise.report.global_noise import plateau_levels, series_title

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from walking_noise.campaign import execute, run_config_dict
+from walking_noise.units import execute
+
+from walking_noise.study import run_config_dict
 from walking_noise.results import (
     REPORT_FIELDS, ResultsError, _parse_numbers, _segment_documents, load_runs, runs_from_mongodb, runs_from_store,
 )
@@ -172,4 +174,21 @@ def test_loading_only_the_report_fields_gives_the_same_values_without_the_other_
     pd.testing.assert_frame_equal(_comparable(local), _comparable(mongo))
     pd.testing.assert_frame_equal(_comparable(local), _comparable(full)[list(local.columns)])
     tables = local["layer_table"].tolist()
-    assert tables[0] is tables[1] or tables[0] != tables[1]  # equal layer tables are one shared object
+    assert tables[0] == tables[1] and tables[0] is tables[1]  # one model's layer table: parsed once, one object
+
+
+def test_an_analysis_loads_and_fits_runs_without_torch(store):
+    """Analysis machines and notebooks load a store, select one study's runs and fit them with no torch installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from walking_noise.results import runs_from_store, REPORT_FIELDS\n"
+            "import walking_noise.report\n"
+            "from walking_noise.report.common import fit_series, series_of\n"
+            "df = runs_from_store(sys.argv[1], fields=REPORT_FIELDS)\n"
+            "assert len(df) > 0 and [fit_series(s) for s in series_of(df)]\n"
+            "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+            "assert not loaded, loaded[:5]\n")
+    done = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -20,12 +20,14 @@ from walking_noise.models import build_model
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "seml_configs"
 STUDIES = ("smoke", "embedded_walking", "table1_global_noise", "walking_additive", "walking_multiplicative",
-           "mnist_table1", "mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap")
-EMBEDDED = ("smoke", "embedded_walking")  # small studies on the embedded dataset, not the paper's settings
+           "mnist_table1", "mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap", "embedded_sites",
+           "resnet18_cifar10")
+EMBEDDED = ("smoke", "embedded_walking", "embedded_sites")  # small studies on the embedded dataset
+EXTENSIONS = ("resnet18_cifar10",)  # beyond the paper: no authors' settings to match
 # sized for one developer session: fewer epochs (mnist_gap varies the epochs, up to the authors' 100)
 SESSION = ("mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap")
-BIG = tuple(s for s in STUDIES if s not in EMBEDDED + SESSION)
-GPU_STUDIES = {"table1_global_noise", "walking_additive", "walking_multiplicative"}
+BIG = tuple(s for s in STUDIES if s not in EMBEDDED + SESSION + EXTENSIONS)
+GPU_STUDIES = {"table1_global_noise", "walking_additive", "walking_multiplicative", "resnet18_cifar10"}
 
 # (input shape, classes) of each dataset, to count a model's injection points without loading data.
 SHAPES = {"mnist_5k": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
@@ -59,7 +61,7 @@ def stated_count(study: str) -> int:
 
 def run_config(config: dict[str, Any]) -> RunConfig:
     """The run a config defines (an adaptive search's: its base run, whose noise level the search sets)."""
-    from walking_noise.campaign import run_config_dict
+    from walking_noise.study import run_config_dict
 
     return RunConfig.from_dict(run_config_dict(config))
 
@@ -173,7 +175,7 @@ def test_mnist_table1_is_the_mnist_rows_of_table1():
 
 
 def test_mnist_reproduction_is_the_paper_setting_with_fewer_epochs():
-    from walking_noise.campaign import load_study, parse_filters
+    from walking_noise.study import load_study, parse_filters
     from walking_noise.store import config_hash
 
     study = load_study(CONFIGS / "mnist_reproduction.yaml")

@@ -7,7 +7,6 @@ with the reason, where Slurm is not installed or its node does not become idle w
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -20,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from walking_noise import slurm
-from walking_noise.campaign import load_study
+from walking_noise.study import load_study
 from walking_noise.slurm import (
     SlurmError,
+    plan_shares,
     parse_overrides,
     read_submission_list,
     resolve_slurm_block,
@@ -171,7 +171,7 @@ def test_submission_list_round_trips_and_is_written_atomically(tmp_path):
 def test_dry_run_plans_the_array_and_writes_nothing(tmp_path):
     study = load_study(_study(tmp_path))
     store = LocalStore(tmp_path / "store")
-    plan = submit(study, store, dry_run=True, overrides={"partition": "short"}, log=lambda _: None)
+    plan = submit(study, store, dry_run=True, overrides={"partition": "short"})
     assert plan is not None and plan.num_tasks == 2 and plan.configs == 6  # 6 configs / experiments_per_job 3
     assert "--array=0-1" in plan.command and "--partition=short" in plan.command
     assert "--cpus-per-task=1" in plan.command and "--mem=1G" in plan.command
@@ -182,10 +182,10 @@ def test_dry_run_plans_the_array_and_writes_nothing(tmp_path):
 def test_without_sbatch_the_error_says_to_run_locally(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(SlurmError, match="sbatch.*not found.*walking-noise run"):
-        submit(load_study(_study(tmp_path)), LocalStore(tmp_path / "store"), log=lambda _: None)
+        submit(load_study(_study(tmp_path)), LocalStore(tmp_path / "store"))
 
 
-def test_submit_with_fake_sbatch_writes_list_script_and_metadata(tmp_path, monkeypatch):
+def test_submit_with_fake_sbatch_writes_list_script_and_metadata(tmp_path, monkeypatch, caplog):
     bin_dir = tmp_path / "bin"
     record = tmp_path / "sbatch-args"
     _fake_tool(bin_dir, "sbatch", f'printf "%s\\n" "$@" > {record}; echo "4242;cluster"')
@@ -196,8 +196,9 @@ def test_submit_with_fake_sbatch_writes_list_script_and_metadata(tmp_path, monke
     with store:
         store.put(_doc(study.configs[0], COMPLETED))
         store.put(_doc(study.configs[1], FAILED))
-    lines: list[str] = []
-    sub = submit(study, store, tasks=2, overrides={"time": "0-00:05"}, log=lines.append)
+    with caplog.at_level("INFO", logger="walking_noise"):
+        sub = submit(study, store, tasks=2, overrides={"time": "0-00:05"})
+    lines = caplog.messages
     assert sub is not None and sub.job_id == "4242"
     assert sub.configs == 4 and sub.already_done == 1 and sub.skipped_failed == 1
     args = record.read_text().splitlines()
@@ -205,10 +206,10 @@ def test_submit_with_fake_sbatch_writes_list_script_and_metadata(tmp_path, monke
     assert any(a.startswith("--output=") and a.endswith("_%A_%a.out") for a in args)
     meta = json.loads(sub.meta_path.read_text())
     assert meta["job_id"] == "4242" and meta["num_tasks"] == 2 and len(meta["study_hashes"]) == 6
-    assert [r["config_hash"] for r in read_submission_list(sub.list_path)] == [
-        config_hash(c) for c in study.configs[2:]]
+    assert sorted(r["config_hash"] for r in read_submission_list(sub.list_path)) == sorted(
+        config_hash(c) for c in study.configs[2:])
     assert any("squeue -j 4242" in line for line in lines)
-    again = submit(study, store, tasks=1, retry_failed=True, log=lambda _: None)
+    again = submit(study, store, tasks=1, retry_failed=True)
     assert again is not None and again.configs == 5  # the failed one as well
 
 
@@ -222,15 +223,16 @@ def test_submit_again_leaves_out_configs_of_tasks_still_queued_or_running(tmp_pa
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     study = load_study(_study(tmp_path))
     store = LocalStore(tmp_path / "store")
-    first = submit(study, store, tasks=3, log=lambda _: None)
+    first = submit(study, store, tasks=3)
     assert first is not None and first.job_id == "101"
     records = read_submission_list(first.list_path)
-    second = submit(study, store, log=lambda _: None)  # nothing stored yet: only task 0's share is resubmitted
-    assert second is not None and second.in_flight == 4
+    second = submit(study, store)  # nothing stored yet: only task 0's share is resubmitted
+    held = len(task_share(records, 1, 3)) + len(task_share(records, 2, 3))
+    assert second is not None and second.in_flight == held and held + len(task_share(records, 0, 3)) == 6
     assert [r["config_hash"] for r in read_submission_list(second.list_path)] == [
         r["config_hash"] for r in task_share(records, 0, 3)]
     rows = store_status(store)
-    assert (rows[0].total, rows[0].done, rows[0].missing, rows[0].in_flight) == (6, 0, 6, 4)
+    assert (rows[0].total, rows[0].done, rows[0].missing, rows[0].in_flight) == (6, 0, 6, held)
     assert rows[0].arrays == {"101": Counter({"RUNNING": 1, "PENDING": 1})}
 
 
@@ -241,7 +243,7 @@ def test_refused_submission_is_a_clear_error_and_leaves_no_files(tmp_path, monke
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     store = LocalStore(tmp_path / "store")
     with pytest.raises(SlurmError, match="(?s)Memory specification.*--sbatch mem="):
-        submit(load_study(_study(tmp_path)), store, log=lambda _: None)
+        submit(load_study(_study(tmp_path)), store)
     assert [p.name for p in (store.path / "submissions").iterdir()] == ["logs"]
 
 
@@ -256,13 +258,34 @@ def test_array_task_runs_its_share_and_skips_completed_configs(tmp_path):
     store = LocalStore(tmp_path / "store")
     with store:
         store.put(_doc(share[1], COMPLETED))  # finished by an earlier attempt of this task (a requeue)
-    summary = run_array_task(list_path, 0, 2, LocalStore(store.path), threads=1, log=lambda _: None)
+    summary = run_array_task(list_path, 0, 2, LocalStore(store.path), threads=1)
     assert (summary.share, summary.skipped_done, summary.completed, summary.failed) == (3, 1, 2, 0)
     counts = Counter(d["config_hash"] for d in store.documents())
     assert counts == Counter({config_hash(c): 1 for c in share})
-    rerun = run_array_task(list_path, 0, 2, LocalStore(store.path), log=lambda _: None)
+    rerun = run_array_task(list_path, 0, 2, LocalStore(store.path))
     assert (rerun.skipped_done, rerun.completed) == (3, 0)
     assert sum(counts.values()) == len(list(store.documents()))
+
+
+def test_compatible_configs_share_a_task_and_train_as_one_batch(tmp_path):
+    from walking_noise.batched import batch_key
+    from walking_noise.config import RunConfig
+
+    configs = load_study(_study(tmp_path)).configs
+    other = [{**c, "batchnorm": True} for c in configs]  # a second group: cannot pack with the first
+    records = plan_shares(other + configs, 2)
+    for task in (0, 1):
+        share = task_share(records, task, 2)
+        assert len({batch_key(RunConfig.from_dict(r["config"])) for r in share}) == 1, "one group per task"
+    assert sorted(len(task_share(records, t, 2)) for t in (0, 1)) == [6, 6]
+    list_path = tmp_path / "store" / "submissions" / "tiny-u.jsonl"
+    write_submission_list(list_path, "tiny", records)
+    store = LocalStore(tmp_path / "store")
+    summary = run_array_task(list_path, 1, 2, store, threads=1)
+    assert (summary.share, summary.completed, summary.failed) == (6, 6, 0)
+    docs = list(store.documents())
+    assert {d["result"]["extra"]["engine"] for d in docs} == {"batched"}
+    assert {d["result"]["extra"]["batch_members"] for d in docs} == {6}
 
 
 def test_job_script_runs_a_task_from_the_slurm_environment(tmp_path):
@@ -402,7 +425,7 @@ def _assert_every_config_exactly_once(store: LocalStore, study_path: Path) -> No
 def smoke_array_store(slurm_cluster, tmp_path_factory):
     """The smoke study, run as a Slurm array into a fresh store (shared by the tests below)."""
     store = LocalStore(tmp_path_factory.mktemp("slurm-smoke") / "store")
-    sub = submit(load_study(SMOKE), store, tasks=2, log=lambda _: None,
+    sub = submit(load_study(SMOKE), store, tasks=2,
                  overrides={"cpus-per-task": "1", "mem": "1G", "time": "0-00:10"})
     assert sub is not None and sub.job_id
     _wait_for_array(sub.job_id, store)
@@ -410,6 +433,7 @@ def smoke_array_store(slurm_cluster, tmp_path_factory):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_smoke_study_as_a_slurm_array_lands_every_config_exactly_once(smoke_array_store, capsys):
     store, sub = smoke_array_store
     _assert_every_config_exactly_once(store, SMOKE)
@@ -417,18 +441,12 @@ def test_smoke_study_as_a_slurm_array_lands_every_config_exactly_once(smoke_arra
     assert len(logs) == 2 and all("0 failed)" in p.read_text() for p in logs)
     assert slurm.main_for_tests(["status", "--store", str(store.path)]) == 0
     assert f"smoke: {sub.configs} configs: {sub.configs} done, 0 failed, 0 missing" in capsys.readouterr().out
-    assert submit(load_study(SMOKE), store, log=lambda _: None) is None  # nothing left to submit
+    assert submit(load_study(SMOKE), store) is None  # nothing left to submit
 
 
 @pytest.mark.slurm
 def test_report_runs_on_the_array_store(smoke_array_store, tmp_path):
-    try:
-        report = importlib.import_module("walking_noise.report")
-    except ImportError:
-        report = None
-    write_report = getattr(report, "write_report", None)
-    if write_report is None:
-        pytest.skip("walking_noise.report.write_report does not exist yet")
+    from walking_noise.report import write_report
     from walking_noise.results import runs_from_store
 
     store, sub = smoke_array_store
@@ -439,12 +457,13 @@ def test_report_runs_on_the_array_store(smoke_array_store, tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_killed_array_task_loses_nothing_and_resubmission_completes_the_study(slurm_cluster, tmp_path):
     # six configs of ~1.5 s each: task 0 is cancelled right after its first run is stored, mid-share
     path = _study(tmp_path, max_train=3000, epochs=12, per_job=3)
     study = load_study(path)
     store = LocalStore(tmp_path / "store")
-    first = submit(study, store, tasks=2, log=lambda _: None, overrides={"time": "0-00:10"})
+    first = submit(study, store, tasks=2, members=1, overrides={"time": "0-00:10"})  # a unit per config
     assert first is not None and first.num_tasks == 2
     share0 = [r["config_hash"] for r in task_share(read_submission_list(first.list_path), 0, 2)]
     deadline = time.time() + WAIT_S
@@ -463,7 +482,7 @@ def test_killed_array_task_loses_nothing_and_resubmission_completes_the_study(sl
     assert "stopped by SIGTERM" in log0
 
     # submitted again at once: task 1 may still run, its configs are not queued twice
-    second = submit(study, store, log=lambda _: None, overrides={"time": "0-00:10"})
+    second = submit(study, store, overrides={"time": "0-00:10"})
     assert second is not None
     assert sorted(r["config_hash"] for r in read_submission_list(second.list_path)) == sorted(lost)
     _wait_for_array(first.job_id, store)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from walking_noise.batched import train_members
-from walking_noise.campaign import unit_documents
+from walking_noise.units import unit_documents
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
 from walking_noise.noise import NoiseStream

@@ -13,8 +13,9 @@ Layouts inside the packed network: FC activations are ``(K, B, F)``; conv activa
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,18 +25,21 @@ from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
-from walking_noise.models import NoisyNetwork, build_model
+from walking_noise.models import build_model
 from walking_noise.noise import (
     ADDITIVE_DRAW,
     MULTIPLICATIVE_DRAW,
+    SITE_TAG_OFFSET,
     NoiseConfig,
-    NoiseInjection,
     NoiseStream,
     configure_noise,
     perturb,
+    site_noise,
 )
+from walking_noise.points import NoisyNetwork
 from walking_noise.training import (
     RunResult,
+    SingleModel,
     evaluate,
     fit_members,
     keep_freed_memory,
@@ -65,15 +69,45 @@ class _Stacked(nn.Module):
     K: int
 
 
-class PackedLinear(_Stacked):
+class _PackedMap(_Stacked):
+    """A packed Linear or Conv layer: what the weight and MAC sites need besides ``forward``."""
+
+    weight: nn.Parameter
+    fan_in: int
+
+    def apply(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The layer's linear map with ``weight`` and no bias, in the packed layout."""
+        raise NotImplementedError
+
+    def weight_layout(self, z: torch.Tensor) -> torch.Tensor:
+        """(K, n) draws in each member's one-model weight order, as a tensor shaped like the packed weight."""
+        raise NotImplementedError
+
+    def weight_std(self, std: torch.Tensor) -> torch.Tensor:
+        """Per-member stds (K,) shaped to broadcast against the packed weight."""
+        raise NotImplementedError
+
+
+class PackedLinear(_PackedMap):
     def __init__(self, layers: Sequence[nn.Linear]):
         super().__init__()
         self.K = len(layers)
+        self.fan_in = layers[0].in_features
         self.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in layers]).contiguous())  # (K, in, out)
         self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).unsqueeze(1).contiguous())  # (K,1,out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
+
+    def apply(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(x, weight)
+
+    def weight_layout(self, z: torch.Tensor) -> torch.Tensor:
+        K, n_in, n_out = self.weight.shape
+        return z.view(K, n_out, n_in).transpose(1, 2)  # one-model weights are (out, in)
+
+    def weight_std(self, std: torch.Tensor) -> torch.Tensor:
+        return std.view(self.K, 1, 1)
 
     def member(self, k: int, target: nn.Linear) -> None:
         target.weight.data.copy_(self.weight[k].t())
@@ -83,18 +117,28 @@ class PackedLinear(_Stacked):
         return self.weight[k]
 
 
-class PackedConv2d(_Stacked):
+class PackedConv2d(_PackedMap):
     def __init__(self, layers: Sequence[nn.Conv2d]):
         super().__init__()
         self.K = len(layers)
         first = layers[0]
         self.stride, self.padding = first.stride, first.padding
+        self.fan_in = first.in_channels * math.prod(first.kernel_size)
         self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]).contiguous())  # (K*out, in, kh, kw)
         self.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]).contiguous())
         self.out_channels = first.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.K)
+
+    def apply(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, None, self.stride, self.padding, groups=self.K)
+
+    def weight_layout(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(self.weight.shape)  # member-major, each member's block in one-model order
+
+    def weight_std(self, std: torch.Tensor) -> torch.Tensor:
+        return std.repeat_interleave(self.out_channels).view(-1, 1, 1, 1)
 
     def member(self, k: int, target: nn.Conv2d) -> None:
         c = self.out_channels
@@ -144,7 +188,8 @@ class PackedNoise(nn.Module):
     """One injection point for K members, each with its own additive/multiplicative std, phase and noise stream.
 
     Member k's draws are its own stream's (:class:`walking_noise.noise.NoiseStream`) in its own element order, the
-    order of the one-model tensor, whatever the packed layout: the same numbers as when it trains alone.
+    order of the one-model tensor, whatever the packed layout: the same numbers as when it trains alone. The members
+    of one pack share the site, the mixed-noise order and the backward mode.
     """
 
     def __init__(self, K: int, index: int):
@@ -155,6 +200,7 @@ class PackedNoise(nn.Module):
         self.register_buffer("in_training", torch.ones(K, dtype=torch.bool))
         self.order = "multiply_then_add"
         self.straight_through = False
+        self.site = "activation"
         self.stream: NoiseStream | None = None
         # which members draw at all, per (training mode, draw tag): known on the host, so no device sync per step
         self._drawing: dict[tuple[bool, int], list[bool]] = {}
@@ -168,33 +214,70 @@ class PackedNoise(nn.Module):
             for tag, stds in ((MULTIPLICATIVE_DRAW, multiplicative), (ADDITIVE_DRAW, additive)):
                 self._drawing[(training, tag)] = [s > 0 and (t or not training) for s, t in zip(stds, in_training)]
 
-    def _std(self, std: torch.Tensor, tag: int, x: torch.Tensor) -> torch.Tensor | None:
+    def _member_std(self, std: torch.Tensor, tag: int) -> torch.Tensor | None:
+        """Per-member stds (K,) of draw ``tag`` in the current phase; None if no member draws it."""
         if not any(self._drawing.get((self.training, tag), ())):
             return None
-        if self.training:
-            std = std * self.in_training
+        return std * self.in_training if self.training else std
+
+    def _layout(self, std: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-member stds (K,) shaped to broadcast against the activation ``x``."""
         if x.dim() != 4:  # member-major layouts (K, B, ...)
             return std.view(self.K, *([1] * (x.dim() - 1)))
         channels = x.shape[1] // self.K  # conv layout (B, K*C, H, W)
         return std.repeat_interleave(channels).view(1, -1, *([1] * (x.dim() - 2)))
 
-    def _draw(self, x: torch.Tensor, tag: int) -> torch.Tensor:
+    def _normal(self, tag: int, offset: int, per_member: int, device: torch.device) -> torch.Tensor:
+        if self.stream is None:
+            raise RuntimeError("a packed network draws noise only from member streams: call use_stream first")
+        return self.stream.normal(self.index, tag + offset, per_member, device, self._drawing[(self.training, tag)])
+
+    def _draw(self, x: torch.Tensor, tag: int, offset: int = 0) -> torch.Tensor:
         """Standard normals in ``x``'s layout; member k's part is its stream's draw in its one-model order."""
-        active = self._drawing[(self.training, tag)]
         if x.dim() != 4:  # (K, B, ...): member k's part is contiguous and in one-model order
-            return self.stream.normal(self.index, tag, x[0].numel(), x.device, active).view(x.shape)
+            return self._normal(tag, offset, x[0].numel(), x.device).view(x.shape)
         B, KC, H, W = x.shape  # conv layout: member k owns channels k*C..(k+1)*C-1 of every sample
-        z = self.stream.normal(self.index, tag, B * (KC // self.K) * H * W, x.device, active)
+        z = self._normal(tag, offset, B * (KC // self.K) * H * W, x.device)
         return z.view(self.K, B, KC // self.K, H, W).transpose(0, 1).reshape(B, KC, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        add = self._std(self.additive, ADDITIVE_DRAW, x)
-        mul = self._std(self.multiplicative, MULTIPLICATIVE_DRAW, x)
+        """Activation noise on ``x``."""
+        if self.site != "activation":
+            return x
+        add, mul = self._member_std(self.additive, ADDITIVE_DRAW), self._member_std(self.multiplicative,
+                                                                                     MULTIPLICATIVE_DRAW)
         if add is None and mul is None:
             return x
-        if self.stream is None:
-            raise RuntimeError("a packed network draws noise only from member streams: call use_stream first")
-        return perturb(x, add, mul, self.order, self.straight_through, lambda tag: self._draw(x, tag))
+        return perturb(x, None if add is None else self._layout(add, x), None if mul is None else self._layout(mul, x),
+                       self.order, self.straight_through, lambda tag: self._draw(x, tag))
+
+    def after_layer(self, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output ``y`` of the packed ``layer`` on input ``x`` with this point's noise, whatever its site."""
+        if self.site == "activation":
+            return self(y)
+        add, mul = self._member_std(self.additive, ADDITIVE_DRAW), self._member_std(self.multiplicative,
+                                                                                     MULTIPLICATIVE_DRAW)
+        if add is None and mul is None:
+            return y
+        shape = layer.weight_std if self.site == "weight" else (lambda std: self._layout(std, y))
+        offset = SITE_TAG_OFFSET[self.site]
+        return site_noise(
+            y, x, layer.weight, layer.apply, layer.fan_in, self.site, None if add is None else shape(add),
+            None if mul is None else shape(mul), self.order, self.straight_through,
+            lambda tag: layer.weight_layout(self._normal(tag, offset, layer.weight.numel() // self.K,
+                                                         layer.weight.device)),
+            lambda tag: self._draw(y, tag, offset))
+
+
+class _PackedPoint(nn.Module):
+    """A packed layer followed by its injection point: the point sees the layer's input for the weight/MAC sites."""
+
+    def __init__(self, layer: nn.Module, noise: PackedNoise):
+        super().__init__()
+        self.layer, self.noise = layer, noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.noise.after_layer(self.layer, x, self.layer(x))
 
 
 class _ToConv(nn.Module):
@@ -218,41 +301,57 @@ class _Flatten(nn.Module):
         return x.reshape(x.shape[0], x.shape[1], -1)  # (K, B, ...) -> (K, B, F)
 
 
+#: How the batched engine packs each layer type of the registered models: (layer types, packed class).
+PACKED_LAYERS: tuple[tuple[tuple[type, ...], type[_Stacked]], ...] = (
+    ((nn.Linear,), PackedLinear),
+    ((nn.Conv2d,), PackedConv2d),
+    ((nn.BatchNorm1d, nn.BatchNorm2d), PackedBatchNorm),
+)
+#: Layers without parameters that act on every layout as they are.
+SHARED_LAYERS = (nn.ReLU, nn.MaxPool2d)
+
+
+def packable(model: NoisyNetwork) -> bool:
+    """Whether the batched engine can pack ``model``: an ``nn.Sequential`` of the layer types it knows."""
+    known = tuple(t for types, _ in PACKED_LAYERS for t in types) + SHARED_LAYERS + (nn.Flatten,)
+    return isinstance(model.model, nn.Sequential) and all(isinstance(m, known) for m in model.model)
+
+
 class PackedNetwork(nn.Module):
-    """K copies of one :class:`NoisyNetwork` architecture trained as one module; ``forward`` maps
-    ``(K, B, *input_shape)`` to logits ``(K, B, classes)``."""
+    """K copies of one :class:`NoisyNetwork` architecture (an ``nn.Sequential`` of :data:`PACKED_LAYERS` and
+    :data:`SHARED_LAYERS`) trained as one module; ``forward`` maps ``(K, B, *input_shape)`` to logits
+    ``(K, B, classes)``."""
 
     def __init__(self, members: Sequence[NoisyNetwork]):
         super().__init__()
         self.K = len(members)
         self.template = copy.deepcopy(members[0])
-        self.points: list[PackedNoise] = []
-        ops: list[nn.Module] = []
+        if not packable(self.template):
+            raise TypeError(f"the batched engine cannot pack {self.template.name}: it packs an nn.Sequential of "
+                            f"Linear, Conv2d, BatchNorm, ReLU, MaxPool2d and Flatten layers")
+        at = {p.path: p.index for p in self.template.injection_points[1:]}
+        self.points: list[PackedNoise] = [PackedNoise(self.K, 0)]
+        ops: list[nn.Module] = [self.points[0]]
         conv_layout = False
-        for layers in zip(*(m.net for m in members)):
+        for path, layers in zip((name for name, _ in self.template.model.named_children()),
+                                zip(*(m.model for m in members))):
             first = layers[0]
-            if isinstance(first, NoiseInjection):
-                op: nn.Module = PackedNoise(self.K, first.index)
-                self.points.append(op)  # type: ignore[arg-type]
-            elif isinstance(first, nn.Linear):
-                op = PackedLinear(layers)  # type: ignore[arg-type]
-            elif isinstance(first, nn.Conv2d):
-                if not conv_layout:
-                    ops.append(_ToConv())
-                    conv_layout = True
-                op = PackedConv2d(layers)  # type: ignore[arg-type]
-            elif isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                op = PackedBatchNorm(layers)  # type: ignore[arg-type]
-            elif isinstance(first, nn.Flatten):
-                op = _Flatten(self.K, from_conv=conv_layout)
+            packed = next((cls for types, cls in PACKED_LAYERS if isinstance(first, types)), None)
+            if isinstance(first, nn.Flatten):
+                ops.append(_Flatten(self.K, from_conv=conv_layout))
                 conv_layout = False
-            elif isinstance(first, (nn.ReLU, nn.MaxPool2d)):
-                op = copy.deepcopy(first)
-            else:
-                raise TypeError(f"the batched engine cannot pack {type(first).__name__}")
+                continue
+            if isinstance(first, nn.Conv2d) and not conv_layout:
+                ops.append(_ToConv())
+                conv_layout = True
+            op: nn.Module = packed(layers) if packed is not None else copy.deepcopy(first)  # type: ignore[call-arg]
+            if path in at:
+                noise = PackedNoise(self.K, at[path])
+                self.points.append(noise)
+                op = _PackedPoint(op, noise)
             ops.append(op)
         self.ops = nn.Sequential(*ops)
-        self._layers = [op for op in ops if isinstance(op, _Stacked)]
+        self._layers = [m for m in self.ops.modules() if isinstance(m, _Stacked)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ops(x)
@@ -270,6 +369,10 @@ class PackedNetwork(nn.Module):
 
     def configure(self, noises: Sequence[NoiseConfig]) -> list[list[int]]:
         """Set each member's noise from its config (global/walking as in :func:`configure_noise`)."""
+        shared = {(n.mixed_order, n.backward, n.site) for n in noises}
+        if len(shared) > 1:
+            raise ValueError("members of one batch must share noise.mixed_order, noise.backward and noise.site")
+        order, backward, site = shared.pop()
         active = []
         probe = copy.deepcopy(self.template)
         settings = []
@@ -279,19 +382,14 @@ class PackedNetwork(nn.Module):
         for point, per_member in zip(self.points, zip(*settings)):
             point.set_members([s.additive_std for s in per_member], [s.multiplicative_std for s in per_member],
                               [s.in_training for s in per_member])
-        orders = {n.mixed_order for n in noises}
-        backwards = {n.backward for n in noises}
-        if len(orders) > 1 or len(backwards) > 1:
-            raise ValueError("members of one batch must share noise.mixed_order and noise.backward")
-        for point in self.points:
-            point.order = next(iter(orders))
-            point.straight_through = backwards == {"straight_through"}
+            point.order, point.straight_through, point.site = order, backward == "straight_through", site
         return active
 
     def unpack(self, k: int) -> NoisyNetwork:
         """Member k as a one-model :class:`NoisyNetwork` (noise cleared), e.g. for checkpoints and probes."""
         model = copy.deepcopy(self.template)
-        targets = [m for m in model.net if isinstance(m, (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d))]
+        kinds = tuple(t for types, _ in PACKED_LAYERS for t in types)
+        targets = [m for m in model.model if isinstance(m, kinds)]
         with torch.no_grad():
             for packed, target in zip(self._layers, targets):
                 packed.member(k, target)
@@ -302,7 +400,7 @@ class PackedNetwork(nn.Module):
     def clamp_(self, limit: float = 1.0) -> None:
         with torch.no_grad():
             for layer in self._layers:
-                if isinstance(layer, (PackedLinear, PackedConv2d)):
+                if isinstance(layer, _PackedMap):
                     layer.weight.clamp_(-limit, limit)
 
     def finite_members(self) -> torch.Tensor:
@@ -314,14 +412,15 @@ class PackedNetwork(nn.Module):
         return ok
 
 
-def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
-                  log: Callable[[str], None] | None = None,
-                  keep_last: int = 0) -> tuple[list[RunResult], PackedNetwork, list[list[dict]]]:
-    """Train every config (all with equal :func:`batch_key`) as one packed network.
+def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *, log_epochs: bool = False,
+                  keep_last: int = 0) -> tuple[list[RunResult], PackedNetwork | SingleModel, list[list[dict]]]:
+    """Train every config (all with equal :func:`batch_key`) as one packed network (one config: on the one-model
+    path, which also takes models the batched engine cannot pack).
 
     Returns one :class:`RunResult` per member (as :func:`training.train_run` would, with the same random draws:
-    :func:`walking_noise.training.fit_members`), the packed network, and, when ``keep_last`` > 0, per member the
-    state dicts after each of the last ``keep_last`` epochs (for evaluating a clean model at many noise settings).
+    :func:`walking_noise.training.fit_members`), the network (its ``template`` is the members' architecture), and,
+    when ``keep_last`` > 0, per member the state dicts after each of the last ``keep_last`` epochs (for evaluating
+    a clean model at many noise settings).
     """
     started = time.perf_counter()
     keep_freed_memory()
@@ -333,12 +432,16 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *,
     members = []
     for cfg in configs:
         torch.manual_seed(cfg.seed)
-        members.append(build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm))
-    packed = PackedNetwork(members).to(device)
-    active = packed.configure([c.noise for c in configs])
-    results, snapshots = fit_members(packed, configs, data, active, engine="batched", started=started, log=log,
-                                     keep_last=keep_last)
-    return results, packed, snapshots
+        members.append(build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs))
+    if len(members) == 1:  # one member: the one-model path (any model; the same draws as packed)
+        model: PackedNetwork | SingleModel = SingleModel(members[0].to(device))
+        active = [configure_noise(members[0], first.noise)]
+    else:
+        model = PackedNetwork(members).to(device)
+        active = model.configure([c.noise for c in configs])
+    results, snapshots = fit_members(model, configs, data, active, engine="batched" if len(members) > 1 else "single",
+                                     started=started, log_epochs=log_epochs, keep_last=keep_last)
+    return results, model, snapshots
 
 
 def clean_config(cfg: RunConfig) -> RunConfig:

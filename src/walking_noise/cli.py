@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,28 +16,61 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def cmd_layers(args: argparse.Namespace) -> int:
-    from walking_noise.data import DATASET_SHAPES
-    from walking_noise.models import build_model, format_layer_table, layer_table
+class _Format(logging.Formatter):
+    """Plain messages for INFO, ``warning: ...`` / ``error: ...`` above: what the library logs, as a CLI says it."""
 
-    if args.dataset not in DATASET_SHAPES:
-        raise ValueError(f"unknown dataset {args.dataset!r}; valid choices: {', '.join(DATASET_SHAPES)}")
-    shape, classes = DATASET_SHAPES[args.dataset]
-    model = build_model(args.model, shape, classes, batchnorm=args.batchnorm)
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Send the library's log (loggers ``walking_noise.*``) to stdout: INFO by default, DEBUG with -v, WARNING
+    with -q. Library functions only log; the command line decides what is shown."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Format("%(message)s"))
+    root = logging.getLogger("walking_noise")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from walking_noise.models import build_model
+    from walking_noise.points import format_layer_table, layer_table
+    from walking_noise.registry import DATASETS, check_dataset_name, is_foreign
+
+    check_dataset_name(args.dataset)
+    entry = DATASETS[args.dataset]
+    model = build_model(args.model, entry.input_shape, entry.num_classes, args.batchnorm, _kwargs(args))
     rows = layer_table(model)
     if args.json:
         _print(json.dumps(rows))
     else:
-        bn = "with" if args.batchnorm else "without"
-        _print(f"{args.model} on {args.dataset} {bn} BatchNorm: {len(rows)} injection points "
-               f"(global noise skips BatchNorm outputs)")
+        bn = "" if is_foreign(args.model) else f" {'with' if args.batchnorm else 'without'} BatchNorm"
+        _print(f"{args.model} on {args.dataset}{bn}: {len(rows)} injection points "
+               f"(global noise skips BatchNorm outputs; weight and MAC noise exist at conv and linear points)")
         _print(format_layer_table(rows))
     return 0
 
 
+def _kwargs(args: argparse.Namespace) -> dict[str, object] | None:
+    """``--model-kwargs '{"num_classes": 10}'`` as a dict (None when not given)."""
+    if not getattr(args, "model_kwargs", None):
+        return None
+    try:
+        value = json.loads(args.model_kwargs)
+    except ValueError as err:
+        raise ValueError(f"--model-kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}': {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    return value
+
+
 def _run_config(args: argparse.Namespace, **noise: object) -> RunConfig:
     return RunConfig.from_dict({
-        "dataset": args.dataset, "model": args.model, "batchnorm": args.batchnorm, "seed": args.seed,
+        "dataset": args.dataset, "model": args.model, "model_kwargs": _kwargs(args), "batchnorm": args.batchnorm,
+        "seed": args.seed,
         "data_dir": args.data_dir, "weight_clamping": args.clamp,
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         "noise": noise,
@@ -47,6 +81,7 @@ def _noise_from_args(args: argparse.Namespace) -> dict[str, object]:
     if args.noise_kind == "none":
         return {"kind": "none"}
     noise: dict[str, object] = {"kind": args.noise_kind, "noise_std": args.noise_std, "phase": args.phase,
+                                "site": args.noise_site,
                                 "placement": "walking" if args.injection_layer is not None else "global"}
     if args.injection_layer is not None:
         noise["injection_layer"] = args.injection_layer
@@ -57,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from walking_noise.training import train_run
 
     cfg = _run_config(args, **_noise_from_args(args))
-    result = train_run(cfg, log=None if args.json else _print)
+    result = train_run(cfg, log_epochs=not args.json)
     if args.json:
         _print(json.dumps({"config": cfg.to_dict(), "result": result.to_dict()}))
     else:
@@ -79,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results = {}
     for label, cfg in (("clean", clean), (f"global {noisy.noise.kind} s={noisy.noise.noise_std:g}", noisy)):
         _print(f"-- training {label}")
-        results[label] = train_run(cfg, data, log=_print)
+        results[label] = train_run(cfg, data, log_epochs=True)
     _print("\nfinal validation accuracy (mean of last 5 epochs)")
     for label, result in results.items():
         _print(f"  {label:<32} {result.final_accuracy:.4f}")
@@ -88,45 +123,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a study YAML locally into the embedded store, resumably."""
-    from walking_noise.campaign import load_study, parse_filters, run_campaign
+    from walking_noise.study import load_study, parse_filters
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from walking_noise.campaign import run_campaign
     from walking_noise.store import LocalStore
 
     study = load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set))
     store = LocalStore(args.store or Path("runs") / study.name)
-    summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
-                           members=args.members, progress=not args.no_progress, log=_print)
+    with logging_redirect_tqdm(loggers=[logging.getLogger("walking_noise")]):  # log lines above the progress bar
+        summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
+                               members=args.members, progress=not args.no_progress)
     return 1 if summary.failed else 0
 
 
+MODEL_HELP = ("mlp, lenet5, cnn_s, or any nn.Module as package.module:callable (e.g. torchvision.models:resnet18 "
+              "with --model-kwargs '{\"num_classes\": 10}')")
+
+
+def _add_model_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--model", required=required, default=None if required else "mlp", help=MODEL_HELP)
+    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments of a package.module:callable model")
+    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after every learnable layer (paper models)")
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Write a study as a SEML YAML of bundles (one experiment per work unit of the local runner)."""
+    import yaml
+
+    from walking_noise.study import bundled_study, load_study, parse_filters
+
+    study = load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set))
+    out = Path(args.out) if args.out else study.path.with_name(f"{study.path.stem}.bundled.yaml")
+    bundled = bundled_study(study, args.members)
+    experiments = sum(name.startswith(("unit_", "search_")) for name in bundled)
+    header = (f"# {out.name}: {study.path.name} as {experiments} SEML experiments of bundles ({len(study.configs)} "
+              f"runs, {len(study.searches)} adaptive searches), written by `walking-noise bundle`.\n"
+              f"#   seml COLLECTION add {out.name} && seml COLLECTION start\n")
+    out.write_text(header + yaml.safe_dump(bundled, sort_keys=False, width=120))
+    _print(f"{study.name}: {len(study.configs)} runs in {experiments} experiments -> {out}")
+    return 0
+
+
 def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    from walking_noise.config import NOISE_KINDS, SITES
+
     p.add_argument("--dataset", default="mnist_5k")
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--batchnorm", action="store_true")
+    _add_model_options(p)
     p.add_argument("--clamp", action="store_true", help="clamp every weight to [-1, 1] after each step")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--noise-kind", default="additive", help="none, additive, multiplicative")
+    p.add_argument("--noise-kind", default="additive", choices=[k for k in NOISE_KINDS if k != "mixed"],
+                   help="additive x + N(0, s^2), multiplicative x * N(1, s^2), or none (mixed noise: in a YAML)")
     p.add_argument("--noise-std", type=float, default=1.0, help="standard deviation s of the injected noise")
+    p.add_argument("--noise-site", default="activation", choices=SITES,
+                   help="where the noise acts: a layer's output, its weights (read-out), or its multiply-accumulate")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="walking-noise", description=__doc__)
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=0,
+                          help="also debug messages")
+    loudness.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
+                          help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("layers", help="print the numbered injection points of a model")
-    p.add_argument("--model", required=True)
+    _add_model_options(p, required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--batchnorm", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("train", help="train one model with noise and print its final accuracy")
     _add_run_options(p, epochs=10)
     p.add_argument("--injection-layer", type=int, default=None, help="walking noise at this point only")
-    p.add_argument("--phase", default="train_and_inference", help="train_and_inference or inference")
+    p.add_argument("--phase", default="train_and_inference", choices=("train_and_inference", "inference"),
+                   help="noise in training and at inference, or at inference only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -146,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("bundle", help="write a study as a SEML YAML of bundles: the local runner's batching on SEML")
+    p.add_argument("study", help="a YAML file of seml_configs/")
+    p.add_argument("--out", default=None, help="YAML to write (default: STUDY.bundled.yaml beside the study, so its "
+                                               "relative paths hold)")
+    p.add_argument("--members", type=int, default=None, help="configs per bundle at most (default: as walking-noise "
+                                                              "run)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="only configs with this value")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value everywhere")
+    p.set_defaults(func=cmd_bundle)
+
     from walking_noise.report.cli import add_subcommands as add_report_subcommands
     from walking_noise.slurm import add_subcommands as add_slurm_subcommands
     from walking_noise.studies import add_subcommands as add_studies_subcommands
@@ -162,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbosity)
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as err:

@@ -17,6 +17,7 @@ PLACEMENTS = ("global", "walking")
 PHASES = ("train_and_inference", "inference")
 BACKWARD_MODES = ("autograd", "straight_through")
 MIXED_ORDERS = ("multiply_then_add", "add_then_multiply")
+SITES = ("activation", "weight", "mac")
 
 
 def check_choice(value: Any, choices: tuple[str, ...], what: str) -> str:
@@ -57,6 +58,9 @@ class NoiseConfig:
     ``phase``: ``train_and_inference`` or ``inference`` (model trained clean, evaluated noisy).
     ``backward``: ``autograd`` (the drawn noise is a constant of the chain rule; the authors' code) or
     ``straight_through`` (gradient w.r.t. the input is exactly the identity).
+    ``site``: where the noise acts (:mod:`walking_noise.noise`): ``activation`` (a layer's output, the paper's),
+    ``weight`` (read-out: ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn per forward pass) or ``mac`` (each product
+    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only.
     """
 
     kind: str = "none"
@@ -70,6 +74,7 @@ class NoiseConfig:
     amplitude: float | None = None
     ratio: float | None = None
     mixed_order: str = "multiply_then_add"
+    site: str = "activation"
 
     def __post_init__(self) -> None:
         check_choice(self.kind, NOISE_KINDS, "noise kind")
@@ -77,6 +82,7 @@ class NoiseConfig:
         check_choice(self.phase, PHASES, "noise phase")
         check_choice(self.backward, BACKWARD_MODES, "backward mode")
         check_choice(self.mixed_order, MIXED_ORDERS, "mixed noise order")
+        check_choice(self.site, SITES, "noise site")
         object.__setattr__(self, "noise_std", check_std(self.noise_std, "noise_std"))
         if self.placement == "walking" and self.kind != "none":
             if self.injection_layer is None or isinstance(self.injection_layer, bool):
@@ -138,6 +144,52 @@ class NoiseConfig:
         return cls(**values)
 
 
+#: Config keys that say where or how a run was executed, not what it computed (left out of its identity).
+LOCATION_KEYS = ("data_dir", "checkpoint", "device")
+#: Keys SEML adds to every experiment's config.
+SEML_KEYS = ("db_collection", "overwrite")
+#: Keys of a study's experiment that expand into several runs: a bundle, an adaptive noise-grid search.
+EXPANSION_KEYS = ("bundle", "adaptive")
+#: Keys of an experiment's config that are not part of a run's definition.
+NON_RUN_KEYS = SEML_KEYS + EXPANSION_KEYS
+
+
+def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"noise": {"kind": "additive"}}`` -> ``{"noise.kind": "additive"}``; non-dict values are kept as they are.
+
+    Loading 200,000 runs flattens each config, so the usual two levels go without a recursive call.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            inner = prefix + key + "."
+            for key2, value2 in value.items():
+                if isinstance(value2, dict):
+                    flat.update(flatten(value2, inner + key2 + "."))
+                else:
+                    flat[inner + key2] = value2
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def set_dotted(nested: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``nested["noise"]["kind"] = value`` for ``key = "noise.kind"``, creating sections on the way."""
+    *parents, leaf = key.split(".")
+    node = nested
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"noise.kind": "additive"}`` -> ``{"noise": {"kind": "additive"}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        set_dotted(nested, key, value)
+    return nested
+
+
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("cpu", "cuda", "auto")
@@ -196,6 +248,7 @@ class RunConfig:
 
     dataset: str = "mnist_5k"
     model: str = "mlp"
+    model_kwargs: dict[str, Any] | None = None
     batchnorm: bool = False
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -210,58 +263,68 @@ class RunConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from walking_noise.data import DATASETS
-        from walking_noise.models import MODELS
+        from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
 
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid choices: {', '.join(DATASETS)}")
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; valid choices: {', '.join(MODELS)}")
+        check_dataset_name(self.dataset)
+        check_model_name(self.model)
+        if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {self.model_kwargs!r}")
+        if self.model_kwargs and not is_foreign(self.model):
+            raise ValueError(f"model_kwargs apply to models given as package.module:callable, not to {self.model!r}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; valid choices: {', '.join(DEVICES)}")
         for name in ("batchnorm", "weight_clamping"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.batchnorm and is_foreign(self.model):
+            raise ValueError(f"batchnorm applies to the registered models; {self.model} is built as it is")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         for name in ("max_train", "max_test"):
             if getattr(self, name) is not None:
                 _positive(getattr(self, name), name, integer=True)
-        self._check_injection_layer()
 
-    def _check_injection_layer(self) -> None:
-        """A walking point must exist in this model: say so now, not after the dataset is loaded."""
-        from walking_noise.data import DATASET_SHAPES
-        from walking_noise.models import point_names
+    def check_points(self) -> None:
+        """The injection point must exist in this model (and be a Linear/Conv point for the weight and MAC sites):
+        say so now, not after the dataset is loaded. Builds the model once per (model, dataset, BatchNorm), so it
+        needs torch; :meth:`from_dict` calls it unless asked not to (an analysis reading stored runs)."""
+        from walking_noise.models import layer_table_for
+        from walking_noise.registry import is_foreign
 
-        index = self.noise.injection_layer
-        if self.noise.placement != "walking" or self.noise.kind == "none" or index is None:
+        noise = self.noise
+        if noise.kind == "none" or (noise.placement == "walking" and noise.injection_layer is None):
             return
-        shape, classes = DATASET_SHAPES[self.dataset]
         try:
-            names = point_names(self.model, shape, classes, self.batchnorm)
+            rows = layer_table_for(self.model, self.dataset, self.batchnorm, self.model_kwargs)
         except ValueError:
             return  # the model cannot take this input at all; building it reports that
-        if not 0 <= index < len(names):
-            raise ValueError(
-                f"noise.injection_layer {index} is out of range for {self.model} "
-                f"{'with' if self.batchnorm else 'without'} BatchNorm on {self.dataset}: valid 0..{len(names) - 1} "
-                f"({', '.join(names)})"
-            )
+        valid = rows if noise.site == "activation" else [r for r in rows if r.get("kind") in ("conv", "linear")]
+        if noise.site != "activation" and not valid:
+            raise ValueError(f"noise.site {noise.site} needs Linear or Conv layers; {self.model} has none")
+        if noise.placement == "walking" and noise.injection_layer not in {r["index"] for r in valid}:
+            where = "" if noise.site == "activation" else f" at the {noise.site} site (Linear/Conv points only)"
+            names = ", ".join(f"{r['index']} {r['name']}" for r in valid)
+            bn = "" if is_foreign(self.model) else f" {'with' if self.batchnorm else 'without'} BatchNorm"
+            raise ValueError(f"noise.injection_layer {noise.injection_layer} is not an injection point of "
+                             f"{self.model}{bn} on {self.dataset}{where}: valid {names}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        """Build from a nested dict (``noise`` and ``training`` as sub-dicts), rejecting unknown keys."""
+    def from_dict(cls, values: dict[str, Any], check_points: bool = True) -> RunConfig:
+        """Build from a nested dict (``noise`` and ``training`` as sub-dicts), rejecting unknown keys; with
+        ``check_points`` also check the injection point against the model (:meth:`check_points`, needs torch)."""
         values = dict(values)
         _reject_unknown(cls, values, "run")
         noise = values.pop("noise", None)
         training = values.pop("training", None)
         _reject_unknown(TrainingConfig, dict(training or {}), "training")
-        return cls(
+        cfg = cls(
             noise=noise if isinstance(noise, NoiseConfig) else NoiseConfig.from_dict(dict(noise or {})),
             training=training if isinstance(training, TrainingConfig) else TrainingConfig(**dict(training or {})),
             **values,
         )
+        if check_points:
+            cfg.check_points()
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

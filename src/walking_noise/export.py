@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walking_noise.config import unflatten
 from walking_noise.results import config_columns
-from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LocalStore, config_hash
+from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LocalStore, atomic_write, config_hash
 
 EXPORT_COLUMNS = ("config_hash", "status", "study", "error", "final_accuracy", "final_epochs_averaged", "diverged",
                   "diverged_epoch", "epochs_run", "nonfinite_outputs", "engine", "val_accuracy", "val_nonfinite",
@@ -80,9 +81,7 @@ def write_export(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     table = export_frame(df)
     keys = [c for c in table.columns if c not in EXPORT_COLUMNS]
     table = table.sort_values(keys + ["config_hash"], kind="stable", na_position="first", key=_sortable)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, table.to_csv(index=False).encode())
     return path
 
 
@@ -100,17 +99,6 @@ def read_export(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
@@ -125,7 +113,7 @@ def export_documents(table: pd.DataFrame) -> Iterable[dict[str, Any]]:
 
     config_keys = [c for c in table.columns if c not in EXPORT_COLUMNS]
     for row in table.to_dict("records"):
-        config = RunConfig.from_dict(_unflatten({k: _plain(row[k]) for k in config_keys})).to_dict()
+        config = RunConfig.from_dict(unflatten({k: _plain(row[k]) for k in config_keys})).to_dict()
         if config_hash(config) != row["config_hash"]:
             raise ValueError(f"the export row {row['config_hash']} does not rebuild its own config (hash "
                              f"{config_hash(config)}): written by another version of walking-noise?")

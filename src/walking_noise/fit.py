@@ -86,6 +86,8 @@ import pandas as pd
 from scipy.optimize import OptimizeWarning, brentq, curve_fit
 from scipy.special import expit
 
+from walking_noise.store import to_plain
+
 __all__ = [
     "logistic",
     "double_logistic",
@@ -195,20 +197,6 @@ def _pyfloat(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _pyfloat(obj)
-    return obj
-
-
 @dataclass
 class FitResult:
     """Outcome of :func:`fit_midpoint`. All fields are plain Python values.
@@ -300,7 +288,7 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """All fields as a JSON-serialisable dict (non-finite floats become None)."""
-        return _jsonable(asdict(self))
+        return to_plain(asdict(self), nan_as_none=True)
 
     def predict(self, x: Any) -> np.ndarray:
         """Evaluate the fitted curve.
@@ -721,42 +709,100 @@ def fit_midpoint(
         Wrong shapes, negative or non-finite noise levels, unknown ``axis`` /
         ``model``, invalid ``spread_floor`` or ``p0``.
     """
+    _check_arguments(axis, model, spread_floor, p0)
+    x, y, s = _validate(noise_std, accuracy, seeds)
+    res = FitResult(axis=axis, model="double" if model == "double" else "single")
+    data = _prepare_levels(res, x, y, s, axis, model, spread_floor)
+    if data is None or _flat_curve(res, data, chance_level):
+        return res
+    chosen = _choose_model(res, data, model, p0)
+    if chosen is None:
+        return res
+    _fill_from_core(res, chosen, data.frame, axis)
+    if not _midpoint_inside_data(res, chosen, data):
+        return res
+    if not math.isfinite(chosen.mu_err()):
+        res.converged = False
+        res.reason = ("fit found a midpoint but its covariance is undetermined (degenerate parameters); mu kept for "
+                      "inspection")
+        return res
+    _resolution_error(res, chosen, data)
+    res.converged, res.reason = True, "ok"
+    if data.seeds is not None:
+        _jackknife(res, chosen, data.x, data.y, data.seeds, data.frame, axis, data.floor, data.direction, data.s_min)
+    return res
+
+
+# ---- the stages of fit_midpoint ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Levels:
+    """The runs of one fit grouped by noise level, and the normalised frame the logistic is fitted in."""
+
+    x: np.ndarray
+    y: np.ndarray
+    seeds: np.ndarray | None
+    levels: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray
+    floor: float
+    frame: _Frame | None = None
+    u: np.ndarray | None = None  # level positions on the fit axis, scaled to [0, 1]
+    v: np.ndarray | None = None  # level means, scaled to [0, 1]
+    w: np.ndarray | None = None  # errors of the level means, in the scale of v
+    direction: float = -1.0  # -1: accuracy falls with noise
+    s_min: float = 0.0  # the smallest |sigma| the grid resolves
+
+
+def _check_arguments(axis: str, model: str, spread_floor: float | None, p0: Any) -> None:
     if axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}; got {axis!r}")
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
-    if spread_floor is not None:
-        spread_floor = float(spread_floor)
-        if not (math.isfinite(spread_floor) and spread_floor >= 0):
-            raise ValueError(f"spread_floor must be a finite number >= 0; got {spread_floor!r}")
+    if spread_floor is not None and not (math.isfinite(float(spread_floor)) and float(spread_floor) >= 0):
+        raise ValueError(f"spread_floor must be a finite number >= 0; got {spread_floor!r}")
     _check_p0(p0)
-    x, y, s = _validate(noise_std, accuracy, seeds)
 
-    res = FitResult(axis=axis, model="double" if model == "double" else "single")
-    notes: list[str] = res.notes
 
+def _not_converged(res: FitResult, reason: str, *, lower: float | None = None, upper: float | None = None,
+                   extrapolated: float | None = None) -> None:
+    """Mark ``res`` as not converged: the reason, the bounds on mu it allows, and no midpoint."""
+    res.converged = False
+    res.reason = reason
+    if extrapolated is not None:
+        res.params["mu_extrapolated"] = extrapolated
+    if lower is not None:
+        res.mu_lower_bound = lower
+    if upper is not None:
+        res.mu_upper_bound = upper
+    res.mu = res.mu_err = res.mu_err_unscaled = res.log10_mu = res.log10_mu_err = None
+
+
+def _prepare_levels(res: FitResult, x: np.ndarray, y: np.ndarray, s: np.ndarray | None, axis: str, model: str,
+                    spread_floor: float | None) -> _Levels | None:
+    """Drop what cannot be fitted (non-finite accuracy, noise 0 on a log axis), group the runs by level and set the
+    spread floor; None (``res`` says why) when fewer levels remain than the model has parameters."""
     ok = np.isfinite(y)
     res.n_dropped_nonfinite = int((~ok).sum())
     if res.n_dropped_nonfinite:
-        notes.append(f"dropped {res.n_dropped_nonfinite} run(s) with non-finite accuracy (diverged runs)")
+        res.notes.append(f"dropped {res.n_dropped_nonfinite} run(s) with non-finite accuracy (diverged runs)")
     if axis == "log10":
         zero = ok & (x == 0)
         if zero.any():
-            notes.append(f"axis='log10': dropped {int(zero.sum())} run(s) at noise_std = 0 (no log10 position)")
+            res.notes.append(f"axis='log10': dropped {int(zero.sum())} run(s) at noise_std = 0 (no log10 position)")
         ok &= x > 0
     x, y = x[ok], y[ok]
     s = s[ok] if s is not None else None
     res.n_runs = int(x.size)
-
     lv, mean, std, n = _group(x, y)
     res.n_levels = int(lv.size)
     need = MIN_LEVELS_DOUBLE if model == "double" else MIN_LEVELS_SINGLE
     if lv.size < need:
         res.reason = f"too few distinct noise levels: {lv.size} < {need} needed for the {res.model} logistic"
         res.error_method = "none"
-        return res
-
-    # ---- spread floor
+        return None
     y_range = float(mean.max() - mean.min())
     if spread_floor is None:
         floor = DEFAULT_SPREAD_FLOOR_FRACTION * y_range
@@ -765,162 +811,143 @@ def fit_midpoint(
             floor = max(1e-3 * float(np.max(np.abs(mean))), 1e-12)
             rule = "default: 1e-3 x max |level mean| (level means have zero range)"
     else:
-        floor, rule = spread_floor, "user-given absolute value"
-    dy = np.maximum(std, floor)
-    n_floored = int(np.sum(std < floor))
+        floor, rule = float(spread_floor), "user-given absolute value"
     res.spread_floor = float(floor)
-    res.spread_floor_rule = f"{rule}; active on {n_floored} of {lv.size} levels"
+    res.spread_floor_rule = f"{rule}; active on {int(np.sum(std < floor))} of {lv.size} levels"
+    return _Levels(x, y, s, lv, mean, std, n, floor)
 
-    # ---- flat curve?
+
+def _flat_curve(res: FitResult, data: _Levels, chance_level: float | None) -> bool:
+    """Whether the level means never leave one plateau (``res`` then says which and bounds mu); else normalise
+    the levels into ``data``'s fit frame and return False."""
+    lv, mean, std, n = data.levels, data.mean, data.std, data.n
+    y_range = float(mean.max() - mean.min())
     multi = std[n >= 2]
     noise_scale = float(np.median(multi)) if multi.size else 0.0
     flat_tol = max(FLAT_SPREAD_FACTOR * noise_scale, FLAT_REL_DROP * float(np.max(np.abs(mean))))
-    f_axis = np.log10(lv) if axis == "log10" else lv
     if y_range <= flat_tol:
         level = float(np.average(mean, weights=n))
-        base = (
-            f"flat curve: level means vary by only {y_range:.4g} (<= {flat_tol:.4g}) around {level:.4g} "
-            f"over noise_std {lv[0]:.4g}..{lv[-1]:.4g}; no transition to fit"
-        )
+        base = (f"flat curve: level means vary by only {y_range:.4g} (<= {flat_tol:.4g}) around {level:.4g} "
+                f"over noise_std {lv[0]:.4g}..{lv[-1]:.4g}; no transition to fit")
         if chance_level is not None and level - chance_level <= max(flat_tol, 0.1 * abs(level)):
-            res.reason = base + f"; at chance level ({chance_level:g}): never leaves the lower plateau, mu < min tested noise"
-            res.mu_upper_bound = float(lv[0])
+            _not_converged(res, base + f"; at chance level ({chance_level:g}): never leaves the lower plateau, mu < "
+                                       f"min tested noise", upper=float(lv[0]))
         elif chance_level is not None:
-            res.reason = base + "; above chance level: never leaves the upper plateau, mu > max tested noise"
-            res.mu_lower_bound = float(lv[-1])
+            _not_converged(res, base + "; above chance level: never leaves the upper plateau, mu > max tested noise",
+                           lower=float(lv[-1]))
         else:
-            res.reason = base + (
-                "; if this is the clean-accuracy plateau then mu > max tested noise, if it is chance level "
-                "then mu < min tested noise (pass chance_level to decide)"
-            )
+            _not_converged(res, base + "; if this is the clean-accuracy plateau then mu > max tested noise, if it is "
+                                       "chance level then mu < min tested noise (pass chance_level to decide)")
         res.error_method = "none"
-        return res
-
-    # ---- normalise
+        return True
+    f_axis = np.log10(lv) if res.axis == "log10" else lv
     f_lo, f_span = float(f_axis[0]), float(f_axis[-1] - f_axis[0])
-    frame = _Frame(f_lo, f_span, float(mean.min()), y_range)
-    u = (f_axis - f_lo) / f_span
-    v = (mean - frame.y_base) / frame.y_scale
-    w = dy / np.sqrt(n) / frame.y_scale
+    data.frame = _Frame(f_lo, f_span, float(mean.min()), y_range)
+    data.u = (f_axis - f_lo) / f_span
+    data.v = (mean - data.frame.y_base) / data.frame.y_scale
+    data.w = np.maximum(std, data.floor) / np.sqrt(n) / data.frame.y_scale
     third = max(1, lv.size // 3)
-    direction = -1.0 if v[:third].mean() >= v[-third:].mean() else 1.0
-    if direction > 0:
-        notes.append("accuracy rises with noise: fitted with sigma > 0")
-    s_min = RESOLUTION_SIGMA_FRACTION * float(np.median(np.diff(u)))
+    data.direction = -1.0 if data.v[:third].mean() >= data.v[-third:].mean() else 1.0
+    if data.direction > 0:
+        res.notes.append("accuracy rises with noise: fitted with sigma > 0")
+    data.s_min = RESOLUTION_SIGMA_FRACTION * float(np.median(np.diff(data.u)))
+    return False
 
-    # ---- fit
-    p0_single = _p0_internal(p0, "single", frame, axis)
-    p0_double = _p0_internal(p0, "double", frame, axis)
+
+def _choose_model(res: FitResult, data: _Levels, model: str, p0: Any) -> _Core | None:
+    """Fit the single and/or the double logistic and keep the one asked for (``auto``: the better by AIC, see
+    :func:`_choose`); None (``res`` says why) when no fit succeeded."""
+    args = (data.u, data.v, data.w, data.direction, data.s_min)
     single = double = None
     err_single = err_double = ""
     if model in ("single", "auto"):
-        single, err_single = _fit_model("single", u, v, w, direction, s_min,
-                                        [p0_single] if p0_single is not None else [])
-    if model == "double" or (model == "auto" and lv.size >= MIN_LEVELS_DOUBLE):
-        double, err_double = _fit_model("double", u, v, w, direction, s_min,
-                                        [p0_double] if p0_double is not None else [])
-
+        start = _p0_internal(p0, "single", data.frame, res.axis)
+        single, err_single = _fit_model("single", *args, [start] if start is not None else [])
+    if model == "double" or (model == "auto" and data.levels.size >= MIN_LEVELS_DOUBLE):
+        start = _p0_internal(p0, "double", data.frame, res.axis)
+        double, err_double = _fit_model("double", *args, [start] if start is not None else [])
     if model == "single":
         chosen, why = single, "model='single' requested"
     elif model == "double":
         chosen, why = double, "model='double' requested"
     else:
-        chosen, why = _choose(single, double, lv.size, res.params)
+        chosen, why = _choose(single, double, data.levels.size, res.params)
     res.model_choice_reason = why
     if chosen is None:
-        res.reason = err_single if model != "double" else err_double
+        reason = err_single if model != "double" else err_double
         if model == "auto":
-            res.reason = "; ".join(e for e in (err_single, err_double) if e) or why
+            reason = "; ".join(e for e in (err_single, err_double) if e) or why
+        _not_converged(res, reason)
         res.error_method = "none"
-        return res
+        return None
     res.model = chosen.model
+    return chosen
 
-    _fill_from_core(res, chosen, frame, axis)
 
-    # ---- validity of the midpoint
+def _midpoint_inside_data(res: FitResult, chosen: _Core, data: _Levels) -> bool:
+    """Whether the fitted midpoint is a measurement: it crosses its half level, lies inside the tested range, and
+    both plateaus are within the data; else ``res`` is not converged and says which bound on mu the data allow."""
     mu_n = chosen.mu
-    mu_err_n = chosen.mu_err()
     if not math.isfinite(mu_n):
-        res.converged = False
-        res.reason = "the fitted curve does not cross its half level; no midpoint"
-        res.mu = res.mu_err = res.mu_err_unscaled = res.log10_mu = res.log10_mu_err = None
-        return res
-    falling_side_high = (mu_n > 1.0) == (direction < 0)
+        _not_converged(res, "the fitted curve does not cross its half level; no midpoint")
+        return False
+    lv, direction = data.levels, data.direction
     if mu_n > 1.0 or mu_n < 0.0:
         outside = "above the largest" if mu_n > 1.0 else "below the smallest"
-        plateau = "upper" if falling_side_high else "lower"
-        res.reason = (
-            f"fitted midpoint lies {outside} tested noise level (extrapolated, "
-            f"{res.mu:.4g}); the curve does not complete its transition within the data "
-            f"(stays near the {plateau} plateau)"
-        )
-        res.params["mu_extrapolated"] = res.mu
-        if mu_n > 1.0:
-            res.mu_lower_bound = float(lv[-1])
-        else:
-            res.mu_upper_bound = float(lv[0])
-        res.mu = res.mu_err = res.mu_err_unscaled = res.log10_mu = res.log10_mu_err = None
-        res.converged = False
-        return res
-    # ---- are both plateaus inside the data? (internal units: level means span [0, 1])
+        plateau = "upper" if (mu_n > 1.0) == (direction < 0) else "lower"
+        _not_converged(res, f"fitted midpoint lies {outside} tested noise level (extrapolated, {res.mu:.4g}); the "
+                            f"curve does not complete its transition within the data (stays near the {plateau} "
+                            f"plateau)", extrapolated=res.mu,
+                       lower=float(lv[-1]) if mu_n > 1.0 else None, upper=float(lv[0]) if mu_n < 0.0 else None)
+        return False
+    # are both plateaus inside the data? (internal units: level means span [0, 1])
     a_n = chosen.popt[-1]
     d_n = chosen.popt[2] if chosen.model == "single" else chosen.popt[2] + chosen.popt[5]
-    low_pl, high_pl = (a_n, a_n + d_n)  # plateau values; which is at high noise depends on direction
-    unseen = []
-    if low_pl < -PLATEAU_TOLERANCE:
-        unseen.append("lower")
-    if high_pl > 1.0 + PLATEAU_TOLERANCE:
-        unseen.append("upper")
-    if unseen:
-        halves = _crossings(u, v, 0.5)
-        res.params["mu_extrapolated"] = res.mu
-        # lower plateau (falling curve: at high noise) not reached -> true half level is lower
-        # than the observed one -> the midpoint lies at higher noise than the observed crossing.
-        pl_at_high_noise = "lower" if direction < 0 else "upper"
-        bound_txt = []
-        if pl_at_high_noise in unseen:
-            res.mu_lower_bound = _pyfloat(_axis_to_noise(frame.to_user("pos", halves[-1]), axis))
-            bound_txt.append(f"mu >= {res.mu_lower_bound:.4g} (observed half-drop crossing)")
-        if len(unseen) == 1 and pl_at_high_noise not in unseen:
-            res.mu_upper_bound = _pyfloat(_axis_to_noise(frame.to_user("pos", halves[0]), axis))
-            bound_txt.append(f"mu <= {res.mu_upper_bound:.4g} (observed half-drop crossing)")
-        res.reason = (
-            f"{' and '.join(unseen)} plateau not reached within the tested noise range: the fitted plateau lies "
-            f"more than {PLATEAU_TOLERANCE:.0%} of the observed accuracy range beyond the data, so the midpoint "
-            f"is an extrapolation (fitted {res.mu:.4g})" + ("; " + ", ".join(bound_txt) if bound_txt else "")
-        )
-        res.mu = res.mu_err = res.mu_err_unscaled = res.log10_mu = res.log10_mu_err = None
-        res.converged = False
-        return res
-    if not math.isfinite(mu_err_n):
-        res.converged = False
-        res.reason = "fit found a midpoint but its covariance is undetermined (degenerate parameters); mu kept for inspection"
-        return res
-    # ---- transition sharper than the grid: mu only known to within the bracketing gap
-    width_idx = [1] if chosen.model == "single" else [1, 4]
-    if any(abs(chosen.popt[j]) <= s_min * (1 + 1e-6) for j in width_idx):
-        i = int(np.clip(np.searchsorted(u, mu_n), 1, u.size - 1))
-        res_err_n = float(u[i] - u[i - 1]) / math.sqrt(12.0)
-        res.params["sigma_at_lower_bound"] = True
-        note = ("transition sharper than the level spacing (|sigma| at its lower bound, "
-                f"{RESOLUTION_SIGMA_FRACTION:g} x median spacing)")
-        res.notes.append(note + "; mu is located only to within the bracketing levels")
-        if res_err_n > mu_err_n:
-            mu_err_n = res_err_n
-            err_f = frame.err_to_user("pos", res_err_n)
-            if axis == "log10":
-                res.log10_mu_err = res.params["log10_mu_err"] = _pyfloat(err_f)
-                res.mu_err = res.params["mu_err"] = _pyfloat(res.mu * math.log(10.0) * err_f)
-            else:
-                res.mu_err = res.params["mu_err"] = _pyfloat(err_f)
-            res.error_method += "; " + note + ": mu_err raised to (gap of bracketing levels)/sqrt(12)"
-    res.converged = True
-    res.reason = "ok"
+    unseen = [name for name, outside in (("lower", a_n < -PLATEAU_TOLERANCE),
+                                         ("upper", a_n + d_n > 1.0 + PLATEAU_TOLERANCE)) if outside]
+    if not unseen:
+        return True
+    halves = _crossings(data.u, data.v, 0.5)
+    # lower plateau (falling curve: at high noise) not reached -> true half level is lower than the observed
+    # one -> the midpoint lies at higher noise than the observed crossing.
+    at_high_noise = "lower" if direction < 0 else "upper"
+    lower = upper = None
+    bound_txt = []
+    if at_high_noise in unseen:
+        lower = _pyfloat(_axis_to_noise(data.frame.to_user("pos", halves[-1]), res.axis))
+        bound_txt.append(f"mu >= {lower:.4g} (observed half-drop crossing)")
+    if len(unseen) == 1 and at_high_noise not in unseen:
+        upper = _pyfloat(_axis_to_noise(data.frame.to_user("pos", halves[0]), res.axis))
+        bound_txt.append(f"mu <= {upper:.4g} (observed half-drop crossing)")
+    _not_converged(res, f"{' and '.join(unseen)} plateau not reached within the tested noise range: the fitted "
+                        f"plateau lies more than {PLATEAU_TOLERANCE:.0%} of the observed accuracy range beyond the "
+                        f"data, so the midpoint is an extrapolation (fitted {res.mu:.4g})"
+                        + ("; " + ", ".join(bound_txt) if bound_txt else ""),
+                   extrapolated=res.mu, lower=lower, upper=upper)
+    return False
 
-    # ---- jackknife over seeds
-    if s is not None:
-        _jackknife(res, chosen, x, y, s, frame, axis, floor, direction, s_min)
-    return res
+
+def _resolution_error(res: FitResult, chosen: _Core, data: _Levels) -> None:
+    """A transition sharper than the grid locates mu only within its bracketing levels: raise mu_err to that."""
+    width_idx = [1] if chosen.model == "single" else [1, 4]
+    if not any(abs(chosen.popt[j]) <= data.s_min * (1 + 1e-6) for j in width_idx):
+        return
+    u = data.u
+    i = int(np.clip(np.searchsorted(u, chosen.mu), 1, u.size - 1))
+    gap_err = float(u[i] - u[i - 1]) / math.sqrt(12.0)
+    res.params["sigma_at_lower_bound"] = True
+    note = ("transition sharper than the level spacing (|sigma| at its lower bound, "
+            f"{RESOLUTION_SIGMA_FRACTION:g} x median spacing)")
+    res.notes.append(note + "; mu is located only to within the bracketing levels")
+    if gap_err <= chosen.mu_err():
+        return
+    err_f = data.frame.err_to_user("pos", gap_err)
+    if res.axis == "log10":
+        res.log10_mu_err = res.params["log10_mu_err"] = _pyfloat(err_f)
+        res.mu_err = res.params["mu_err"] = _pyfloat(res.mu * math.log(10.0) * err_f)
+    else:
+        res.mu_err = res.params["mu_err"] = _pyfloat(err_f)
+    res.error_method += "; " + note + ": mu_err raised to (gap of bracketing levels)/sqrt(12)"
 
 
 def _choose(single: _Core | None, double: _Core | None, n_levels: int, params: dict) -> tuple[_Core | None, str]:

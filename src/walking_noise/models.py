@@ -1,92 +1,26 @@
-"""The paper's three architectures with a numbered injection point after every layer (paper section III.C).
+"""The paper's three architectures as plain ``nn.Sequential`` models, and how any model becomes a noisy one.
 
-Every model is a :class:`NoisyNetwork`: a plain sequence of layers with a :class:`NoiseInjection` at the input
-(index 0) and after every layer except ``Flatten`` (a view, not a computation). BatchNorm, when enabled, follows
-every learnable layer but the classifier and precedes its ReLU, as in the authors' code. The numbering is the
-paper's: LeNet-5 without BatchNorm has points 0-11, its FC 120->84 is point 9, ReLU 10 and the logits 11.
+The builders are ordinary modules without any noise in them; :func:`build_model` wraps one (or any ``nn.Module``
+named ``package.module:callable``) in a :class:`walking_noise.points.NoisyNetwork`, which discovers the injection
+points by tracing. BatchNorm, when enabled, follows every learnable layer but the classifier and precedes its
+ReLU, as in the authors' code. The discovered numbering is the paper's: LeNet-5 without BatchNorm has points 0-11,
+its FC 120->84 is point 9, ReLU 10 and the logits 11 (``Flatten`` is a view, not a point).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
 
-from walking_noise.noise import NoiseInjection, NoiseStream
+from walking_noise.points import NoisyNetwork, layer_table
+from walking_noise.registry import DATASETS, MODELS, check_model_name, is_foreign, resolve
 
 LEARNABLE = (nn.Conv2d, nn.Linear)
-BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-_SHORT_NAMES = {
-    nn.Conv2d: "Conv", nn.Linear: "FC", nn.BatchNorm1d: "BN", nn.BatchNorm2d: "BN",
-    nn.ReLU: "ReLU", nn.MaxPool2d: "MaxPool",
-}
-
-
-@dataclass(frozen=True)
-class InjectionPoint:
-    """A place where noise can be injected: the output of ``layer`` (``None`` for the network input)."""
-
-    index: int
-    name: str
-    layer: nn.Module | None
-    injection: NoiseInjection
-
-    @property
-    def is_batchnorm(self) -> bool:
-        return isinstance(self.layer, BATCHNORM)
-
-    @property
-    def is_learnable(self) -> bool:
-        return isinstance(self.layer, LEARNABLE)
-
-    @property
-    def label(self) -> str:
-        """``"<index> <name>"``, the x-axis label of the paper's per-layer figures."""
-        return f"{self.index} {self.name}"
-
-
-class NoisyNetwork(nn.Module):
-    """A feed-forward network whose every intermediate activation passes an injection point."""
-
-    def __init__(self, name: str, layers: Sequence[nn.Module], input_shape: tuple[int, ...], num_classes: int):
-        super().__init__()
-        self.name = name
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        sequence: list[nn.Module] = [NoiseInjection(0)]
-        points: list[tuple[str, nn.Module | None, NoiseInjection]] = [("Input", None, sequence[0])]
-        for layer in layers:
-            sequence.append(layer)
-            if isinstance(layer, nn.Flatten):
-                continue
-            injection = NoiseInjection(len(points))
-            sequence.append(injection)
-            points.append((_SHORT_NAMES.get(type(layer), type(layer).__name__), layer, injection))
-        self.net = nn.Sequential(*sequence)
-        self._points = [InjectionPoint(i, name, layer, inj) for i, (name, layer, inj) in enumerate(points)]
-
-    @property
-    def injection_points(self) -> list[InjectionPoint]:
-        return list(self._points)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def use_stream(self, stream: NoiseStream | None) -> None:
-        """Draw the noise of every point from ``stream`` (one member); None: from torch's default generator."""
-        for p in self._points:
-            p.injection.stream = stream
-
-    @property
-    def stream(self) -> NoiseStream | None:
-        return self._points[0].injection.stream
-
-    def learnable_layers(self) -> list[InjectionPoint]:
-        """Points after conv/FC layers: the paper's "layers with learnable parameters" (Table II's layer IDs)."""
-        return [p for p in self._points if p.is_learnable]
 
 
 def _bn(batchnorm: bool, channels: int, two_d: bool) -> list[nn.Module]:
@@ -101,7 +35,7 @@ def _flat_size(layers: Sequence[nn.Module], input_shape: tuple[int, ...]) -> int
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,
-        hidden: Sequence[int] = (64, 64, 64)) -> NoisyNetwork:
+        hidden: Sequence[int] = (64, 64, 64)) -> nn.Sequential:
     """Three hidden FC layers of 64 with ReLU (the authors' ``RL_TFC``): 8 points, 11 with BatchNorm."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = int(torch.tensor(input_shape).prod())
@@ -109,10 +43,10 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,
         layers += [nn.Linear(width, h), *_bn(batchnorm, h, False), nn.ReLU()]
         width = h
     layers.append(nn.Linear(width, num_classes))
-    return NoisyNetwork("mlp", layers, input_shape, num_classes)
+    return nn.Sequential(*layers)
 
 
-def lenet5(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> NoisyNetwork:
+def lenet5(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> nn.Sequential:
     """LeNet-5: conv 6@5x5, pool, conv 16@5x5, pool, FC 120, FC 84, FC classes: 12 points, 16 with BatchNorm."""
     features: list[nn.Module] = [
         nn.Conv2d(input_shape[0], 6, 5), *_bn(batchnorm, 6, True), nn.ReLU(), nn.MaxPool2d(2),
@@ -124,10 +58,10 @@ def lenet5(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = Fal
         nn.Linear(120, 84), *_bn(batchnorm, 84, False), nn.ReLU(),
         nn.Linear(84, num_classes),
     ]
-    return NoisyNetwork("lenet5", features + classifier, input_shape, num_classes)
+    return nn.Sequential(*features, *classifier)
 
 
-def cnn_s(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> NoisyNetwork:
+def cnn_s(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> nn.Sequential:
     """CNN-S of "Hello Edge" (Zhang et al. 2017) for 49x10 MFCCs, without its low-rank linear layer.
 
     conv 28@10x4 stride 1, conv 30@10x4 stride (2, 1), valid padding, FC 128, FC classes: 8 points, 11 with BN.
@@ -140,85 +74,44 @@ def cnn_s(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = Fals
     classifier: list[nn.Module] = [
         nn.Linear(flat, 128), *_bn(batchnorm, 128, False), nn.ReLU(), nn.Linear(128, num_classes),
     ]
-    return NoisyNetwork("cnn_s", features + classifier, input_shape, num_classes)
+    return nn.Sequential(*features, *classifier)
 
 
-MODELS: dict[str, Callable[..., NoisyNetwork]] = {"mlp": mlp, "lenet5": lenet5, "cnn_s": cnn_s}
-
-
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> NoisyNetwork:
-    """Build a registered model; an unknown name is an error listing the valid ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,
+                model_kwargs: dict[str, Any] | None = None) -> NoisyNetwork:
+    """A registered model (:data:`walking_noise.registry.MODELS`) or ``package.module:callable(**model_kwargs)``,
+    as a :class:`NoisyNetwork`; an unknown name, or a model that cannot take the input, is a clear error."""
+    check_model_name(name)
+    shape = tuple(input_shape)
+    if is_foreign(name):
+        if batchnorm:
+            raise ValueError(f"batchnorm applies to the registered models ({', '.join(MODELS)}); {name} is built as "
+                             f"it is")
+        built = resolve(name)(**dict(model_kwargs or {}))  # type: ignore[operator]
+        if not isinstance(built, nn.Module):
+            raise ValueError(f"{name}(**model_kwargs) returned {type(built).__name__}, not an nn.Module")
+    else:
+        if model_kwargs:
+            raise ValueError(f"model_kwargs apply to models given as package.module:callable, not to {name!r}")
+        built = resolve(MODELS[name].builder)(shape, num_classes, batchnorm=batchnorm)  # type: ignore[operator]
     try:
-        return MODELS[name](tuple(input_shape), num_classes, batchnorm=batchnorm)
+        return NoisyNetwork(name, built, shape, num_classes, short_names=not is_foreign(name))
     except RuntimeError as err:  # e.g. LeNet-5 on 8x8 digits: the feature maps vanish
-        raise ValueError(f"model {name!r} cannot take inputs of shape {tuple(input_shape)}: {err}") from err
+        raise ValueError(f"model {name!r} cannot take inputs of shape {shape}: {err}") from err
 
 
 @lru_cache(maxsize=64)
-def point_names(name: str, input_shape: tuple[int, ...], num_classes: int, batchnorm: bool) -> tuple[str, ...]:
-    """The labels ("<index> <name>") of a model's injection points, cached: configs are validated by the thousand."""
-    return tuple(p.label for p in build_model(name, input_shape, num_classes, batchnorm).injection_points)
+def _point_table(name: str, dataset: str, batchnorm: bool, kwargs_json: str) -> str:
+    entry = DATASETS[dataset]
+    model = build_model(name, entry.input_shape, entry.num_classes, batchnorm, json.loads(kwargs_json) or None)
+    return json.dumps(layer_table(model))
 
 
-@lru_cache(maxsize=64)
-def _layer_table_cached(name: str, dataset: str, batchnorm: bool) -> str:
-    import json
-
-    from walking_noise.data import DATASET_SHAPES
-
-    shape, classes = DATASET_SHAPES[dataset]
-    return json.dumps(layer_table(build_model(name, shape, classes, batchnorm)))
-
-
-def layer_table_for(name: str, dataset: str, batchnorm: bool) -> list[dict]:
-    """The layer table of a registered model on a dataset's input shape, without loading the data."""
-    import json
-
-    return json.loads(_layer_table_cached(name, dataset, batchnorm))
-
-
-def layer_table(model: NoisyNetwork) -> list[dict]:
-    """One row per injection point: index, name, output shape (per sample) and the layer's parameter count."""
-    shapes: dict[int, tuple[int, ...]] = {}
-    handles = [
-        p.injection.register_forward_hook(lambda _m, _i, out, i=p.index: shapes.__setitem__(i, tuple(out.shape[1:])))
-        for p in model.injection_points
-    ]
-    was_training = model.training
-    settings = [p.injection.setting for p in model.injection_points]
-    try:
-        model.eval()
-        for p in model.injection_points:  # a shape probe, not a measurement: it draws no noise
-            p.injection.clear()
-        with torch.no_grad():
-            device = next(model.parameters()).device
-            model(torch.zeros(1, *model.input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for p, setting in zip(model.injection_points, settings):
-            p.injection.setting = setting
-        for h in handles:
-            h.remove()
-    return [
-        {
-            "index": p.index,
-            "name": p.name,
-            "output_shape": list(shapes[p.index]),
-            "parameters": sum(t.numel() for t in p.layer.parameters()) if p.layer is not None else 0,
-        }
-        for p in model.injection_points
-    ]
-
-
-def format_layer_table(rows: list[dict]) -> str:
-    """The layer table as aligned text, as printed by ``walking-noise layers``."""
-    lines = [f"{'index':>5}  {'name':<8} {'output shape':<16} {'parameters':>10}"]
-    for r in rows:
-        shape = "x".join(str(d) for d in r["output_shape"])
-        lines.append(f"{r['index']:>5}  {r['name']:<8} {shape:<16} {r['parameters']:>10}")
-    return "\n".join(lines)
+def layer_table_for(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None = None
+                    ) -> list[dict]:
+    """The layer table (injection points) of a model on a dataset's input shape, without loading the data; cached,
+    since configs are validated by the thousand."""
+    return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True)))
 
 
 def clamp_weights(model: nn.Module, limit: float = 1.0) -> None:

@@ -1,31 +1,41 @@
-"""Gaussian noise injection into activations (paper section III.A-B).
+"""Gaussian noise where analog hardware is noisy (paper section III.A-B): at three sites, global or walking.
 
-A :class:`NoiseInjection` module sits after every layer of a model (and one at the input). Each point holds its own
-additive and multiplicative standard deviation; :func:`configure_noise` sets them for the two placements of the
-paper: *global* (the same ``noise_std`` at every point except BatchNorm outputs) and *walking* (only the point
-``injection_layer``). Noise is drawn fresh per element and per forward pass, in the forward pass only.
+The paper names three places of noise in a matrix-multiplication accelerator and studies the last; all three are
+here, chosen by ``noise.site`` (one :class:`NoiseInjection` per injection point holds the setting):
+
+- ``activation`` (the paper's): the output of a layer is perturbed, ``x * N(1, s^2)`` or ``x + N(0, s^2)``,
+  drawn per element and per forward pass;
+- ``weight`` (read-out noise): a Linear or Conv layer computes with ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn
+  per weight element once per forward pass (one mini-batch reads the weights once, so every sample of a batch sees
+  the same noisy weights);
+- ``mac`` (noise inside the multiply-accumulate): ``y_j = sum_i w_ji x_i (1 + e_ji)``, whose exact distribution is
+  ``y_j + N(0, s^2 sum_i (w_ji x_i)^2)``: one extra matmul (or conv) of the squares gives the std, drawn per output
+  element and forward pass; additive noise per product gives ``y_j + N(0, s^2 fan_in)``. The std of this term is a
+  constant of the chain rule, so both backward modes pass the output gradient through unchanged (the exact
+  per-product factors are not drawn one by one).
+
+:func:`configure_noise` sets every point of a model for the paper's two placements: *global* (every eligible point:
+every point but BatchNorm outputs for activations, every Linear/Conv point for weights and MACs) and *walking*
+(only ``injection_layer``). Noise is drawn in the forward pass only; with ``backward: straight_through`` the gradient
+w.r.t. the noisy quantity is exactly the identity, with ``autograd`` the drawn noise is a constant of the chain rule.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from walking_noise.config import (
-    BACKWARD_MODES,
-    MIXED_ORDERS,
-    NoiseConfig,
-    check_choice,
-    check_std,
-)
+from walking_noise.config import BACKWARD_MODES, MIXED_ORDERS, SITES, NoiseConfig, check_choice, check_std
 from walking_noise.gaussian import key_array, philox_normal, standard_normal_like
 
 if TYPE_CHECKING:  # pragma: no cover
-    from walking_noise.models import NoisyNetwork
+    from walking_noise.points import NoisyNetwork
 
 class StraightThrough(torch.autograd.Function):
     """Returns the noisy value forward, passes the incoming gradient unchanged backward."""
@@ -39,8 +49,10 @@ class StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-#: Draw tags: which of a point's draws a counter names (4 bits of the counter).
+#: Draw tags: which of a point's draws a counter names (4 bits of the counter). ``perturb`` draws tag 0 for the
+#: multiplicative and tag 1 for the additive part; each site adds its offset, so its draws never share numbers.
 MULTIPLICATIVE_DRAW, ADDITIVE_DRAW = 0, 1
+SITE_TAG_OFFSET = {"activation": 0, "weight": 2, "mac": 4}
 #: Phases of a forward pass in a draw coordinate.
 TRAIN, EVAL = 0, 1
 
@@ -101,16 +113,54 @@ def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicati
 
 
 @dataclass
-class _PointSetting:
+class PointSetting:
+    """The noise of one injection point: stds, phase, order of mixed noise, backward mode and site."""
+
     additive_std: float = 0.0
     multiplicative_std: float = 0.0
     in_training: bool = True
     order: str = "multiply_then_add"
     backward: str = "autograd"
+    site: str = "activation"
+
+
+def layer_map(layer: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
+    """(apply(x, weight): the layer's linear map without bias, fan-in per output) of a Linear or Conv layer."""
+    if isinstance(layer, nn.Linear):
+        return (lambda x, w: F.linear(x, w)), layer.in_features
+    if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
+        return (lambda x, w: layer._conv_forward(x, w, None)), layer.in_channels // layer.groups * math.prod(
+            layer.kernel_size)
+    raise ValueError(f"the weight and MAC sites exist for Linear and Conv layers only, not {type(layer).__name__}")
+
+
+def site_noise(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, apply: Callable[..., torch.Tensor],
+               fan_in: int, site: str, additive: float | torch.Tensor | None,
+               multiplicative: float | torch.Tensor | None, order: str, straight_through: bool,
+               draw_weight: Draw, draw_output: Draw) -> torch.Tensor:
+    """A layer's output ``y = apply(x, weight) + bias`` with the noise of ``site`` (``weight`` or ``mac``).
+
+    ``weight``: ``y + apply(x, W_noisy - W)``, so one extra matmul (with ``W_noisy`` = :func:`perturb` of ``W``,
+    whose backward mode holds for the weight). ``mac``: ``y + s * sqrt(apply(x^2, W^2)) * z`` (multiplicative) and
+    ``+ s * sqrt(fan_in) * z`` (additive). Stds may be tensors broadcasting against the weight (weight site) or the
+    output (MAC site), one per member of a packed layer. Shared by the one-model and the batched engine.
+    """
+    if site == "weight":
+        delta = perturb(weight, additive, multiplicative, order, straight_through, draw_weight) - weight
+        return y + apply(x, delta)
+    out = y
+    if multiplicative is not None:
+        with torch.no_grad():  # the std of the MAC noise: a constant of the chain rule
+            std = apply(x * x, weight * weight).clamp_min_(0).sqrt_()
+        out = out + draw_output(MULTIPLICATIVE_DRAW).mul_(std).mul_(multiplicative)
+    if additive is not None:
+        out = out + draw_output(ADDITIVE_DRAW).mul_(additive * math.sqrt(fan_in))
+    return out
 
 
 class NoiseInjection(nn.Module):
-    """One injection point: perturbs the activation passing through it, identity while its stds are zero.
+    """One injection point: perturbs what passes it (the layer's output, or its weights or MACs), identity while
+    its stds are zero.
 
     In training mode (``module.training``) noise is drawn only if the point is set to inject during training,
     so one model object serves both phases of the paper.
@@ -119,7 +169,7 @@ class NoiseInjection(nn.Module):
     def __init__(self, index: int = 0) -> None:
         super().__init__()
         self.index = index  # the injection point's number: part of every draw's coordinate
-        self.setting = _PointSetting()
+        self.setting = PointSetting()
         self.stream: NoiseStream | None = None  # set by NoisyNetwork.use_stream; None: torch's default generator
 
     @property
@@ -128,58 +178,80 @@ class NoiseInjection(nn.Module):
         return (s.additive_std > 0 or s.multiplicative_std > 0) and (s.in_training or not self.training)
 
     def set(self, additive_std: float = 0.0, multiplicative_std: float = 0.0, *, in_training: bool = True,
-            order: str = "multiply_then_add", backward: str = "autograd") -> None:
-        self.setting = _PointSetting(
+            order: str = "multiply_then_add", backward: str = "autograd", site: str = "activation") -> None:
+        self.setting = PointSetting(
             check_std(additive_std, "additive_std"), check_std(multiplicative_std, "multiplicative_std"),
             in_training, check_choice(order, MIXED_ORDERS, "mixed noise order"),
-            check_choice(backward, BACKWARD_MODES, "backward mode"),
+            check_choice(backward, BACKWARD_MODES, "backward mode"), check_choice(site, SITES, "noise site"),
         )
 
     def clear(self) -> None:
-        self.setting = _PointSetting()
+        self.setting = PointSetting()
+
+    def _draw(self, like: torch.Tensor, offset: int) -> Draw:
+        stream = self.stream
+        if stream is None:
+            return lambda _tag: standard_normal_like(like)
+        return lambda tag: stream.normal(self.index, tag + offset, like.numel(), like.device).view(like.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return x
+        """``x`` with the activation noise of this point (unchanged for another site or while inactive)."""
         s = self.setting
-        stream = self.stream
-        draw = None if stream is None else (
-            lambda tag: stream.normal(self.index, tag, x.numel(), x.device).view(x.shape))
+        if not self.active or s.site != "activation":
+            return x
         return perturb(x, s.additive_std or None, s.multiplicative_std or None, s.order,
-                       s.backward == "straight_through", draw)
+                       s.backward == "straight_through", self._draw(x, 0))
+
+    def after_layer(self, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output ``y`` of ``layer`` on input ``x`` with this point's noise, whatever its site."""
+        s = self.setting
+        if not self.active or s.site == "activation":
+            return self(y)
+        apply, fan_in = layer_map(layer)
+        return site_noise(y, x, layer.weight, apply, fan_in, s.site, s.additive_std or None,
+                          s.multiplicative_std or None, s.order, s.backward == "straight_through",
+                          self._draw(layer.weight, SITE_TAG_OFFSET["weight"]),
+                          self._draw(y, SITE_TAG_OFFSET["mac"]))
 
     def extra_repr(self) -> str:
         s = self.setting
-        return f"additive_std={s.additive_std:g}, multiplicative_std={s.multiplicative_std:g}, in_training={s.in_training}"
+        return (f"additive_std={s.additive_std:g}, multiplicative_std={s.multiplicative_std:g}, "
+                f"in_training={s.in_training}, site={s.site}")
+
+
+def eligible_points(points: Sequence[Any], site: str) -> list[Any]:
+    """The points a site applies to under global placement: for activations every point but BatchNorm outputs (the
+    paper keeps the injected amount equal with and without BN), for weights and MACs every Linear/Conv point."""
+    if site == "activation":
+        return [p for p in points if not p.is_batchnorm]
+    return [p for p in points if p.is_learnable]
 
 
 def configure_noise(model: NoisyNetwork, config: NoiseConfig) -> list[int]:
     """Set every injection point of ``model`` from ``config``; return the indices that now inject.
 
-    Global placement skips BatchNorm outputs (the paper keeps the injected amount equal with and without BN);
-    walking placement injects at exactly ``config.injection_layer``, which may be a BatchNorm output.
+    Global placement: every eligible point (:func:`eligible_points`). Walking placement: exactly
+    ``config.injection_layer``, which may be a BatchNorm output for activations and must be a Linear/Conv point for
+    the weight and MAC sites (else a ``ValueError`` names the valid points).
     """
     points = model.injection_points
     if config.placement == "walking" and config.kind != "none":
         index = config.injection_layer
-        if index is None or not 0 <= index < len(points):
-            names = ", ".join(f"{p.index} {p.name}" for p in points)
-            raise ValueError(
-                f"injection_layer {index} is out of range for {model.name} with {len(points)} injection points "
-                f"(valid: 0..{len(points) - 1}: {names})"
-            )
+        valid = points if config.site == "activation" else eligible_points(points, config.site)
+        if index is None or index not in {p.index for p in valid}:
+            names = ", ".join(p.label for p in valid)
+            where = "" if config.site == "activation" else f" at the {config.site} site (Linear/Conv points only)"
+            raise ValueError(f"injection_layer {index} is not an injection point of {model.name}{where}; "
+                             f"valid: {names}")
     additive, multiplicative = config.stds
+    hits = {p.index for p in eligible_points(points, config.site)} if config.placement == "global" else \
+        {config.injection_layer}
     active = []
     for point in points:
-        if config.placement == "global":
-            hit = not point.is_batchnorm
-        else:
-            hit = point.index == config.injection_layer
-        if hit and config.kind != "none" and (additive > 0 or multiplicative > 0):
+        if point.index in hits and config.kind != "none" and (additive > 0 or multiplicative > 0):
             point.injection.set(additive, multiplicative, in_training=config.phase == "train_and_inference",
-                                order=config.mixed_order, backward=config.backward)
+                                order=config.mixed_order, backward=config.backward, site=config.site)
             active.append(point.index)
         else:
             point.injection.clear()
     return active
-

@@ -17,11 +17,10 @@ holds only what its YAML named), SEML's bookkeeping keys ``db_collection``/``ove
 ``config_hash`` is always :func:`walking_noise.store.config_hash` of the completed config (SEML's own hash differs).
 When one config has several documents, the newest COMPLETED one is kept (:func:`~walking_noise.store.latest_by_hash`).
 
-Loading speed (``benchmarks/store_load.py``): a local store is read segment by segment. With the standard ``json``
-module the learning curves are cut out of each line and parsed in bulk by pandas' C reader (only those asked for,
-see ``fields``), equal layer tables are parsed once and shared, the cyclic garbage collector is paused while
-millions of containers are created, and the frame is built column by column; with ``orjson`` installed each line
-is parsed whole by it.
+Loading speed (``benchmarks/store_load.py``): a local store is read segment by segment. The learning curves are cut
+out of each line and parsed in bulk by pandas' C reader (only those asked for, see ``fields``), equal layer tables
+are parsed once and shared, the cyclic garbage collector is paused while millions of containers are created, and
+the frame is built column by column. Loading needs no torch.
 """
 
 from __future__ import annotations
@@ -37,21 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walking_noise.config import NON_RUN_KEYS, flatten
 from walking_noise.store import COMPLETED, LocalStore, config_hash, latest_by_hash
 
-try:  # optional: several times faster on float-heavy documents (learning curves)
-    import orjson as _orjson
-
-    def _loads(line: bytes) -> Any:
-        return _orjson.loads(line)
-
-    JSON_PARSER = "orjson"
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
-    JSON_PARSER = "json"
-
-#: Keys SEML adds to a stored config that are not part of a run's definition.
-from walking_noise.campaign import NON_RUN_KEYS as SEML_EXTRA_KEYS  # noqa: E402 - keys that are not part of a run
 #: Prefix of a result column whose name is also a config key.
 RESULT_PREFIX = "result."
 #: Document-level columns, first in the frame when present.
@@ -76,22 +63,6 @@ class ResultsError(ValueError):
 # ---- documents -> rows -------------------------------------------------------------------------------------
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"noise": {"kind": "additive"}}`` -> ``{"noise.kind": "additive"}``; non-dict values are kept as they are."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            inner = prefix + key + "."
-            for key2, value2 in value.items():  # the usual two levels without a recursive call
-                if isinstance(value2, dict):
-                    flat.update(flatten(value2, inner + key2 + "."))
-                else:
-                    flat[inner + key2] = value2
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def config_columns(df: pd.DataFrame) -> list[str]:
     """The columns of ``df`` that come from a run's config (flattened names), in frame order."""
     from walking_noise.config import RunConfig
@@ -108,9 +79,9 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     from walking_noise.config import RunConfig
 
-    cleaned = {k: v for k, v in config.items() if k not in SEML_EXTRA_KEYS}
-    try:
-        return RunConfig.from_dict(cleaned).to_dict()
+    cleaned = {k: v for k, v in config.items() if k not in NON_RUN_KEYS}
+    try:  # without building the model: an analysis needs no torch
+        return RunConfig.from_dict(cleaned, check_points=False).to_dict()
     except (ValueError, TypeError):
         return cleaned
 
@@ -257,23 +228,15 @@ def _parse_segment(data: bytes, curves: Iterable[str] | None = None,
                    shared: dict[bytes, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
     """The complete documents of one segment file's bytes, and the number of lines skipped as torn or invalid.
 
-    Same rules as :meth:`LocalStore.documents`. With the standard ``json`` module the per-epoch curves are cut out
-    of each line first and parsed in bulk (see :func:`_parse_numbers`), and only the ``curves`` asked for are
-    parsed at all (None: all; the others are left as None); equal layer tables are parsed once (cache ``shared``)
-    and shared. With ``orjson`` every line is parsed whole.
+    Same rules as :meth:`LocalStore.documents`. The per-epoch curves are cut out of each line first and parsed in
+    bulk (see :func:`_parse_numbers`), and only the ``curves`` asked for are parsed at all (None: all; the others
+    are left as None); equal layer tables are parsed once (cache ``shared``) and shared.
     """
     wanted = set(CURVE_KEYS if curves is None else curves)
     shared = {} if shared is None else shared
     lines = data.split(b"\n")
     skipped = 1 if lines.pop() else 0  # after the final newline comes b""; anything else is an unfinished write
     docs: list[dict[str, Any]] = []
-    if JSON_PARSER == "orjson":
-        for line in lines:
-            try:
-                docs.append(_loads(line))
-            except ValueError:
-                skipped += 1 if line else 0
-        return docs, skipped
     texts: list[bytes] = []
     slots: list[tuple[int, str]] = []  # (document number, curve key) of each text
     found: list[tuple[str, Any]] = []
@@ -354,7 +317,7 @@ def runs_from_store(store: str | os.PathLike | LocalStore, status: str | Iterabl
         raise ResultsError(f"no run store at {store.path}{hint}; pass the folder given to `walking-noise run --store`")
     store.skipped_lines = 0
     # Millions of small containers are created and none is garbage: the cyclic GC would re-scan them over and
-    # over (measured: 40 % of the load time), so it is paused while loading.
+    # over (a large part of the load time, benchmarks/store_load.py), so it is paused while loading.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -455,10 +418,10 @@ def load_runs(store: str | os.PathLike | None = None, mongo_uri: str | None = No
 
 
 def study_runs(df: pd.DataFrame, study: Any) -> pd.DataFrame:
-    """The rows of ``df`` that belong to exactly ``study`` (a :class:`walking_noise.campaign.Study`): its grid
+    """The rows of ``df`` that belong to exactly ``study`` (a :class:`walking_noise.study.Study`): its grid
     configs and the runs its adaptive searches choose under the current design
-    (:func:`walking_noise.campaign.study_selection`). ``attrs`` say which study and what was left out."""
-    from walking_noise.campaign import study_selection
+    (:func:`walking_noise.searches.study_selection`). ``attrs`` say which study and what was left out."""
+    from walking_noise.searches import study_selection
 
     latest = {h: {"status": st, "result": {"final_accuracy": acc}}
               for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])} if len(df) else {}

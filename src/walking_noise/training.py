@@ -15,10 +15,12 @@ activations overflowed float32 at this noise level). Divergence is recorded, not
 from __future__ import annotations
 
 import copy
+import io
+import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +31,12 @@ from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
-from walking_noise.models import (
-    NoisyNetwork,
-    build_model,
-    clamp_weights,
-    layer_table,
-    weight_magnitudes,
-)
+from walking_noise.models import build_model, clamp_weights, weight_magnitudes
+from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
+from walking_noise.store import atomic_write
+
+logger = logging.getLogger(__name__)
 
 FINAL_EPOCHS = 5  # the paper's rule: the mean of the last five epochs
 EVAL_BATCH = 2048
@@ -49,10 +49,10 @@ def keep_freed_memory() -> bool:
 
     Why: every training step allocates and frees activation-sized tensors (a 128-sample batch of 32 MLP members is
     13 MB at the input). glibc serves such sizes with fresh ``mmap`` pages, so each step pays a page fault per 4 KiB
-    touched; on the 2-core reference VM that made one noise addition 24 ms instead of 1.5 ms, and the whole batched
-    MLP step about 15 % slower (``benchmarks/batched_throughput.py``). Disabling mmap and heap trimming lets the
-    freed blocks be reused; a training process then keeps its peak footprint until it exits. Idempotent; returns
-    whether the setting is in effect (False off glibc or with ``WALKING_NOISE_MALLOC=default``).
+    touched, which made the batched MLP step measurably slower (``benchmarks/batched_throughput.py``). Disabling
+    mmap and heap trimming lets the freed blocks be reused; a training process then keeps its peak footprint until it
+    exits. Idempotent; returns whether the setting is in effect (False off glibc or with
+    ``WALKING_NOISE_MALLOC=default``).
     """
     global _allocator_tuned
     if _allocator_tuned:
@@ -143,7 +143,7 @@ def resolve_device(device: str) -> torch.device:
 class FusedAdam:
     """Adam (no AMSGrad) exactly as ``torch.optim.Adam(fused=True)`` computes it, without ``torch.optim``.
 
-    Why: building the first ``torch.optim`` optimiser of a process imports ``torch._dynamo`` (1.1-1.5 s here), which a
+    Why: building the first ``torch.optim`` optimiser of a process imports ``torch._dynamo`` (over a second), which a
     campaign of one process per config pays once per config. This calls the same fused kernel (one pass over all
     parameters) with the same state, so results equal ``torch.optim.Adam(fused=True)`` (tested).
     """
@@ -205,8 +205,8 @@ class CosineSchedule:
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[Any, Any]:
     """The optimiser and LR schedule of ``cfg.training``; shared by the one-model and the batched engine.
 
-    The fused kernels (one pass over all parameters instead of one per Adam/SGD sub-step) made the batched MLP step
-    about 9 % faster on the CPU; the arithmetic is that of the usual implementation. Adam on the CPU or a GPU is
+    The fused kernels (one pass over all parameters instead of one per Adam/SGD sub-step) make the batched MLP step
+    faster on the CPU; the arithmetic is that of the usual implementation. Adam on the CPU or a GPU is
     :class:`FusedAdam` where this torch has the kernel; anything else comes from ``torch.optim``.
     """
     t = cfg.training
@@ -234,11 +234,9 @@ def _finite_parameters(model: nn.Module) -> bool:
 
 def save_checkpoint(model: NoisyNetwork, cfg: RunConfig, path: str | os.PathLike) -> str:
     """Write the trained weights and the config atomically (a crash never leaves half a checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, buffer)
+    atomic_write(Path(path), buffer.getvalue())
     return str(path)
 
 
@@ -247,7 +245,7 @@ def load_checkpoint(path: str | os.PathLike, dataset: DatasetSplits | None = Non
     saved = torch.load(path, map_location="cpu", weights_only=False)
     cfg = RunConfig.from_dict(saved["config"])
     data = dataset if dataset is not None else load_run_dataset(cfg)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs)
     model.load_state_dict(saved["state_dict"])
     return model, cfg
 
@@ -282,6 +280,11 @@ class SingleModel(nn.Module):
     def __init__(self, model: NoisyNetwork):
         super().__init__()
         self.model = model
+
+    @property
+    def template(self) -> NoisyNetwork:
+        """The architecture (as :attr:`PackedNetwork.template`): the model itself."""
+        return self.model
 
     @property
     def stream(self) -> NoiseStream | None:
@@ -349,7 +352,7 @@ CURVES = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_
 
 
 def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSplits, active: list[list[int]], *,
-                engine: str, started: float, log: Callable[[str], None] | None = None,
+                engine: str, started: float, log_epochs: bool = False,
                 keep_last: int = 0) -> tuple[list[RunResult], list[list[dict]]]:
     """The training loop of both engines: train the K members of ``model`` (a :class:`SingleModel` or a
     :class:`walking_noise.batched.PackedNetwork`, noise configured) on ``data`` and measure each every epoch.
@@ -421,15 +424,16 @@ def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSpl
         if keep_last and epoch >= t.epochs - keep_last:
             for k in range(K):
                 snapshots[k].append(copy.deepcopy(model.unpack(k).state_dict()))
-        if log is not None:
+        if log_epochs:
             if K == 1:
-                log(f"epoch {epoch + 1}/{t.epochs}  train loss {curves['train_loss'][0][-1]:.4f}  "
-                    f"val acc {float(acc[0]):.4f}  val loss {float(vloss[0]):.4f}")
+                logger.info("epoch %d/%d  train loss %.4f  val acc %.4f  val loss %.4f", epoch + 1, t.epochs,
+                            curves["train_loss"][0][-1], float(acc[0]), float(vloss[0]))
             else:
-                log(f"epoch {epoch + 1}/{t.epochs}  {K} members  val acc {float(acc.min()):.3f}..{float(acc.max()):.3f}")
-            for k in range(K):
-                if diverged_epoch[k] == epoch:
-                    log(f"member {k} diverged at epoch {epoch + 1}: non-finite weights")
+                logger.info("epoch %d/%d  %d members  val acc %.3f..%.3f", epoch + 1, t.epochs, K, float(acc.min()),
+                            float(acc.max()))
+        for k in range(K):
+            if diverged_epoch[k] == epoch:
+                logger.info("member %d diverged at epoch %d: non-finite weights", k, epoch + 1)
         if not bool(alive.any()):
             break
     elapsed = time.perf_counter() - started
@@ -450,11 +454,11 @@ def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSpl
     return results, snapshots
 
 
-def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
-              log: Callable[[str], None] | None = None) -> RunResult:
+def train_run(cfg: RunConfig, data: DatasetSplits | None = None, log_epochs: bool = False) -> RunResult:
     """Train one model of ``cfg`` and return what it measured.
 
-    ``data`` may be passed in to share one loaded dataset between runs (it is not modified). Deterministic for a
+    ``data`` may be passed in to share one loaded dataset between runs (it is not modified); ``log_epochs``: one
+    INFO line per epoch (logger ``walking_noise.training``). Deterministic for a
     fixed config: its seed fixes the initial weights and the data order, its noise key (:attr:`RunConfig.noise_key`)
     the noise draws; the batched engine gives the same member the same draws (:func:`fit_members`).
     """
@@ -464,7 +468,9 @@ def train_run(cfg: RunConfig, data: DatasetSplits | None = None,
     if data is None:
         data = load_run_dataset(cfg, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, batchnorm=cfg.batchnorm).to(device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm,
+                        cfg.model_kwargs).to(device)
     active = configure_noise(model, cfg.noise)
-    results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started, log=log)
+    results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started,
+                             log_epochs=log_epochs)
     return results[0]

@@ -22,7 +22,7 @@ from importlib import import_module
 from typing import Any
 
 # Names resolve on first use (PEP 562): `walking-noise run` builds the report sub-command parser on every start and
-# must not pay for matplotlib and every figure module (about 0.9 s) when it only trains.
+# must not pay for importing matplotlib and every figure module when it only trains.
 _HOMES = {
     "fig4_self_binarization": "activations",
     "NotEnoughRuns": "common", "choose_axis": "common", "fit_series": "common", "format_pm": "common",

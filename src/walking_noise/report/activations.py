@@ -26,10 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from walking_noise.report.common import (
-    markdown_table, new_figure, plain_log_ticks, save_figure, write_csv, write_text,
+    markdown_table,
+    new_figure,
+    plain_log_ticks,
+    save_figure,
+    write_csv,
+    write_text,
 )
 
 

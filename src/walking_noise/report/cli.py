@@ -94,6 +94,8 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="the --set values the study was run with (only keys that change a run's identity "
                              "matter; data_dir does not)")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="the --filter values the study was run with")
 
 
 def load_selected(args: argparse.Namespace, fields: Any = None) -> Any:
@@ -103,9 +105,9 @@ def load_selected(args: argparse.Namespace, fields: Any = None) -> Any:
     df = load_runs(store=args.store, mongo_uri=args.mongo_uri, db=args.db, collection=args.collection,
                    batch_id=getattr(args, "batch_id", None), fields=fields or REPORT_FIELDS)
     if getattr(args, "study", None):
-        from walking_noise.campaign import load_study, parse_filters
+        from walking_noise.study import load_study, parse_filters
 
-        df = study_runs(df, load_study(args.study, overrides=parse_filters(args.set)))
+        df = study_runs(df, load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set)))
         for note in df.attrs["selection_notes"]:
             print(f"note: {note}", flush=True)
         print(f"study {df.attrs['study']}: {len(df)} runs ({df.attrs['left_out']} other runs of the source left out)",

@@ -30,12 +30,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from walking_noise import fit as wfit
+from walking_noise.config import LOCATION_KEYS
+from walking_noise.registry import display_dataset, display_model
 from walking_noise.results import config_columns
 
 NOISE_STD = "noise.noise_std"
 ACCURACY = "final_accuracy"
-#: Config keys that say where a run was executed, not what it computed.
-LOCATION_KEYS = ("data_dir", "checkpoint", "device")
 #: Config keys that vary *within* a series.
 WITHIN_SERIES = ("seed", NOISE_STD)
 #: How far above chance a fitted a_min must lie for a drop to count as partial (accuracy fraction).
@@ -44,9 +44,6 @@ PARTIAL_DROP_MARGIN = 0.1
 MIN_LEVELS = wfit.MIN_LEVELS_SINGLE
 MIN_LEVELS_DOUBLE = wfit.MIN_LEVELS_DOUBLE
 
-DATASET_NAMES = {"mnist_5k": "MNIST-5k", "mnist": "MNIST", "cifar10": "CIFAR-10", "speech_commands": "GSC",
-                 "digits": "Digits"}
-MODEL_NAMES = {"mlp": "MLP", "lenet5": "LeNet-5", "cnn_s": "CNN-S"}
 #: Fit fields copied into every fit table (CSV), in this order.
 FIT_FIELDS = ("converged", "reason", "model", "axis", "mu", "mu_err", "mu_err_unscaled", "mu_err_jackknife",
               "sigma", "sigma_err", "delta_a", "delta_a_err", "a_min", "a_min_err", "chi2_red", "n_levels", "n_runs",
@@ -170,11 +167,11 @@ def display(value: Any) -> str:
 
 
 def dataset_name(name: Any) -> str:
-    return DATASET_NAMES.get(str(name), str(name))
+    return display_dataset(name)
 
 
 def model_name(name: Any) -> str:
-    return MODEL_NAMES.get(str(name), str(name))
+    return display_model(name)
 
 
 def slug(*parts: Any) -> str:
@@ -205,7 +202,9 @@ def learnable_points(runs: pd.DataFrame) -> dict[int, tuple[int, str]]:
         if isinstance(table, list) and table:
             out, ordinal = {}, 0
             for r in table:
-                if r.get("parameters", 0) and r.get("name") in ("Conv", "FC"):
+                # kind: conv/linear (tables stored before kinds existed: the paper's short names)
+                if r.get("parameters", 0) and r.get("kind", {"Conv": "conv", "FC": "linear"}.get(r.get("name"))) in (
+                        "conv", "linear"):
                     ordinal += 1
                     out[int(r["index"])] = (ordinal, str(r["name"]))
             return out

@@ -26,7 +26,7 @@ TABLE1_CELLS = (("additive", False), ("additive", True), ("multiplicative", Fals
 TABLE1_AXES = ("dataset", "model", "batchnorm", "noise.kind")
 
 
-def _global_series(df: pd.DataFrame, min_levels: int = MIN_LEVELS) -> tuple[list[Series], list[Series]]:
+def global_series(df: pd.DataFrame, min_levels: int = MIN_LEVELS) -> tuple[list[Series], list[Series]]:
     """(series with >= ``min_levels`` levels, all global series) of additive/multiplicative global noise."""
     every = series_of(paper_runs(df, KINDS, "global"))
     return [s for s in every if len(s.levels) >= min_levels], every
@@ -71,7 +71,7 @@ def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     dataset, model, BatchNorm and kind (e.g. noise only at inference) get a table of their own.
     """
     out_dir = Path(out_dir)
-    good, every = _global_series(df)
+    good, every = global_series(df)
     if not good:
         raise _too_few("Table I", every, MIN_LEVELS)
     rows = [fit_row(s, fit_series(s)) for s in every]
@@ -187,7 +187,7 @@ def fig1_fit(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 12) -> 
     Writes ``fig1_fit.png`` (and ``fig1_fit_2.png``, ... when there are more than ``max_panels`` series).
     """
     out_dir = Path(out_dir)
-    good, every = _global_series(df)
+    good, every = global_series(df)
     if not good:
         raise _too_few("Fig. 1", every, MIN_LEVELS)
     extra = varying(good)
@@ -236,7 +236,7 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
     converged training. Writes ``fig6_training_curves.png`` (``_2``, ... beyond ``max_panels`` series).
     """
     out_dir = Path(out_dir)
-    _, every = _global_series(df)
+    _, every = global_series(df)
     usable = [s for s in every if len(s.levels) >= 2 and any(isinstance(v, list) and v
                                                              for v in column(s.runs, "val_accuracy"))]
     if not usable:

@@ -18,7 +18,7 @@ from walking_noise.report.common import (
     NotEnoughRuns, column, dataset_name, fit_row, fit_series, format_pm, markdown_table, model_name, write_csv,
     write_text,
 )
-from walking_noise.report.global_noise import _global_series
+from walking_noise.report.global_noise import global_series
 
 #: Table I of the paper: (dataset, model) -> {(noise kind, BatchNorm): mu}.
 PAPER_TABLE1: dict[tuple[str, str], dict[tuple[str, bool], float]] = {
@@ -55,7 +55,7 @@ def table1_vs_paper(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     error, and what the runs were (epochs vs the paper's, levels, seeds, runs). Writes ``table1_vs_paper.md``
     and ``table1_vs_paper.csv``."""
     out_dir = Path(out_dir)
-    _, every = _global_series(df)
+    _, every = global_series(df)
     rows = []
     for series in every:
         row = fit_row(series, fit_series(series))

@@ -24,13 +24,19 @@ from walking_noise.report.common import (
 )
 
 #: Config columns that vary *within* one figure of walking noise (points and the three roles).
-WITHIN_FIGURE = ("noise.injection_layer", "noise.phase", "weight_clamping")
+WITHIN_FIGURE = ("noise.injection_layer", "noise.phase", "weight_clamping", "noise.site")
 ROLE_STYLE = {  # the paper's colours: blue baseline, orange trained with noise, green trained and clamped
     "noise only at inference": "tab:blue",
     "noise in training": "tab:orange",
     "noise in training, clamped weights": "tab:green",
     "noise at inference, clamped weights": "tab:purple",
 }
+
+
+SITE_MARKERS = {"activation": "o", "weight": "s", "mac": "D"}
+SITE_COLORS = {"activation": "tab:orange", "weight": "tab:purple", "mac": "tab:brown"}
+ROLE_LINES = {"noise only at inference": ":", "noise in training": "-", "noise in training, clamped weights": "--",
+              "noise at inference, clamped weights": "-."}
 
 
 def role(key: dict[str, Any]) -> str:
@@ -40,6 +46,27 @@ def role(key: dict[str, Any]) -> str:
     if inference:
         return "noise at inference, clamped weights" if clamped else "noise only at inference"
     return "noise in training, clamped weights" if clamped else "noise in training"
+
+
+def curve(key: dict[str, Any]) -> tuple[str, str]:
+    """(role, noise site) of a walking series: one curve of a per-point figure, coloured by role, marked by site."""
+    return role(key), str(key.get("noise.site") or "activation")
+
+
+def curve_label(c: tuple[str, str], sites: set[str]) -> str:
+    return c[0] + (f", {c[1]} site" if len(sites) > 1 or c[1] != "activation" else "")
+
+
+def _curve_style(c: tuple[str, str], sites: set[str]) -> tuple[str, str, str]:
+    """(colour, marker, line style) of a curve: one site: colour by role (the paper's); several: colour by site."""
+    if len(sites) > 1:
+        return SITE_COLORS[c[1]], SITE_MARKERS[c[1]], ROLE_LINES[c[0]]
+    return ROLE_STYLE[c[0]], SITE_MARKERS[c[1]], "-"
+
+
+def _curves(group: list[Series]) -> list[tuple[str, str]]:
+    return sorted({curve(s.key) for s in group}, key=lambda c: (list(ROLE_STYLE).index(c[0]),
+                                                                  list(SITE_MARKERS).index(c[1])))
 
 
 def walking_series(df: pd.DataFrame, kind: str) -> list[Series]:
@@ -88,6 +115,7 @@ def walking_fit_table(series: list[Series]) -> pd.DataFrame:
         row = fit_row(s, fit_series(s))
         point = s.key.get("noise.injection_layer")
         row["role"] = role(s.key)
+        row["site"] = curve(s.key)[1]
         row["point"] = layer_labels(s.runs).get(int(point), str(point)) if point is not None else None
         rows.append(row)
     return pd.DataFrame(rows)
@@ -96,8 +124,9 @@ def walking_fit_table(series: list[Series]) -> pd.DataFrame:
 def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "additive") -> list[Path]:
     """Fig. 2 (and 10, 11): walking midpoint noise level mu per injection point, log y axis.
 
-    Three series per figure: noise only at inference, noise in training, noise in training with clamped weights.
-    Filled circles with error bars: converged fits of a full drop. Hollow circles: converged fits of a partial drop
+    One curve per role (colour: noise only at inference, noise in training, noise in training with clamped weights)
+    and noise site (marker: circle activation, square weight, diamond MAC). Filled markers with error bars:
+    converged fits of a full drop. Hollow markers: converged fits of a partial drop
     (the fitted a_min lies more than 10 points above chance): mu there is the midpoint of a smaller drop, not of the
     loss of all accuracy. Hollow triangles: fits that did not converge but bound mu (the curve never left its upper
     plateau: mu > largest level measured, triangle up, also where levels beyond were left out as float32 overflow;
@@ -119,12 +148,14 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         ax = fig.subplots()
         runs = pd.concat([s.runs for s in group])
         omitted: list[str] = []
-        roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
+        curves = _curves(group)
+        sites = {c[1] for c in curves}
         shown = {"bound": False, "partial": False, "diverged": False, "overflow": False}
-        for r_i, r in enumerate(roles):
-            members = sorted([s for s in group if role(s.key) == r], key=lambda s: s.key["noise.injection_layer"])
-            shift = (r_i - (len(roles) - 1) / 2) * 0.12
-            color = ROLE_STYLE[r]
+        for r_i, c in enumerate(curves):
+            members = sorted([s for s in group if curve(s.key) == c], key=lambda s: s.key["noise.injection_layer"])
+            shift = (r_i - (len(curves) - 1) / 2) * 0.12
+            color, marker, line = _curve_style(c, sites)
+            r = curve_label(c, sites)
             xs, ys, es, partial = [], [], [], []
             for s in members:
                 row = table.iloc[by_id[id(s)]]
@@ -150,14 +181,15 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     shown["diverged"] = True
             if xs:
                 xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
-                ax.errorbar(xs_a, ys_a, yerr=np.minimum(es_a, ys_a * 0.999), fmt="-", lw=1, color=color, capsize=3,
-                            label=r)
-                ax.plot(xs_a[~part], ys_a[~part], "o", ms=5, color=color)
+                ax.errorbar(xs_a, ys_a, yerr=np.minimum(es_a, ys_a * 0.999), fmt="", lw=1, color=color, capsize=3,
+                            ls=line)
+                ax.plot(xs_a[~part], ys_a[~part], marker, ms=5, color=color, ls="none")
+                ax.plot([], [], marker, ms=5, lw=1, color=color, ls=line, label=r)  # the legend's sample of the curve
                 if part.any():
-                    ax.plot(xs_a[part], ys_a[part], "o", ms=7, mfc="white", mec=color, mew=1.5)
+                    ax.plot(xs_a[part], ys_a[part], marker, ms=7, mfc="white", mec=color, mew=1.5, ls="none")
                     shown["partial"] = True
             else:
-                ax.plot([], [], "o", color=color, label=f"{r} (no converged fit)")
+                ax.plot([], [], marker, color=color, label=f"{r} (no converged fit)")
         # explain each kind of marker only where the figure has one
         if shown["partial"]:
             ax.plot([], [], "o", mfc="white", mec="gray", mew=1.5, label="partial drop: fitted a_min > chance + 10 "
@@ -209,11 +241,13 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         fig = new_figure(7.5, 5.6)
         ax = fig.subplots()
         runs = pd.concat([s.runs for s in group])
-        roles = sorted({role(s.key) for s in group}, key=list(ROLE_STYLE).index)
-        for r_i, r in enumerate(roles):
-            members = sorted([s for s in group if role(s.key) == r], key=lambda s: s.key["noise.injection_layer"])
-            shift = (r_i - (len(roles) - 1) / 2) * 0.12
-            color = ROLE_STYLE[r]
+        curves = _curves(group)
+        sites = {c[1] for c in curves}
+        for r_i, c in enumerate(curves):
+            members = sorted([s for s in group if curve(s.key) == c], key=lambda s: s.key["noise.injection_layer"])
+            shift = (r_i - (len(curves) - 1) / 2) * 0.12
+            color, _, _ = _curve_style(c, sites)
+            r = curve_label(c, sites)
             rows = [table.iloc[by_id[id(s)]] for s in members]
             x = np.array([float(s.key["noise.injection_layer"]) + shift for s in members])
             ok = np.array([bool(row["converged"]) and row["a_min"] is not None for row in rows])
@@ -316,16 +350,19 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
         first = series[members[0]].key
         fig = new_figure(7.5, 4.6)
         ax = fig.subplots()
-        datasets = sorted({series[i].key.get("dataset") for i in members}, key=sort_key)
-        for d_i, dataset in enumerate(datasets):
-            idx = sorted([i for i in members if series[i].key.get("dataset") == dataset],
-                         key=lambda i: series[i].key["noise.injection_layer"])
+        datasets = sorted({(series[i].key.get("dataset"), curve(series[i].key)[1]) for i in members},
+                          key=lambda t: (sort_key(t[0]), list(SITE_MARKERS).index(t[1])))
+        sites = {site for _, site in datasets}
+        for d_i, (dataset, site) in enumerate(datasets):
+            idx = sorted([i for i in members if (series[i].key.get("dataset"), curve(series[i].key)[1])
+                          == (dataset, site)], key=lambda i: series[i].key["noise.injection_layer"])
             sub = table.iloc[idx]
             shift = (d_i - (len(datasets) - 1) / 2) * 0.1
+            where = f", {site} site" if len(sites) > 1 or site != "activation" else ""
             ax.errorbar(sub["noise.injection_layer"].astype(float) + shift, sub["preserved_accuracy"],
-                        yerr=sub["preserved_accuracy_err"], fmt="o-", ms=5, capsize=3,
-                        label=f"{dataset_name(dataset)} (s = {sub['largest_noise'].max():.3g} vs "
-                              f"{sub['smallest_noise'].min():.3g})")
+                        yerr=sub["preserved_accuracy_err"], fmt=SITE_MARKERS[site] + "-", ms=5, capsize=3,
+                        label=f"{dataset_name(dataset)}{where} (s = {_levels_text(sub.to_dict('records'), 'largest_noise')}"
+                              f" vs {_levels_text(sub.to_dict('records'), 'smallest_noise')})")
         runs_here = pd.concat([series[i].runs for i in members])
         _point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
         ax.set_ylim(bottom=0)
@@ -336,7 +373,7 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
         ax.set_title(f"Preserved accuracy, multiplicative walking noise: {model_name(first.get('model'))} {bn} "
                      f"BatchNorm" + (f" ({', '.join(more)})" if more else ""), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         name = slug(first.get("model"), bool(first.get("batchnorm")), *[first.get(c) for c in extra])
         paths.append(save_figure(fig, out_dir / f"fig5_preserved_accuracy_{name}.png"))
     return paths

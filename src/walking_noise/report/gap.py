@@ -1,0 +1,202 @@
+"""The gap to the paper's Table I, factor by factor (``seml_configs/mnist_gap.yaml``, ``results/mnist/gap.md``).
+
+Each Table I cell (noise kind x BatchNorm) is measured under the protocol's factors one at a time:
+- epochs: adaptive searches at several epoch counts (the authors trained MNIST for 100);
+- fit axis: Eq. 1 fitted to the same runs on a log10 and on a linear noise axis (the paper does not say which it
+  used for its log-spaced grids);
+- backward mode: straight-through (the paper's words) against autograd through the drawn factor (the authors' code);
+- grid density: the authors' dense grid against an adaptive grid at the same epochs.
+A factor's effect is the ratio of the two midpoints with its error (errors of independent fits added in quadrature
+in the log); the shift toward the paper is how much of the log-distance to the paper's value it removes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from walking_noise.report.common import (
+    NOISE_STD, NotEnoughRuns, Series, fit_series, format_pm, markdown_table, new_figure, reported_error, save_figure,
+    write_csv, write_text,
+)
+from walking_noise.report.paper import paper_mu
+
+CELLS = (("additive", False), ("additive", True), ("multiplicative", False), ("multiplicative", True))
+
+
+def _series(runs: pd.DataFrame) -> Series:
+    return Series({}, runs)
+
+
+def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
+    """One row per measured series of the study: its cell, model, epochs, backward mode, grid (``adaptive`` or
+    ``authors``) and mu on each fit axis (log10 fits only where the grid is log-spaced)."""
+    from walking_noise.searches import search_runs
+    from walking_noise.store import config_hash
+
+    latest = {h: {"status": st, "result": {"final_accuracy": acc}}
+              for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])}
+    groups: list[tuple[str, dict[str, Any], set[str]]] = []
+    for base, settings, hashes, _note in search_runs(study, latest):
+        groups.append(("adaptive", {**base, "axis": settings.get("axis", "log10")}, hashes))
+    grid: dict[tuple, set[str]] = {}
+    bases: dict[tuple, dict[str, Any]] = {}
+    for config in study.configs:
+        key = (config["model"], config["noise"]["kind"], config["batchnorm"], config["training"]["epochs"],
+               config["noise"]["backward"])
+        grid.setdefault(key, set()).add(config_hash(config))
+        bases.setdefault(key, {**config, "axis": "log10" if config["noise"]["kind"] == "additive" else "linear"})
+    groups += [("authors", bases[key], hashes) for key, hashes in grid.items()]
+    rows = []
+    for grid_name, base, hashes in groups:
+        runs = df[df["config_hash"].isin(hashes)]
+        if runs.empty:
+            continue
+        row = {"model": base["model"], "noise.kind": base["noise"]["kind"], "batchnorm": bool(base["batchnorm"]),
+               "epochs": int(base["training"]["epochs"]), "backward": base["noise"]["backward"], "grid": grid_name,
+               "runs": len(runs), "levels": int(runs[NOISE_STD].nunique()), "seeds": int(runs["seed"].nunique()),
+               "native_axis": base["axis"], "paper_mu": paper_mu("mnist", base["model"], base["noise"]["kind"],
+                                                                 base["batchnorm"])}
+        for axis in ("log10", "linear"):
+            if axis == "log10" and base["axis"] != "log10":
+                continue  # a linear grid from 0: no log fit
+            fit = fit_series(_series(runs), axis=axis)
+            row[f"mu_{axis}"] = fit.mu if fit.converged else np.nan
+            row[f"err_{axis}"] = reported_error(fit) if fit.converged else np.nan
+            row[f"reason_{axis}"] = "ok" if fit.converged else fit.reason
+        rows.append(row)
+    if not rows:
+        raise NotEnoughRuns("gap: no runs of the study in the store")
+    return pd.DataFrame(rows).sort_values(["model", "noise.kind", "batchnorm", "grid", "backward", "epochs"],
+                                          ignore_index=True)
+
+
+def _mu(row: pd.Series) -> tuple[float, float]:
+    """(mu, err) on the row's native axis."""
+    axis = row["native_axis"]
+    return float(row.get(f"mu_{axis}", np.nan)), float(row.get(f"err_{axis}", np.nan))
+
+
+def _ratio(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """a / b with the error of the ratio (independent relative errors in quadrature)."""
+    if not (np.isfinite(a[0]) and np.isfinite(b[0])) or b[0] == 0:
+        return np.nan, np.nan
+    r = a[0] / b[0]
+    return r, abs(r) * math.hypot(a[1] / a[0], b[1] / b[0])
+
+
+def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
+    """Per cell and factor: the midpoint ratio it causes, its error, and the share of the log-distance to the
+    paper it closes (1: all of it, 0: none, < 0: it moves away)."""
+    out = []
+    for kind, bn in CELLS:
+        mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)]
+        if mine.empty:
+            continue
+        paper = paper_mu("mnist", model, kind, bn)
+        auto = mine[(mine["grid"] == "adaptive") & (mine["backward"] == "autograd")].set_index("epochs")
+        epochs = sorted(auto.index)
+        factors: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
+        for low, high in zip(epochs, epochs[1:]):
+            factors.append((f"epochs {low} -> {high}", _mu(auto.loc[high]), _mu(auto.loc[low])))
+        if kind == "additive" and epochs:
+            top = auto.loc[epochs[-1]]
+            factors.append((f"fit axis log10 -> linear ({epochs[-1]} epochs)",
+                            (float(top.get("mu_linear", np.nan)), float(top.get("err_linear", np.nan))),
+                            (float(top.get("mu_log10", np.nan)), float(top.get("err_log10", np.nan)))))
+        straight = mine[(mine["grid"] == "adaptive") & (mine["backward"] == "straight_through")]
+        for _, st in straight.iterrows():
+            if st["epochs"] in auto.index:
+                factors.append((f"backward autograd -> straight-through ({st['epochs']} epochs)", _mu(st),
+                                _mu(auto.loc[st["epochs"]])))
+        for _, dense in mine[mine["grid"] == "authors"].iterrows():
+            if dense["epochs"] in auto.index:
+                factors.append((f"grid adaptive -> authors' ({dense['epochs']} epochs)", _mu(dense),
+                                _mu(auto.loc[dense["epochs"]])))
+        for name, after, before in factors:
+            ratio, err = _ratio(after, before)
+            closes = (math.log(after[0] / before[0]) / math.log(paper / before[0])
+                      if paper and np.isfinite(ratio) and before[0] > 0 and after[0] > 0 and paper != before[0]
+                      else np.nan)
+            out.append({"noise.kind": kind, "batchnorm": bn, "factor": name, "mu_before": before[0],
+                        "err_before": before[1], "mu_after": after[0], "err_after": after[1], "ratio": ratio,
+                        "ratio_err": err, "closes_gap": closes, "paper_mu": paper})
+    return pd.DataFrame(out)
+
+
+def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
+    """mu against epochs per cell (adaptive grid, autograd), the paper's value as a line."""
+    fig = new_figure(9.0, 6.0)
+    axes = np.atleast_1d(fig.subplots(2, 2, squeeze=False)).ravel()
+    for ax, (kind, bn) in zip(axes, CELLS):
+        mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)
+                     & (cells["grid"] == "adaptive")]
+        for backward, style in (("autograd", "o-"), ("straight_through", "s--")):
+            part = mine[mine["backward"] == backward].sort_values("epochs")
+            if part.empty:
+                continue
+            axis = part["native_axis"].iloc[0]
+            ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
+                        label=f"here, {backward.replace('_', '-')} ({axis} fit)")
+            if kind == "additive" and "mu_linear" in part:
+                ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
+                            color="tab:gray", label="here, linear fit of the same runs")
+        paper = paper_mu("mnist", model, kind, bn)
+        if paper:
+            ax.axhline(paper, color="tab:red", lw=1, label=f"paper: {paper:g} (100 epochs)")
+        ax.set_xscale("log")
+        ax.set_xticks([3, 10, 30, 100])
+        ax.set_xticklabels(["3", "10", "30", "100"])
+        ax.set_xlabel("epochs")
+        ax.set_ylabel("midpoint noise level mu")
+        ax.set_title(f"MNIST {model.upper() if model == 'mlp' else model}, {kind}, {'with' if bn else 'without'} "
+                     f"BatchNorm", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle("Midpoint noise level of global noise against training epochs (adaptive grids, 5 seeds)",
+                 fontsize=10)
+    return save_figure(fig, out_dir / "gap_mu_vs_epochs.png")
+
+
+def study_table(study: Any) -> str:
+    """What the study runs, one row per (model, epochs, kind, BatchNorm, backward, grid): the table gap.md shows."""
+    rows: dict[tuple, list[int]] = {}
+    for config in study.configs:
+        key = (config["model"], config["training"]["epochs"], config["noise"]["kind"], config["batchnorm"],
+               config["noise"]["backward"], "authors' grid")
+        rows.setdefault(key, [0, 0])[0] += 1
+    for base, settings in study.searches:
+        key = (base["model"], base["training"]["epochs"], base["noise"]["kind"], base["batchnorm"],
+               base["noise"]["backward"], f"adaptive, seeds {len(settings.get('seeds', ()))}, "
+                                           f"at most {settings.get('max_runs', 200)} runs")
+        rows.setdefault(key, [0, 0])[1] += 1
+    body = [[m, e, k, "w/t" if bn else "w/o", b, g, runs or "", searches or ""]
+            for (m, e, k, bn, b, g), (runs, searches) in sorted(rows.items(), key=lambda t: (
+                t[0][0], int(t[0][1]), t[0][2], t[0][3], t[0][4], t[0][5]))]
+    return markdown_table(["model", "epochs", "noise", "BN", "backward", "grid", "runs", "searches"], body)
+
+
+def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
+    """The gap study's outputs: per-series midpoints (CSV), the factor table (CSV and Markdown) and the figure."""
+    out_dir = Path(out_dir)
+    cells = measured_cells(df, study)
+    factors = factor_table(cells)
+    body = [[f"{r['noise.kind']} {'w/t' if r['batchnorm'] else 'w/o'} BN", r["factor"],
+             format_pm(r["mu_before"], r["err_before"]), format_pm(r["mu_after"], r["err_after"]),
+             format_pm(r["ratio"], r["ratio_err"]), f"{r['closes_gap']:+.2f}" if np.isfinite(r["closes_gap"]) else "",
+             f"{r['paper_mu']:g}"] for _, r in factors.iterrows()]
+    text = ("# The gap to Table I, factor by factor\n\n"
+            "Each row changes one factor of the protocol and keeps the rest. ratio = mu after / mu before (its error "
+            "from both fits); closes = share of the log-distance to the paper's mu that the change removes (1: all, "
+            "0: none, negative: away from the paper).\n\n"
+            + markdown_table(["Cell", "Factor", "mu before", "mu after", "ratio", "closes", "paper"], body))
+    return [write_csv(cells, out_dir / "gap_cells.csv"), write_csv(factors, out_dir / "gap_factors.csv"),
+            write_text(text, out_dir / "gap_factors.md"), write_text(study_table(study), out_dir / "gap_study.md"),
+            gap_figure(cells, out_dir)]
+
+
+__all__ = ["factor_table", "gap_figure", "measured_cells", "study_table", "write_gap"]

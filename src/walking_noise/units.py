@@ -1,0 +1,242 @@
+"""Work units: how configs are grouped to train together, and how a unit becomes stored run documents.
+
+A *unit* is a batch of compatible configs trained as one packed network (:mod:`walking_noise.batched`), or the
+inference-only configs of one seed, which share one clean training (train once, evaluate many), or one config on
+the one-model path. Every engine gives a run the same random draws (:class:`walking_noise.noise.NoiseStream`), so
+how a config is grouped never changes what it measures. A unit that fails as a whole is run config by config, with
+a warning and ``batch_fallback`` in its documents; a failing config is a FAILED document, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from typing import Any
+
+from walking_noise.config import RunConfig
+from walking_noise.registry import MODELS, is_foreign
+from walking_noise.store import (
+    COMPLETED,
+    FAILED,
+    LocalStore,
+    config_hash,
+    latest_by_hash,
+    now_iso,
+)
+from walking_noise.study import expand_bundle
+
+logger = logging.getLogger(__name__)
+
+
+def run_document(config: dict[str, Any], study: str, status: str, result: dict | None, started: str,
+                 fail_trace: list[str] | None = None, batch_fallback: str | None = None) -> dict[str, Any]:
+    """A run document in the shape SEML/Sacred store in MongoDB (see :mod:`walking_noise.store`).
+
+    ``batch_fallback``: why this config ran on its own although it was planned in a batch (the batch's error).
+    """
+    import socket
+
+    doc: dict[str, Any] = {
+        "config": config, "config_hash": config_hash(config), "status": status, "study": study,
+        "start_time": started, "stop_time": now_iso(), "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
+    }
+    if result is not None:
+        doc["result"] = result
+    if fail_trace is not None:
+        doc["fail_trace"] = fail_trace
+    if batch_fallback is not None:
+        doc["batch_fallback"] = batch_fallback
+    return doc
+
+
+WORKER: dict[str, Any] = {}
+
+
+def init_worker(store_path: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    WORKER["store"] = LocalStore(store_path)
+    WORKER["data"] = {}
+
+
+def dataset_for(cfg: RunConfig) -> Any:
+    from walking_noise.training import load_run_dataset, resolve_device
+
+    key = (cfg.dataset, cfg.data_dir, cfg.normalize, cfg.augment, cfg.max_train, cfg.max_test, cfg.device)
+    cache = WORKER.setdefault("data", {})
+    if key not in cache:
+        cache.clear()  # one dataset at a time per worker keeps memory bounded
+        cache[key] = load_run_dataset(cfg, resolve_device(cfg.device))
+    return cache[key]
+
+
+def execute(config: dict[str, Any], study: str, store: LocalStore, batch_fallback: str | None = None) -> dict[str, Any]:
+    """Run one config and store its document, COMPLETED or FAILED; never raises for a failing run."""
+    from walking_noise.training import train_run
+
+    started = now_iso()
+    try:
+        cfg = RunConfig.from_dict(config)
+        result = train_run(cfg, dataset_for(cfg)).to_dict()
+        doc = run_document(config, study, COMPLETED, result, started, batch_fallback=batch_fallback)
+    except Exception as err:  # noqa: BLE001 - a failed run is data, the campaign goes on
+        doc = run_document(config, study, FAILED, None, started, batch_fallback=batch_fallback,
+                           fail_trace=traceback.format_exception(type(err), err, err.__traceback__))
+    store.put(doc)
+    return {"config_hash": doc["config_hash"], "status": doc["status"],
+            "final_accuracy": doc.get("result", {}).get("final_accuracy"),
+            "error": doc.get("fail_trace", [""])[-1].strip() if doc["status"] == FAILED else None}
+
+
+def execute_in_worker(unit: list[dict[str, Any]], study: str) -> list[dict[str, Any]]:
+    return execute_unit(unit, study, WORKER["store"])
+
+
+def is_inference_only(cfg: RunConfig) -> bool:
+    """Noise only at evaluation: the trained model is the clean one, so it can be trained once and reused."""
+    return cfg.noise.kind != "none" and cfg.noise.phase == "inference"
+
+
+_SAID_ONE_MODEL: set[str] = set()
+
+
+def auto_members(cfg: RunConfig) -> int:
+    """Members per batch: packing pays for the FC models on CPU and for every registered model on a GPU
+    (``benchmarks/batched_throughput.py``; the registry's ``packs_on_cpu``); grouped convolutions on CPU are slower
+    than separate ones. A model outside the registry is not packed: it trains on the one-model path (said once)."""
+    from walking_noise.training import resolve_device
+
+    if is_foreign(cfg.model):
+        if cfg.model not in _SAID_ONE_MODEL:
+            _SAID_ONE_MODEL.add(cfg.model)
+            logger.warning("%s is not a registered model: its runs train one at a time on the one-model path (the "
+                           "batched engine packs %s)", cfg.model, ", ".join(MODELS))
+        return 1
+    if resolve_device(cfg.device).type == "cuda":
+        return 64
+    return 16 if MODELS[cfg.model].packs_on_cpu else 1
+
+
+def plan_units(configs: list[dict[str, Any]], members: int | None = None,
+               workers: int = 1) -> list[list[dict[str, Any]]]:
+    """Group configs into work units: batches that train together, and inference-only groups that share one
+    clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`); a group too small to
+    fill every worker with full batches is split evenly over ``workers`` (16 configs on 2 workers: two batches of 8,
+    not one of 16 and an idle worker; a batch of 8 MLPs trains nearly as fast per member as one of 32,
+    ``benchmarks/batched_throughput.py``)."""
+    from walking_noise.batched import batch_key, clean_config
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for config in configs:
+        cfg = RunConfig.from_dict(config)
+        # inference-only configs: one unit per clean model (seed), so the seeds' trainings and their evaluations
+        # spread over the workers and each seed's results are stored as soon as that seed is done
+        key = ("evaluate", cfg.seed) + batch_key(clean_config(cfg)) if is_inference_only(cfg) else batch_key(cfg)
+        groups.setdefault(key, []).append(config)
+    units: list[list[dict[str, Any]]] = []
+    for key, group in groups.items():
+        if key[0] == "evaluate":
+            size = len(group)
+        else:
+            size = min(members or auto_members(RunConfig.from_dict(group[0])), -(-len(group) // max(1, workers)))
+        units += [group[i:i + max(1, size)] for i in range(0, len(group), max(1, size))]
+    return units
+
+
+def unit_documents(unit: list[dict[str, Any]], study: str) -> list[dict[str, Any]]:
+    """Train a work unit (a batch, or clean trainings plus evaluations) and return one COMPLETED document per config.
+
+    Raises if the unit fails as a whole; :func:`execute_unit` then isolates the failing config.
+    """
+    from walking_noise.batched import train_members
+
+    cfgs = [RunConfig.from_dict(c) for c in unit]
+    started = now_iso()
+    if is_inference_only(cfgs[0]):
+        return _train_once_evaluate_many(unit, cfgs, study, started)
+    results, _, _ = train_members(cfgs, dataset_for(cfgs[0]))
+    return [run_document(c, study, COMPLETED, r.to_dict(), started) for c, r in zip(unit, results)]
+
+
+def execute_unit(unit: list[dict[str, Any]], study: str, store: LocalStore) -> list[dict[str, Any]]:
+    """Run a work unit and store one document per config; a failing batch falls back to one run per config."""
+    if len(unit) == 1 and not is_inference_only(RunConfig.from_dict(unit[0])):
+        return [execute(unit[0], study, store)]
+    try:
+        docs = unit_documents(unit, study)
+    except Exception as err:  # noqa: BLE001 - isolate the failing config by running each on its own
+        return run_each(unit, study, store, err)
+    outcomes = []
+    for doc in docs:
+        store.put(doc)
+        outcomes.append({"config_hash": doc["config_hash"], "status": doc["status"],
+                         "final_accuracy": doc["result"]["final_accuracy"], "error": None})
+    return outcomes
+
+
+def run_bundle(base: dict[str, Any], bundle: dict[str, list[Any]], study: str) -> list[dict[str, Any]]:
+    """Run a bundle as the local runner would (batched, inference-only configs reusing one clean training) and
+    return its run documents; a member that fails is returned as a FAILED document."""
+    docs: list[dict[str, Any]] = []
+    for unit in plan_units(expand_bundle(base, bundle)):
+        try:
+            docs += unit_documents(unit, study)
+        except Exception as err:  # noqa: BLE001 - one failing member must not lose the others
+            store = MemoryStore()
+            run_each(unit, study, store, err)  # type: ignore[arg-type]
+            docs += store.documents
+    return docs
+
+
+def run_each(unit: list[dict[str, Any]], study: str, store: Any, error: BaseException) -> list[dict[str, Any]]:
+    """A batch that failed as a whole: say why (a warning, and ``batch_fallback`` in every document of the unit),
+    then run each config on its own, so one bad config loses no other and a bug in the batched engine shows."""
+    cause = f"{type(error).__name__}: {error}"
+    logger.warning("a batch of %d configs failed (%s); running each on the one-model path", len(unit), cause)
+    return [execute(config, study, store, batch_fallback=cause) for config in unit]
+
+
+class MemoryStore:
+    """Collects documents in memory (for bundles, whose documents go into one SEML result)."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    def put(self, document: dict[str, Any]) -> None:
+        self.documents.append(document)
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        return latest_by_hash(self.documents)
+
+
+def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,
+                              started: str) -> list[dict[str, Any]]:
+    """Train one clean model per seed (batched), keep the epochs the final accuracy averages, and evaluate every
+    config's noise on them (with the draws that config's own run makes at those epochs)."""
+    from dataclasses import replace
+
+    from walking_noise.batched import clean_config, evaluate_snapshots, train_members
+    from walking_noise.training import final_accuracy, final_epochs
+
+    data = dataset_for(cfgs[0])
+    seeds = sorted({c.seed for c in cfgs})
+    clean = [replace(clean_config(cfgs[0]), seed=s) for s in seeds]
+    epochs = cfgs[0].training.epochs
+    groups = [[c] for c in clean] if is_foreign(cfgs[0].model) else [clean]  # a foreign model is not packed
+    by_seed = {}
+    for group in groups:
+        results, net, snapshots = train_members(group, data, keep_last=final_epochs(epochs))
+        by_seed.update({c.seed: (r, snap, net.template) for c, r, snap in zip(group, results, snapshots)})
+    docs = []
+    for config, cfg in zip(unit, cfgs):
+        trained, snaps, template = by_seed[cfg.seed]
+        first = epochs - len(snaps)
+        evaluated = evaluate_snapshots(snaps, template, cfg, data, first_epoch=first)
+        result = trained.to_dict()
+        result.update(evaluated, final_accuracy=final_accuracy(evaluated["val_accuracy"], epochs),
+                      extra={"engine": "train_once_evaluate_many", "clean_members": len(seeds),
+                             "evaluated_epochs": list(range(first + 1, epochs + 1))})
+        docs.append(run_document(config, study, COMPLETED, result, started))
+    return docs

@@ -1,0 +1,166 @@
+"""The three noise sites against their formulas: with known weights and input, the mean and variance of a layer's
+output over many forward passes; weight noise shared by a batch, MAC noise not; both engines, both backward modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from walking_noise.batched import PackedNetwork
+from walking_noise.config import NoiseConfig
+from walking_noise.models import build_model
+from walking_noise.noise import EVAL, NoiseStream, configure_noise
+from walking_noise.points import NoisyNetwork
+
+PASSES = 4000
+
+
+def _single_layer(layer: nn.Module, shape: tuple[int, ...]) -> NoisyNetwork:
+    return NoisyNetwork("probe", nn.Sequential(layer), shape, 1)
+
+
+def _outputs(model: NoisyNetwork, x: torch.Tensor, passes: int = PASSES) -> torch.Tensor:
+    """(passes, *output) of ``model`` on ``x``, each pass a different draw coordinate of one stream."""
+    model.use_stream(NoiseStream([12345]))
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for step in range(passes):
+            model.stream.at(0, EVAL, step)
+            outs.append(model(x))
+    return torch.stack(outs).double()
+
+
+def _linear(weight: torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.fill_(0.5)
+    return layer
+
+
+def _check_moments(outs: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
+    n = outs.shape[0]
+    got_mean, got_var = outs.mean(0), outs.var(0)
+    # standard errors: sqrt(var / n) for the mean, var * sqrt(2 / (n - 1)) for the variance (Gaussian)
+    assert torch.all((got_mean - mean).abs() <= 5 * (var / n).sqrt() + 1e-6), (got_mean, mean)
+    assert torch.all((got_var - var).abs() <= 5 * var * (2 / (n - 1)) ** 0.5 + 1e-9), (got_var, var)
+
+
+@pytest.fixture
+def known():
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 5, generator=g)
+    x = torch.randn(1, 5, generator=g)
+    return weight, x
+
+
+@pytest.mark.parametrize("kind", ["multiplicative", "additive"])
+def test_weight_site_has_the_read_out_noise_variance(known, kind):
+    weight, x = known
+    model = _single_layer(_linear(weight), (5,))
+    s = 0.3
+    configure_noise(model, NoiseConfig(kind=kind, noise_std=s, site="weight"))
+    outs = _outputs(model, x)[:, 0, :]
+    clean = (x @ weight.t() + 0.5)[0].double()
+    if kind == "multiplicative":  # y_j = sum_i w_ji (1 + s z_ji) x_i
+        var = s**2 * ((weight * x) ** 2).sum(1)
+    else:  # y_j = sum_i (w_ji + s z_ji) x_i
+        var = s**2 * (x**2).sum().expand(3)
+    _check_moments(outs, clean, var.double())
+
+
+@pytest.mark.parametrize("kind", ["multiplicative", "additive"])
+def test_mac_site_has_the_per_product_noise_variance(known, kind):
+    weight, x = known
+    model = _single_layer(_linear(weight), (5,))
+    s = 0.2
+    configure_noise(model, NoiseConfig(kind=kind, noise_std=s, site="mac"))
+    outs = _outputs(model, x)[:, 0, :]
+    clean = (x @ weight.t() + 0.5)[0].double()
+    var = s**2 * ((weight * x) ** 2).sum(1) if kind == "multiplicative" else torch.full((3,), s**2 * 5)
+    _check_moments(outs, clean, var.double())
+
+
+def test_conv_weight_and_mac_sites_follow_the_receptive_field():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 5, 5)
+    with torch.no_grad():
+        clean = conv(x)[0].double()
+        products = nn.functional.conv2d(x**2, conv.weight**2, None, 1, 1)[0].double()  # sum over the field
+    for site in ("weight", "mac"):
+        model = _single_layer(conv, (2, 5, 5))
+        configure_noise(model, NoiseConfig(kind="multiplicative", noise_std=0.25, site=site))
+        outs = _outputs(model, x, passes=3000)[:, 0]
+        _check_moments(outs, clean, 0.25**2 * products)
+
+
+def test_weight_noise_is_one_draw_per_batch_and_mac_noise_one_per_sample(known):
+    weight, x = known
+    batch = x.expand(2, 5)  # the same sample twice in one batch
+    for site, shared in (("weight", True), ("mac", False)):
+        model = _single_layer(_linear(weight), (5,))
+        configure_noise(model, NoiseConfig(kind="multiplicative", noise_std=0.3, site=site))
+        outs = _outputs(model, batch, passes=500)
+        assert torch.equal(outs[:, 0], outs[:, 1]) == shared
+
+
+def test_the_activation_site_is_unchanged(known):
+    weight, x = known
+    model = _single_layer(_linear(weight), (5,))
+    configure_noise(model, NoiseConfig(kind="additive", noise_std=0.4, placement="walking", injection_layer=1))
+    outs = _outputs(model, x)[:, 0, :]
+    _check_moments(outs, (x @ weight.t() + 0.5)[0].double(), torch.full((3,), 0.16, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("site", ["weight", "mac"])
+def test_sites_exist_at_linear_and_conv_points_only(site):
+    model = build_model("lenet5", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match=r"Linear/Conv points only\); valid: 1 Conv, 4 Conv, 7 FC, 9 FC, 11 FC"):
+        configure_noise(model, NoiseConfig(kind="additive", noise_std=1.0, site=site, placement="walking",
+                                           injection_layer=2))
+    assert configure_noise(model, NoiseConfig(kind="additive", noise_std=1.0, site=site)) == [1, 4, 7, 9, 11]
+
+
+def test_straight_through_passes_the_weight_gradient_through_the_read_out_noise(known):
+    weight, x = known
+    grads = {}
+    for backward in ("autograd", "straight_through"):
+        model = _single_layer(_linear(weight), (5,))
+        configure_noise(model, NoiseConfig(kind="multiplicative", noise_std=0.5, site="weight", backward=backward))
+        model.use_stream(NoiseStream([7]))
+        model.train()
+        model.stream.at(0, 0, 0)
+        out = model(x)
+        out.sum().backward()
+        grads[backward] = model.model[0].weight.grad.clone()
+    clean = torch.ones(3, 1) * x  # d sum(y) / dW without noise: x for every output
+    assert torch.allclose(grads["straight_through"], clean)
+    assert not torch.allclose(grads["autograd"], clean)  # the drawn factor (1 + s z) scales it
+
+
+@pytest.mark.parametrize("site", ["weight", "mac"])
+@pytest.mark.parametrize("model_name, shape", [("mlp", (1, 28, 28)), ("lenet5", (3, 32, 32))])
+def test_a_packed_member_gets_its_one_model_site_noise(site, model_name, shape):
+    torch.manual_seed(0)
+    members = [build_model(model_name, shape, 10) for _ in range(3)]
+    noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site) for s in (0.1, 0.4, 0.0)]
+    packed = PackedNetwork(members)
+    packed.configure(noises)
+    keys = [11, 22, 33]
+    packed.use_stream(NoiseStream(keys))
+    x = torch.randn(4, *shape)
+    packed.eval()
+    packed.stream.at(2, EVAL, 1)
+    with torch.no_grad():
+        together = packed(x.unsqueeze(0).expand(3, *x.shape))
+    for k in range(3):
+        alone = packed.unpack(k)
+        configure_noise(alone, noises[k])
+        alone.use_stream(NoiseStream([keys[k]]))
+        alone.eval()
+        alone.stream.at(2, EVAL, 1)
+        with torch.no_grad():
+            assert torch.allclose(alone(x), together[k], atol=1e-4, rtol=1e-4), k
