@@ -15,7 +15,6 @@ Ratios are single / bundle for the same work.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
@@ -51,7 +50,7 @@ def main() -> None:
 
     def own_process(config: dict) -> float:
         started = time.perf_counter()
-        updates = [f"{k}={json.dumps(v)}" for k, v in _flat(config).items()]
+        updates = [f"{k}={v!r}" for k, v in _flat(config).items()]  # Sacred parses Python literals
         subprocess.run([sys.executable, str(ROOT / "experiments" / "walking_noise_experiment.py"), "-l", "WARNING",
                         "with", *updates], check=True, capture_output=True, cwd=ROOT,
                        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})

@@ -116,3 +116,24 @@ def test_partial_drops_are_flagged_in_the_walking_table(tmp_path):
     table = pd.read_csv(tmp_path / "fig2_walking_mu_multiplicative.csv")
     flags = dict(zip(table["noise.injection_layer"].astype(int), table["partial_drop"]))
     assert flags == {1: False, 2: True}
+
+
+def test_the_gap_factor_table_compares_finished_series_only():
+    from walking_noise.report.gap import factor_table
+
+    def row(epochs, mu, err, finished=True, backward="autograd", grid="adaptive", kind="multiplicative"):
+        return {"model": "mlp", "noise.kind": kind, "batchnorm": False, "epochs": epochs, "backward": backward,
+                "grid": grid, "finished": finished, "native_axis": "linear", "mu_linear": mu, "err_linear": err}
+
+    cells = pd.DataFrame([row(10, 0.80, 0.008), row(30, 0.88, 0.011),
+                          row(100, 2.0, 1.0, finished=False),  # a search cut after its first round
+                          row(30, 0.50, 0.05, backward="straight_through")])
+    table = factor_table(cells).set_index("factor")
+    assert "epochs 30 -> 100" not in table.index  # the unfinished series enters no comparison
+    epochs = table.loc["epochs 10 -> 30"]
+    assert epochs["ratio"] == pytest.approx(1.1)
+    assert epochs["ratio_err"] == pytest.approx(1.1 * np.hypot(0.01, 0.0125))
+    paper = 0.942  # Table I, MNIST MLP multiplicative w/o BN
+    assert epochs["closes_gap"] == pytest.approx(np.log(0.88 / 0.80) / np.log(paper / 0.80))
+    backward = table.loc["backward autograd -> straight-through (30 epochs)"]
+    assert backward["ratio"] == pytest.approx(0.5 / 0.88) and backward["closes_gap"] < 0  # away from the paper

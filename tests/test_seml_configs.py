@@ -255,3 +255,13 @@ def test_configs_resolve_through_sacred(study, experiment, quiet):
         assert run.status == "COMPLETED"
         resolved = run.result["config"]
         assert resolved == run_config(config).to_dict()
+
+
+def test_the_gap_page_shows_what_the_gap_study_expands_to():
+    # results/mnist/gap.md embeds the table of what seml_configs/mnist_gap.yaml runs; a changed YAML must change it
+    from walking_noise.report.gap import study_table
+    from walking_noise.study import load_study
+
+    table = study_table(load_study(CONFIGS / "mnist_gap.yaml"))
+    assert table.count("\n") >= 20  # 20 searches and 4 authors' grids, one row per series
+    assert table in (ROOT / "results" / "mnist" / "gap.md").read_text()

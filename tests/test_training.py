@@ -122,6 +122,7 @@ def test_a_short_run_stores_how_many_epochs_its_final_accuracy_averages(mnist_5k
         ({"training": {"epochs": 0}}, "training.epochs must be a positive integer"),
         ({"noise": {"kind": "additive", "noise_std": -1}}, "noise_std must be"),
         ({"batchnorm": "yes"}, "batchnorm must be true or false"),
+        ({"batchnorm": "true"}, "Sacred's command line reads Python literals: write True or False"),
     ],
 )
 def test_bad_run_config_is_rejected_with_a_message_naming_it(kw, match):

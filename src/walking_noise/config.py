@@ -275,7 +275,10 @@ class RunConfig:
             raise ValueError(f"unknown device {self.device!r}; valid choices: {', '.join(DEVICES)}")
         for name in ("batchnorm", "weight_clamping"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                value = getattr(self, name)
+                hint = (" (Sacred's command line reads Python literals: write True or False)"
+                        if isinstance(value, str) and value.lower() in ("true", "false") else "")
+                raise ValueError(f"{name} must be true or false, got {value!r}{hint}")
         if self.batchnorm and is_foreign(self.model):
             raise ValueError(f"batchnorm applies to the registered models; {self.model} is built as it is")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -34,15 +34,16 @@ def _series(runs: pd.DataFrame) -> Series:
 
 def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
     """One row per measured series of the study: its cell, model, epochs, backward mode, grid (``adaptive`` or
-    ``authors``) and mu on each fit axis (log10 fits only where the grid is log-spaced)."""
+    ``authors``), whether it is finished (its search ran to its end, or every grid run is stored) and mu on each fit
+    axis (log10 fits only where the grid is log-spaced)."""
     from walking_noise.searches import search_runs
     from walking_noise.store import config_hash
 
     latest = {h: {"status": st, "result": {"final_accuracy": acc}}
               for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])}
-    groups: list[tuple[str, dict[str, Any], set[str]]] = []
-    for base, settings, hashes, _note in search_runs(study, latest):
-        groups.append(("adaptive", {**base, "axis": settings.get("axis", "log10")}, hashes))
+    groups: list[tuple[str, dict[str, Any], set[str], bool]] = []
+    for base, settings, hashes, note in search_runs(study, latest):
+        groups.append(("adaptive", {**base, "axis": settings.get("axis", "log10")}, hashes, note is None))
     grid: dict[tuple, set[str]] = {}
     bases: dict[tuple, dict[str, Any]] = {}
     for config in study.configs:
@@ -50,15 +51,17 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
                config["noise"]["backward"])
         grid.setdefault(key, set()).add(config_hash(config))
         bases.setdefault(key, {**config, "axis": "log10" if config["noise"]["kind"] == "additive" else "linear"})
-    groups += [("authors", bases[key], hashes) for key, hashes in grid.items()]
+    completed = set(df.loc[df["status"] == "COMPLETED", "config_hash"])
+    groups += [("authors", bases[key], hashes, hashes <= completed) for key, hashes in grid.items()]
     rows = []
-    for grid_name, base, hashes in groups:
+    for grid_name, base, hashes, finished in groups:
         runs = df[df["config_hash"].isin(hashes)]
         if runs.empty:
             continue
         row = {"model": base["model"], "noise.kind": base["noise"]["kind"], "batchnorm": bool(base["batchnorm"]),
                "epochs": int(base["training"]["epochs"]), "backward": base["noise"]["backward"], "grid": grid_name,
-               "runs": len(runs), "levels": int(runs[NOISE_STD].nunique()), "seeds": int(runs["seed"].nunique()),
+               "finished": bool(finished), "runs": len(runs), "levels": int(runs[NOISE_STD].nunique()),
+               "seeds": int(runs["seed"].nunique()),
                "native_axis": base["axis"], "paper_mu": paper_mu("mnist", base["model"], base["noise"]["kind"],
                                                                  base["batchnorm"])}
         for axis in ("log10", "linear"):
@@ -91,10 +94,12 @@ def _ratio(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float
 
 def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
     """Per cell and factor: the midpoint ratio it causes, its error, and the share of the log-distance to the
-    paper it closes (1: all of it, 0: none, < 0: it moves away)."""
+    paper it closes (1: all of it, 0: none, < 0: it moves away). Only finished series enter: a search cut short
+    has a midpoint from its first rounds, which says too little to compare."""
     out = []
+    done = cells[cells["finished"]] if "finished" in cells else cells
     for kind, bn in CELLS:
-        mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)]
+        mine = done[(done["model"] == model) & (done["noise.kind"] == kind) & (done["batchnorm"] == bn)]
         if mine.empty:
             continue
         paper = paper_mu("mnist", model, kind, bn)
@@ -103,11 +108,12 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
         factors: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
         for low, high in zip(epochs, epochs[1:]):
             factors.append((f"epochs {low} -> {high}", _mu(auto.loc[high]), _mu(auto.loc[low])))
-        if kind == "additive" and epochs:
-            top = auto.loc[epochs[-1]]
-            factors.append((f"fit axis log10 -> linear ({epochs[-1]} epochs)",
-                            (float(top.get("mu_linear", np.nan)), float(top.get("err_linear", np.nan))),
-                            (float(top.get("mu_log10", np.nan)), float(top.get("err_log10", np.nan)))))
+        if kind == "additive":
+            for ep in epochs:
+                row = auto.loc[ep]
+                factors.append((f"fit axis log10 -> linear ({ep} epochs)",
+                                (float(row.get("mu_linear", np.nan)), float(row.get("err_linear", np.nan))),
+                                (float(row.get("mu_log10", np.nan)), float(row.get("err_log10", np.nan)))))
         straight = mine[(mine["grid"] == "adaptive") & (mine["backward"] == "straight_through")]
         for _, st in straight.iterrows():
             if st["epochs"] in auto.index:
@@ -129,26 +135,38 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
 
 
 def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
-    """mu against epochs per cell (adaptive grid, autograd), the paper's value as a line."""
+    """mu against epochs per cell (adaptive grids; both backward modes where measured), the paper's value as a
+    line; a series whose search is unfinished is drawn hollow and named."""
+    from matplotlib.ticker import NullLocator
+
     fig = new_figure(9.0, 6.0)
     axes = np.atleast_1d(fig.subplots(2, 2, squeeze=False)).ravel()
     for ax, (kind, bn) in zip(axes, CELLS):
         mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)
                      & (cells["grid"] == "adaptive")]
-        for backward, style in (("autograd", "o-"), ("straight_through", "s--")):
-            part = mine[mine["backward"] == backward].sort_values("epochs")
-            if part.empty:
-                continue
-            axis = part["native_axis"].iloc[0]
-            ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
-                        label=f"here, {backward.replace('_', '-')} ({axis} fit)")
-            if kind == "additive" and "mu_linear" in part:
-                ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
-                            color="tab:gray", label="here, linear fit of the same runs")
+        for backward, style, color in (("autograd", "o-", "tab:blue"), ("straight_through", "s--", "tab:green")):
+            every = mine[mine["backward"] == backward].sort_values("epochs")
+            part = every[every["finished"]] if "finished" in every else every
+            if not part.empty:
+                axis = part["native_axis"].iloc[0]
+                ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
+                            color=color, label=f"here, {backward.replace('_', '-')} ({axis} fit)")
+                if kind == "additive" and "mu_linear" in part:
+                    ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
+                                color="tab:gray", label="here, linear fit of the same runs")
+            unfinished = every[~every["finished"]] if "finished" in every else every.iloc[:0]
+            for _, row in unfinished.iterrows():
+                mu, err = _mu(row)
+                if np.isfinite(mu):  # a search cut short: its midpoint so far, drawn hollow and named
+                    ax.errorbar([row["epochs"]], [mu], yerr=[err if np.isfinite(err) else 0.0], fmt=style[0],
+                                mfc="none", color=color, capsize=3, alpha=0.7,
+                                label=f"{backward.replace('_', '-')}, search unfinished ({row['runs']} runs)")
         paper = paper_mu("mnist", model, kind, bn)
         if paper:
             ax.axhline(paper, color="tab:red", lw=1, label=f"paper: {paper:g} (100 epochs)")
         ax.set_xscale("log")
+        ax.set_xlim(2.5, 120)
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticks([3, 10, 30, 100])
         ax.set_xticklabels(["3", "10", "30", "100"])
         ax.set_xlabel("epochs")
@@ -157,8 +175,8 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                      f"BatchNorm", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle("Midpoint noise level of global noise against training epochs (adaptive grids, 5 seeds)",
-                 fontsize=10)
+    fig.suptitle("Midpoint noise level of global noise against training epochs (adaptive grids, 5 seeds); "
+                 "hollow: search not finished", fontsize=10)
     return save_figure(fig, out_dir / "gap_mu_vs_epochs.png")
 
 
@@ -194,7 +212,19 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
             "from both fits); closes = share of the log-distance to the paper's mu that the change removes (1: all, "
             "0: none, negative: away from the paper).\n\n"
             + markdown_table(["Cell", "Factor", "mu before", "mu after", "ratio", "closes", "paper"], body))
-    return [write_csv(cells, out_dir / "gap_cells.csv"), write_csv(factors, out_dir / "gap_factors.csv"),
+    cell_rows = [[r["model"], f"{r['noise.kind']} {'w/t' if r['batchnorm'] else 'w/o'} BN", r["epochs"],
+                  r["backward"].replace("_", "-"), r["grid"], "yes" if r["finished"] else "no",
+                  f"{r['runs']} / {r['levels']} / {r['seeds']}",
+                  format_pm(r.get("mu_log10", np.nan), r.get("err_log10", np.nan))
+                  if np.isfinite(r.get("mu_log10", np.nan)) else "",
+                  format_pm(r["mu_linear"], r["err_linear"]) if np.isfinite(r["mu_linear"]) else "n.c.",
+                  f"{r['paper_mu']:g}" if r["paper_mu"] else ""] for _, r in cells.iterrows()]
+    cells_text = ("# Every measured series of the gap study\n\nfinished: the search ran to its end (or every grid "
+                  "run is stored); an unfinished search's mu comes from its first rounds only.\n\n"
+                  + markdown_table(["model", "cell", "epochs", "backward", "grid", "finished", "runs / levels / seeds",
+                                    "mu, log10 fit", "mu, linear fit", "paper"], cell_rows))
+    return [write_csv(cells, out_dir / "gap_cells.csv"), write_text(cells_text, out_dir / "gap_cells.md"),
+            write_csv(factors, out_dir / "gap_factors.csv"),
             write_text(text, out_dir / "gap_factors.md"), write_text(study_table(study), out_dir / "gap_study.md"),
             gap_figure(cells, out_dir)]
 
