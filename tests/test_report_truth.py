@@ -137,3 +137,12 @@ def test_the_gap_factor_table_compares_finished_series_only():
     assert epochs["closes_gap"] == pytest.approx(np.log(0.88 / 0.80) / np.log(paper / 0.80))
     backward = table.loc["backward autograd -> straight-through (30 epochs)"]
     assert backward["ratio"] == pytest.approx(0.5 / 0.88) and backward["closes_gap"] < 0  # away from the paper
+
+
+def test_walking_error_bars_are_symmetric_in_decades_for_log_axis_fits():
+    from walking_noise.report.walking import _log_axis_bars
+
+    mu, e = np.array([2.0, 2.0]), 0.5  # half a decade, as the fit reports it: mu_err = mu ln10 e
+    bars = _log_axis_bars(mu, mu * np.log(10.0) * e, np.array([True, False]))
+    assert mu[0] - bars[0, 0] == pytest.approx(2.0 / 10 ** 0.5) and mu[0] + bars[1, 0] == pytest.approx(2.0 * 10 ** 0.5)
+    assert 0 < mu[1] - bars[0, 1] < 0.01 and bars[1, 1] == pytest.approx(2.0 * np.log(10.0) * 0.5)  # linear: cut at 0

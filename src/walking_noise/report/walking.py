@@ -156,7 +156,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
             shift = (r_i - (len(curves) - 1) / 2) * 0.12
             color, marker, line = _curve_style(c, sites)
             r = curve_label(c, sites)
-            xs, ys, es, partial = [], [], [], []
+            xs, ys, es, partial, log_fit = [], [], [], [], []
             for s in members:
                 row = table.iloc[by_id[id(s)]]
                 x = float(s.key["noise.injection_layer"]) + shift
@@ -165,6 +165,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     y = row["mu"]
                     xs.append(x), ys.append(y), es.append(float(np.nan_to_num(row["mu_err_reported"])))
                     partial.append(bool(row["partial_drop"]))
+                    log_fit.append(row.get("axis") == "log10")
                 elif row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
                     y = row["mu_lower_bound"]
                     ax.plot([x], [y], "^", mfc="none", mec=color, ms=8)
@@ -181,8 +182,8 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     shown["diverged"] = True
             if xs:
                 xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
-                ax.errorbar(xs_a, ys_a, yerr=np.minimum(es_a, ys_a * 0.999), fmt="", lw=1, color=color, capsize=3,
-                            ls=line)
+                ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array(log_fit)), fmt="", lw=1,
+                            color=color, capsize=3, ls=line)
                 ax.plot(xs_a[~part], ys_a[~part], marker, ms=5, color=color, ls="none")
                 ax.plot([], [], marker, ms=5, lw=1, color=color, ls=line, label=r)  # the legend's sample of the curve
                 if part.any():
@@ -468,6 +469,15 @@ def table2_weight_ratio(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return [write_text("\n".join(lines) + "\n", out_dir / "table2_weight_ratio.md"),
             write_csv(table, out_dir / "table2_weight_ratio.csv")]
 
+
+
+def _log_axis_bars(mu: np.ndarray, err: np.ndarray, log_fit: np.ndarray) -> np.ndarray:
+    """(2, n) error bars for a log y axis. A log10-axis fit's error is symmetric in log10 s (``mu_err = mu ln10
+    e``), so it is drawn as mu / 10^e .. mu * 10^e; a linear fit's is drawn as is, cut above zero."""
+    e = np.where(mu > 0, err / (np.maximum(mu, 1e-300) * np.log(10.0)), 0.0)
+    lower = np.where(log_fit, mu * (1.0 - 10.0 ** -e), np.minimum(err, mu * 0.999))
+    upper = np.where(log_fit, mu * (10.0 ** e - 1.0), err)
+    return np.vstack([lower, upper])
 
 __all__ = ["fig2_walking_mu", "fig3_amin", "fig5_preserved_accuracy", "table2_weight_ratio", "role",
            "walking_fit_table"]
