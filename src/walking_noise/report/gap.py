@@ -175,8 +175,10 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                      f"BatchNorm", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle("Midpoint noise level of global noise against training epochs (adaptive grids, 5 seeds); "
-                 "hollow: search not finished", fontsize=10)
+    drew_unfinished = "finished" in cells and bool((~cells.loc[(cells["model"] == model)
+                                                                & (cells["grid"] == "adaptive"), "finished"]).any())
+    fig.suptitle("Midpoint noise level of global noise against training epochs (adaptive grids, 5 seeds)"
+                 + ("; hollow: search not finished" if drew_unfinished else ""), fontsize=10)
     return save_figure(fig, out_dir / "gap_mu_vs_epochs.png")
 
 
