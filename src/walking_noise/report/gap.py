@@ -139,9 +139,13 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
     line; a series whose search is unfinished is drawn hollow and named."""
     from matplotlib.ticker import NullLocator
 
-    fig = new_figure(9.0, 6.0)
-    axes = np.atleast_1d(fig.subplots(2, 2, squeeze=False)).ravel()
-    for ax, (kind, bn) in zip(axes, CELLS):
+    present = [(k, bn) for k, bn in CELLS if ((cells["model"] == model) & (cells["noise.kind"] == k)
+                                                & (cells["batchnorm"] == bn)).any()]
+    shown = present if model != "mlp" and present else list(CELLS)  # the MLP: all four Table I cells, always
+    rows = 2 if len(shown) > 2 else 1
+    fig = new_figure(9.0, 3.0 * rows + 0.3)
+    axes = np.atleast_1d(fig.subplots(rows, 2 if len(shown) > 1 else 1, squeeze=False)).ravel()
+    for ax, (kind, bn) in zip(axes, shown):
         mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)
                      & (cells["grid"] == "adaptive")]
         for backward, style, color in (("autograd", "o-", "tab:blue"), ("straight_through", "s--", "tab:green")):
@@ -161,6 +165,9 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                     ax.errorbar([row["epochs"]], [mu], yerr=[err if np.isfinite(err) else 0.0], fmt=style[0],
                                 mfc="none", color=color, capsize=3, alpha=0.7,
                                 label=f"{backward.replace('_', '-')}, search unfinished ({row['runs']} runs)")
+        if not ax.lines and not ax.collections:  # nothing measured or fitted in this cell yet
+            ax.text(0.5, 0.5, f"no converged fit yet ({int(mine['runs'].sum())} runs)", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="0.4")
         paper = paper_mu("mnist", model, kind, bn)
         if paper:
             ax.axhline(paper, color="tab:red", lw=1, label=f"paper: {paper:g} (100 epochs)")
@@ -171,15 +178,17 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
         ax.set_xticklabels(["3", "10", "30", "100"])
         ax.set_xlabel("epochs")
         ax.set_ylabel("midpoint noise level mu")
-        ax.set_title(f"MNIST {model.upper() if model == 'mlp' else model}, {kind}, {'with' if bn else 'without'} "
+        ax.set_title(f"MNIST {'MLP' if model == 'mlp' else 'LeNet-5'}, {kind}, {'with' if bn else 'without'} "
                      f"BatchNorm", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     drew_unfinished = "finished" in cells and bool((~cells.loc[(cells["model"] == model)
                                                                 & (cells["grid"] == "adaptive"), "finished"]).any())
-    fig.suptitle("Midpoint noise level of global noise against training epochs (adaptive grids, 5 seeds)"
+    seeds = int(cells.loc[(cells["model"] == model) & (cells["grid"] == "adaptive"), "seeds"].max())
+    fig.suptitle(f"Midpoint noise level of global noise against training epochs (adaptive grids, {seeds} seeds)"
                  + ("; hollow: search not finished" if drew_unfinished else ""), fontsize=10)
-    return save_figure(fig, out_dir / "gap_mu_vs_epochs.png")
+    name = "gap_mu_vs_epochs.png" if model == "mlp" else f"gap_mu_vs_epochs_{model}.png"
+    return save_figure(fig, out_dir / name)
 
 
 def study_table(study: Any) -> str:
@@ -204,8 +213,10 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
     """The gap study's outputs: per-series midpoints (CSV), the factor table (CSV and Markdown) and the figure."""
     out_dir = Path(out_dir)
     cells = measured_cells(df, study)
-    factors = factor_table(cells)
-    body = [[f"{r['noise.kind']} {'w/t' if r['batchnorm'] else 'w/o'} BN", r["factor"],
+    models = [m for m in ("mlp", "lenet5") if (cells["model"] == m).any()]
+    factors = pd.concat([factor_table(cells, m).assign(model=m) for m in models], ignore_index=True)
+    body = [[f"{'MLP' if r['model'] == 'mlp' else 'LeNet-5'}, {r['noise.kind']} {'w/t' if r['batchnorm'] else 'w/o'} BN",
+             r["factor"],
              format_pm(r["mu_before"], r["err_before"]), format_pm(r["mu_after"], r["err_after"]),
              format_pm(r["ratio"], r["ratio_err"]), f"{r['closes_gap']:+.2f}" if np.isfinite(r["closes_gap"]) else "",
              f"{r['paper_mu']:g}"] for _, r in factors.iterrows()]
@@ -228,7 +239,7 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
     return [write_csv(cells, out_dir / "gap_cells.csv"), write_text(cells_text, out_dir / "gap_cells.md"),
             write_csv(factors, out_dir / "gap_factors.csv"),
             write_text(text, out_dir / "gap_factors.md"), write_text(study_table(study), out_dir / "gap_study.md"),
-            gap_figure(cells, out_dir)]
+            *(gap_figure(cells, out_dir, m) for m in models)]
 
 
 __all__ = ["factor_table", "gap_figure", "measured_cells", "study_table", "write_gap"]
