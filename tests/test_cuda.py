@@ -8,16 +8,18 @@ import pytest
 import torch
 
 from walking_noise import gaussian
-from walking_noise.batched import PackedNetwork, train_members
+from walking_noise.batched import train_members
 from walking_noise.config import NoiseConfig, RunConfig
 from walking_noise.models import build_model
-from walking_noise.noise import EVAL, NoiseStream, configure_noise
+from walking_noise.noise import EVAL
 from walking_noise.training import (
     load_run_dataset,
     move_dataset,
     resolve_device,
     train_run,
 )
+
+from _packing import assert_members_compute_alone_what_the_pack_computes
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_suite.sh)")
 
@@ -46,23 +48,8 @@ def test_packed_conv_members_on_the_gpu_get_their_one_model_noise(site):
     torch.manual_seed(0)
     members = [build_model("lenet5", (3, 32, 32), 10) for _ in range(3)]
     noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site) for s in (0.1, 0.4, 0.0)]
-    packed = PackedNetwork(members).cuda()
-    packed.configure(noises)
-    keys = [11, 22, 33]
-    packed.use_stream(NoiseStream(keys))
     x = torch.randn(8, 3, 32, 32, device="cuda")
-    packed.eval()
-    packed.stream.at(1, EVAL, 2)
-    with torch.no_grad():
-        together = packed(x.unsqueeze(0).expand(3, *x.shape))
-    for k in range(3):
-        alone = packed.unpack(k).cuda()
-        configure_noise(alone, noises[k])
-        alone.use_stream(NoiseStream([keys[k]]))
-        alone.eval()
-        alone.stream.at(1, EVAL, 2)
-        with torch.no_grad():
-            assert torch.allclose(alone(x), together[k], atol=1e-3, rtol=1e-3), k
+    assert_members_compute_alone_what_the_pack_computes(members, noises, x, at=(1, EVAL, 2), tol=1e-3)
 
 
 @cuda

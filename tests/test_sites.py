@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from walking_noise.batched import PackedNetwork
 from walking_noise.config import NoiseConfig
 from walking_noise.models import build_model
 from walking_noise.noise import EVAL, NoiseStream, configure_noise
 from walking_noise.points import NoisyNetwork
+
+from _packing import assert_members_compute_alone_what_the_pack_computes
 
 PASSES = 4000
 
@@ -147,20 +148,5 @@ def test_a_packed_member_gets_its_one_model_site_noise(site, model_name, shape):
     torch.manual_seed(0)
     members = [build_model(model_name, shape, 10) for _ in range(3)]
     noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site) for s in (0.1, 0.4, 0.0)]
-    packed = PackedNetwork(members)
-    packed.configure(noises)
-    keys = [11, 22, 33]
-    packed.use_stream(NoiseStream(keys))
-    x = torch.randn(4, *shape)
-    packed.eval()
-    packed.stream.at(2, EVAL, 1)
-    with torch.no_grad():
-        together = packed(x.unsqueeze(0).expand(3, *x.shape))
-    for k in range(3):
-        alone = packed.unpack(k)
-        configure_noise(alone, noises[k])
-        alone.use_stream(NoiseStream([keys[k]]))
-        alone.eval()
-        alone.stream.at(2, EVAL, 1)
-        with torch.no_grad():
-            assert torch.allclose(alone(x), together[k], atol=1e-4, rtol=1e-4), k
+    assert_members_compute_alone_what_the_pack_computes(members, noises, torch.randn(4, *shape), at=(2, EVAL, 1),
+                                                        tol=1e-4)
