@@ -14,7 +14,6 @@ Ratios: config-by-config / units, and units / local runner.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from _runner import time_local_runner  # noqa: E402 - after the path
 
 STUDY = """\
 seml:
@@ -76,10 +77,7 @@ def main() -> None:
                                      per_task=-(-args.configs // args.tasks)))
         one_by_one = _array(path, Path(tmp) / "a", args.tasks, members=1)
         units = _array(path, Path(tmp) / "b", args.tasks, members=None)
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "walking_noise.cli", "run", str(path), "--store", str(Path(tmp) / "c"),
-                        "--workers", str(args.tasks), "--no-progress"], check=True, capture_output=True, cwd=ROOT)
-        runner = time.perf_counter() - started
+        runner = time_local_runner(path, Path(tmp) / "c", args.tasks)
     print(f"{args.configs} configs, MLP + BatchNorm, {args.epochs} epochs on mnist_5k, {args.tasks} array tasks / "
           f"workers, local single-node Slurm")
     print(f"array, one config per unit: {one_by_one:7.1f} s")

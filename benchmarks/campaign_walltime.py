@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _runner import time_local_runner
+
 ROOT = Path(__file__).resolve().parents[1]
 
 STUDY = """\
@@ -81,10 +83,7 @@ def main() -> None:
             list(pool.map(one, configs))
         per_process = time.perf_counter() - start
 
-        start = time.perf_counter()
-        subprocess.run([env_python, "-m", "walking_noise.cli", "run", str(path), "--store", str(Path(tmp) / "store"),
-                        "--workers", str(args.workers), "--no-progress"], check=True, capture_output=True, cwd=ROOT)
-        runner = time.perf_counter() - start
+        runner = time_local_runner(path, Path(tmp) / "store", args.workers)
     print(f"{len(configs)} configs, {args.model} + BatchNorm, {args.epochs} epochs on mnist_5k, {args.workers} workers, "
           f"device {args.device}")
     print(f"one process per config (SEML-style): {per_process:7.1f} s")
