@@ -274,8 +274,8 @@ class RunConfig:
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; valid choices: {', '.join(DEVICES)}")
         for name in ("batchnorm", "weight_clamping"):
-            if not isinstance(getattr(self, name), bool):
-                value = getattr(self, name)
+            value = getattr(self, name)
+            if not isinstance(value, bool):
                 hint = (" (Sacred's command line reads Python literals: write True or False)"
                         if isinstance(value, str) and value.lower() in ("true", "false") else "")
                 raise ValueError(f"{name} must be true or false, got {value!r}{hint}")

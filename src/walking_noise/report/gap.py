@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walking_noise.registry import display_model
 from walking_noise.report.common import (
     NOISE_STD, NotEnoughRuns, Series, fit_series, format_pm, markdown_table, new_figure, reported_error, save_figure,
     write_csv, write_text,
@@ -78,6 +79,11 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
                                           ignore_index=True)
 
 
+def _cell(row: pd.Series) -> str:
+    """A Table I cell as the tables name it: ``additive w/t BN``."""
+    return f"{row['noise.kind']} {'w/t' if row['batchnorm'] else 'w/o'} BN"
+
+
 def _mu(row: pd.Series) -> tuple[float, float]:
     """(mu, err) on the row's native axis."""
     axis = row["native_axis"]
@@ -97,7 +103,7 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
     paper it closes (1: all of it, 0: none, < 0: it moves away). Only finished series enter: a search cut short
     has a midpoint from its first rounds, which says too little to compare."""
     out = []
-    done = cells[cells["finished"]] if "finished" in cells else cells
+    done = cells[cells["finished"]]
     for kind, bn in CELLS:
         mine = done[(done["model"] == model) & (done["noise.kind"] == kind) & (done["batchnorm"] == bn)]
         if mine.empty:
@@ -150,7 +156,7 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                      & (cells["grid"] == "adaptive")]
         for backward, style, color in (("autograd", "o-", "tab:blue"), ("straight_through", "s--", "tab:green")):
             every = mine[mine["backward"] == backward].sort_values("epochs")
-            part = every[every["finished"]] if "finished" in every else every
+            part = every[every["finished"]]
             if not part.empty:
                 axis = part["native_axis"].iloc[0]
                 ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
@@ -158,8 +164,7 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                 if kind == "additive" and "mu_linear" in part:
                     ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
                                 color="tab:gray", label="here, linear fit of the same runs")
-            unfinished = every[~every["finished"]] if "finished" in every else every.iloc[:0]
-            for _, row in unfinished.iterrows():
+            for _, row in every[~every["finished"]].iterrows():
                 mu, err = _mu(row)
                 if np.isfinite(mu):  # a search cut short: its midpoint so far, drawn hollow and named
                     ax.errorbar([row["epochs"]], [mu], yerr=[err if np.isfinite(err) else 0.0], fmt=style[0],
@@ -178,13 +183,12 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
         ax.set_xticklabels(["3", "10", "30", "100"])
         ax.set_xlabel("epochs")
         ax.set_ylabel("midpoint noise level mu")
-        ax.set_title(f"MNIST {'MLP' if model == 'mlp' else 'LeNet-5'}, {kind}, {'with' if bn else 'without'} "
-                     f"BatchNorm", fontsize=9)
+        ax.set_title(f"MNIST {display_model(model)}, {kind}, {'with' if bn else 'without'} BatchNorm", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    drew_unfinished = "finished" in cells and bool((~cells.loc[(cells["model"] == model)
-                                                                & (cells["grid"] == "adaptive"), "finished"]).any())
-    seeds = int(cells.loc[(cells["model"] == model) & (cells["grid"] == "adaptive"), "seeds"].max())
+    adaptive = cells[(cells["model"] == model) & (cells["grid"] == "adaptive")]
+    drew_unfinished = bool((~adaptive["finished"]).any())
+    seeds = int(adaptive["seeds"].max())
     fig.suptitle(f"Midpoint noise level of global noise against training epochs (adaptive grids, {seeds} seeds)"
                  + ("; hollow: search not finished" if drew_unfinished else ""), fontsize=10)
     name = "gap_mu_vs_epochs.png" if model == "mlp" else f"gap_mu_vs_epochs_{model}.png"
@@ -215,8 +219,7 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
     cells = measured_cells(df, study)
     models = [m for m in ("mlp", "lenet5") if (cells["model"] == m).any()]
     factors = pd.concat([factor_table(cells, m).assign(model=m) for m in models], ignore_index=True)
-    body = [[f"{'MLP' if r['model'] == 'mlp' else 'LeNet-5'}, {r['noise.kind']} {'w/t' if r['batchnorm'] else 'w/o'} BN",
-             r["factor"],
+    body = [[f"{display_model(r['model'])}, {_cell(r)}", r["factor"],
              format_pm(r["mu_before"], r["err_before"]), format_pm(r["mu_after"], r["err_after"]),
              format_pm(r["ratio"], r["ratio_err"]), f"{r['closes_gap']:+.2f}" if np.isfinite(r["closes_gap"]) else "",
              f"{r['paper_mu']:g}"] for _, r in factors.iterrows()]
@@ -225,7 +228,7 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
             "from both fits); closes = share of the log-distance to the paper's mu that the change removes (1: all, "
             "0: none, negative: away from the paper).\n\n"
             + markdown_table(["Cell", "Factor", "mu before", "mu after", "ratio", "closes", "paper"], body))
-    cell_rows = [[r["model"], f"{r['noise.kind']} {'w/t' if r['batchnorm'] else 'w/o'} BN", r["epochs"],
+    cell_rows = [[r["model"], _cell(r), r["epochs"],
                   r["backward"].replace("_", "-"), r["grid"], "yes" if r["finished"] else "no",
                   f"{r['runs']} / {r['levels']} / {r['seeds']}",
                   format_pm(r.get("mu_log10", np.nan), r.get("err_log10", np.nan))

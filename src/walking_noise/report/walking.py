@@ -470,7 +470,6 @@ def table2_weight_ratio(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             write_csv(table, out_dir / "table2_weight_ratio.csv")]
 
 
-
 def _log_axis_bars(mu: np.ndarray, err: np.ndarray, log_fit: np.ndarray) -> np.ndarray:
     """(2, n) error bars for a log y axis. A log10-axis fit's error is symmetric in log10 s (``mu_err = mu ln10
     e``), so it is drawn as mu / 10^e .. mu * 10^e; a linear fit's is drawn as is, cut above zero."""
