@@ -137,6 +137,23 @@ def test_the_gap_factor_table_compares_finished_series_only():
     assert epochs["closes_gap"] == pytest.approx(np.log(0.88 / 0.80) / np.log(paper / 0.80))
     backward = table.loc["backward autograd -> straight-through (30 epochs)"]
     assert backward["ratio"] == pytest.approx(0.5 / 0.88) and backward["closes_gap"] < 0  # away from the paper
+    assert epochs["after_vs_paper_sigma"] == pytest.approx((0.88 - paper) / 0.011)
+
+
+def test_the_gap_factor_table_claims_no_share_of_a_gap_that_was_already_closed():
+    from walking_noise.report.gap import factor_table
+
+    def row(epochs, mu, err):
+        return {"model": "mlp", "noise.kind": "multiplicative", "batchnorm": False, "epochs": epochs,
+                "backward": "autograd", "grid": "adaptive", "finished": True, "native_axis": "linear",
+                "mu_linear": mu, "err_linear": err}
+
+    paper = 0.942  # within 0.5 sigma of the 30-epoch value below: a further step closes no measured gap
+    table = factor_table(pd.DataFrame([row(10, 0.80, 0.008), row(30, 0.940, 0.006), row(100, 0.950, 0.006)]))
+    table = table.set_index("factor")
+    assert np.isfinite(table.loc["epochs 10 -> 30", "closes_gap"])
+    assert np.isnan(table.loc["epochs 30 -> 100", "closes_gap"])  # not log(0.95/0.94)/log(0.942/0.94) = +4.9
+    assert table.loc["epochs 30 -> 100", "after_vs_paper_sigma"] == pytest.approx((0.950 - paper) / 0.006)
 
 
 def test_walking_error_bars_are_symmetric_in_decades_for_log_axis_fits():
