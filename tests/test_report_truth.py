@@ -163,3 +163,18 @@ def test_walking_error_bars_are_symmetric_in_decades_for_log_axis_fits():
     bars = _log_axis_bars(mu, mu * np.log(10.0) * e, np.array([True, False]))
     assert mu[0] - bars[0, 0] == pytest.approx(2.0 / 10 ** 0.5) and mu[0] + bars[1, 0] == pytest.approx(2.0 * 10 ** 0.5)
     assert 0 < mu[1] - bars[0, 1] < 0.01 and bars[1, 1] == pytest.approx(2.0 * np.log(10.0) * 0.5)  # linear: cut at 0
+
+
+def test_the_gap_factor_table_compares_fit_weights_at_the_longest_training_only():
+    from walking_noise.report.gap import factor_table
+
+    def row(epochs, mu, err, mu_eq2, err_eq2):
+        return {"model": "mlp", "noise.kind": "multiplicative", "batchnorm": True, "epochs": epochs,
+                "backward": "autograd", "grid": "adaptive", "finished": True, "native_axis": "linear",
+                "mu_linear": mu, "err_linear": err, "mu_eq2": mu_eq2, "err_eq2": err_eq2}
+
+    table = factor_table(pd.DataFrame([row(10, 0.85, 0.006, 0.70, 0.05), row(100, 0.92, 0.006, 0.90, 0.004)]))
+    weights = table[table["factor"].str.startswith("fit weights")]
+    assert list(weights["factor"]) == ["fit weights 2 % floor -> Eq. 2 as written (100 epochs)"]
+    assert weights.iloc[0]["ratio"] == pytest.approx(0.90 / 0.92)
+    assert weights.iloc[0]["mu_before"] == pytest.approx(0.92) and weights.iloc[0]["mu_after"] == pytest.approx(0.90)

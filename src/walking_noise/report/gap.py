@@ -5,7 +5,9 @@ Each Table I cell (noise kind x BatchNorm) is measured under the protocol's fact
 - fit axis: Eq. 1 fitted to the same runs on a log10 and on a linear noise axis (the paper does not say which it
   used for its log-spaced grids);
 - backward mode: straight-through (the paper's words) against autograd through the drawn factor (the authors' code);
-- grid density: the authors' dense grid against an adaptive grid at the same epochs.
+- grid density: the authors' dense grid against an adaptive grid at the same epochs;
+- fit weights: Eq. 2 as written (each level weighted by its repeats' spread alone) against this project's default
+  (spreads floored at 2 % of the accuracy range), on the same runs, at the longest training of each cell.
 A factor's effect is the ratio of the two midpoints with its error (errors of independent fits added in quadrature
 in the log); the shift toward the paper is how much of the log-distance to the paper's value it removes.
 """
@@ -27,6 +29,9 @@ from walking_noise.report.common import (
 from walking_noise.report.paper import paper_mu
 
 CELLS = (("additive", False), ("additive", True), ("multiplicative", False), ("multiplicative", True))
+#: Eq. 2 as written weights a level by its repeats' spread alone; this tiny floor (0.01 % accuracy) only keeps a level
+#: whose repeats agree exactly (e.g. all at chance) from getting an infinite weight.
+EQ2_SPREAD_FLOOR = 1e-4
 
 
 def _series(runs: pd.DataFrame) -> Series:
@@ -72,6 +77,9 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
             row[f"mu_{axis}"] = fit.mu if fit.converged else np.nan
             row[f"err_{axis}"] = reported_error(fit) if fit.converged else np.nan
             row[f"reason_{axis}"] = "ok" if fit.converged else fit.reason
+        eq2 = fit_series(_series(runs), axis=base["axis"], spread_floor=EQ2_SPREAD_FLOOR)
+        row["mu_eq2"] = eq2.mu if eq2.converged else np.nan
+        row["err_eq2"] = reported_error(eq2) if eq2.converged else np.nan
         rows.append(row)
     if not rows:
         raise NotEnoughRuns("gap: no runs of the study in the store")
@@ -132,6 +140,10 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
                 factors.append((f"fit axis log10 -> linear ({ep} epochs)",
                                 (float(row.get("mu_linear", np.nan)), float(row.get("err_linear", np.nan))),
                                 (float(row.get("mu_log10", np.nan)), float(row.get("err_log10", np.nan)))))
+        if epochs and "mu_eq2" in auto.columns:
+            row = auto.loc[epochs[-1]]
+            factors.append((f"fit weights 2 % floor -> Eq. 2 as written ({epochs[-1]} epochs)",
+                            (float(row["mu_eq2"]), float(row["err_eq2"])), _mu(row)))
         straight = mine[(mine["grid"] == "adaptive") & (mine["backward"] == "straight_through")]
         for _, st in straight.iterrows():
             if st["epochs"] in auto.index:
