@@ -12,12 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
-CHANCE = 0.1  # ten MNIST classes
+from walking_noise.fit import DEFAULT_SPREAD_FLOOR_FRACTION, logistic
+from walking_noise.registry import DATASETS
 
-
-def logistic(x: np.ndarray, mu: float, sigma: float, delta_a: float, a_min: float) -> np.ndarray:
-    """Eq. 1 of the paper."""
-    return delta_a / (1 + np.exp(-(x - mu) / sigma)) + a_min
+CHANCE = 1.0 / DATASETS["mnist"].num_classes
 
 
 def main(path: str = "results/mnist/gap/runs.csv") -> None:
@@ -27,7 +25,8 @@ def main(path: str = "results/mnist/gap/runs.csv") -> None:
     for bn, runs in df.groupby("batchnorm"):
         levels = runs.groupby("noise.noise_std")["final_accuracy"].agg(["mean", "std"])
         x, y = levels.index.to_numpy(float), levels["mean"].to_numpy(float)
-        spread = np.maximum(levels["std"].fillna(0).to_numpy(float), 0.02 * (y.max() - y.min()))  # as fit.py
+        spread = np.maximum(levels["std"].fillna(0).to_numpy(float),
+                            DEFAULT_SPREAD_FLOOR_FRACTION * (y.max() - y.min()))  # fit_midpoint's default floor
         free, _ = curve_fit(logistic, x, y, p0=[0.9, -0.1, 0.9, 0.1], sigma=spread, absolute_sigma=True, maxfev=20000)
         fixed, cov = curve_fit(lambda s, mu, w, d: logistic(s, mu, w, d, CHANCE), x, y, p0=[0.9, -0.1, 0.9],
                                sigma=spread, absolute_sigma=True, maxfev=20000)

@@ -140,7 +140,7 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
                 factors.append((f"fit axis log10 -> linear ({ep} epochs)",
                                 (float(row.get("mu_linear", np.nan)), float(row.get("err_linear", np.nan))),
                                 (float(row.get("mu_log10", np.nan)), float(row.get("err_log10", np.nan)))))
-        if epochs and "mu_eq2" in auto.columns:
+        if epochs:
             row = auto.loc[epochs[-1]]
             factors.append((f"fit weights 2 % floor -> Eq. 2 as written ({epochs[-1]} epochs)",
                             (float(row["mu_eq2"]), float(row["err_eq2"])), _mu(row)))
