@@ -4,6 +4,8 @@ share; partial drops are flagged. Runs are synthetic documents with known curves
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,14 +81,30 @@ def _one_step_and_tail(t):  # one steep drop with a slow tail: the double may fi
     return 0.10 + 0.60 * expit(-(t - 0.3) / 0.12) + 0.25 * expit(-(t - 1.0) / 0.4)
 
 
+def _partial_drop_and_wiggle(t):  # one drop to a partial floor at 90 %, then a 0.3-point wiggle: no second drop
+    return 0.903 + 0.075 * expit(-(t - 0.0) / 0.2) + 0.003 * expit(-(t - 11.0) / 0.2)
+
+
 def test_fig7_claims_a_plateau_only_where_measured_levels_lie_on_one(tmp_path):
     levels = np.logspace(-2, 9, 23)
     docs = _walking(3, levels, lambda s: _two_step(np.log10(s)))
     docs += _walking(5, levels, lambda s: _one_step_and_tail(np.log10(s)))
+    docs += _walking(6, np.logspace(-1, 16, 18), lambda s: _partial_drop_and_wiggle(np.log10(s)))
+    docs += _walking(7, np.logspace(-2, 2, 9), lambda s: 0.1 + 0.88 * expit(-(np.log10(s) - 0.05) / 0.08))
     df = runs_frame(docs)
     by_point = {int(s.key["noise.injection_layer"]): s for s in series_of(df)}
     assert len(plateau_levels(by_point[3], fit_series(by_point[3], model="double"))) >= 5
     assert len(plateau_levels(by_point[5], fit_series(by_point[5], model="double"))) < 2
+    # the flat floor after a partial drop is not an intermediate plateau, however the double places its second step
+    assert plateau_levels(by_point[6], fit_series(by_point[6], model="double")) == []
+    # one steep drop (the LeNet-5 additive series of results/mnist): a double whose first step the fit put below the
+    # lowest measured level makes no plateau of the levels between that step and the real one
+    series = by_point[7]
+    extrapolated = SimpleNamespace(model="double", axis="log10", params={
+        "log10_mu1": -5.0, "sigma1": -0.1, "delta_a1": 0.3, "log10_mu2": 0.05, "sigma2": -0.08, "delta_a2": 0.58})
+    assert plateau_levels(series, extrapolated) == []
+    inside = SimpleNamespace(model="double", axis="log10", params={**extrapolated.params, "log10_mu1": -1.6})
+    assert plateau_levels(series, inside) == pytest.approx([0.1, 10 ** -0.5])  # the rule itself still finds measured levels
     report.fig7_double_logistic(df, tmp_path)
     table = pd.read_csv(tmp_path / "fig7_double_logistic.csv").dropna(subset=["plateau_levels"])
     found = dict(zip(table["noise.injection_layer"].astype(int), table["plateau_levels"]))

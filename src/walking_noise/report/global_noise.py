@@ -275,12 +275,21 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
                         "levels around each transition", max_panels=max_panels, max_cols=4, panel_size=(4.0, 4.3))
 
 
+# A step of the double logistic smaller than this (accuracy as a fraction) is within the seed spread, not a drop:
+# the levels between it and the real step are the upper or lower plateau of one drop, not an intermediate one.
+MIN_STEP_DROP = 0.05
+
+
 def plateau_levels(s: Series, fit: Any) -> list[float]:
     """The measured noise levels that lie between the two steps of a double-logistic ``fit`` (more than two
     sigma past the first midpoint and before the second, on the fit axis): the data's own evidence of an
-    intermediate plateau (appendix B); none for a single logistic."""
+    intermediate plateau (appendix B). None for a single logistic; none when either step drops accuracy by less
+    than :data:`MIN_STEP_DROP` or has its midpoint outside the measured levels (a one-drop curve that the double
+    fits with a second step that is negligible or extrapolated: the levels "between" are then an outer plateau)."""
     p = fit.params
     if fit.model != "double" or p.get("sigma1") is None or p.get("sigma2") is None:
+        return []
+    if min(abs(p.get("delta_a1") or 0.0), abs(p.get("delta_a2") or 0.0)) < MIN_STEP_DROP:
         return []
     log = fit.axis == "log10"
     steps = [((p.get("log10_mu1") if log else p.get("mu1")), abs(p["sigma1"])),
@@ -289,7 +298,10 @@ def plateau_levels(s: Series, fit: Any) -> list[float]:
         return []
     (m1, s1), (m2, s2) = sorted(steps)
     levels = [v for v in s.levels if v > 0 or not log]
-    return [v for v in levels if m1 + 2 * s1 < (np.log10(v) if log else v) < m2 - 2 * s2]
+    x = [float(np.log10(v)) if log else float(v) for v in levels]
+    if not x or not min(x) < m1 <= m2 < max(x):
+        return []
+    return [v for v, t in zip(levels, x) if m1 + 2 * s1 < t < m2 - 2 * s2]
 
 
 def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 4) -> list[Path]:
