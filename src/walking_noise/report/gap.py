@@ -70,14 +70,15 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
                "seeds": int(runs["seed"].nunique()),
                "native_axis": base["axis"], "paper_mu": paper_mu("mnist", base["model"], base["noise"]["kind"],
                                                                  base["batchnorm"])}
+        series = _series(runs)
         for axis in ("log10", "linear"):
             if axis == "log10" and base["axis"] != "log10":
                 continue  # a linear grid from 0: no log fit
-            fit = fit_series(_series(runs), axis=axis)
+            fit = fit_series(series, axis=axis)
             row[f"mu_{axis}"] = fit.mu if fit.converged else np.nan
             row[f"err_{axis}"] = reported_error(fit) if fit.converged else np.nan
             row[f"reason_{axis}"] = "ok" if fit.converged else fit.reason
-        eq2 = fit_series(_series(runs), axis=base["axis"], spread_floor=EQ2_SPREAD_FLOOR)
+        eq2 = fit_series(series, axis=base["axis"], spread_floor=EQ2_SPREAD_FLOOR)
         row["mu_eq2"] = eq2.mu if eq2.converged else np.nan
         row["err_eq2"] = reported_error(eq2) if eq2.converged else np.nan
         rows.append(row)
