@@ -197,3 +197,29 @@ def test_the_gap_factor_table_compares_fit_weights_at_the_longest_training_only(
     assert list(weights["factor"]) == ["fit weights 2 % floor -> Eq. 2 as written (100 epochs)"]
     assert weights.iloc[0]["ratio"] == pytest.approx(0.90 / 0.92)
     assert weights.iloc[0]["mu_before"] == pytest.approx(0.92) and weights.iloc[0]["mu_after"] == pytest.approx(0.90)
+
+
+def test_the_gap_figure_draws_no_unresolved_midpoint_of_an_unfinished_search(tmp_path, monkeypatch):
+    from walking_noise.report import gap
+
+    def row(epochs, mu, err, finished=True):
+        return {"model": "lenet5", "noise.kind": "additive", "batchnorm": False, "epochs": epochs,
+                "backward": "autograd", "grid": "adaptive", "finished": finished, "runs": 30, "seeds": 3,
+                "native_axis": "log10", "mu_log10": mu, "err_log10": err, "mu_linear": mu, "err_linear": err}
+
+    figures = []
+    monkeypatch.setattr(gap, "save_figure", lambda fig, path: figures.append(fig) or path)
+    # the 30-epoch LeNet-5 search after 10 runs of its first round fitted mu = 1 +- 88
+    cells = pd.DataFrame([row(3, 1.10, 0.04), row(10, 1.14, 0.07), row(30, 1.0, 88.0, finished=False)])
+    gap.gap_figure(cells, tmp_path, model="lenet5")
+    ax = figures[-1].axes[0]
+    low, high = ax.get_ylim()
+    assert -1 < low and high < 3  # the axis is set by the measured midpoints and the paper's 1.34, not by +-88
+    labels = ax.get_legend_handles_labels()[1]
+    assert any("search unfinished (30 runs): mu not resolved yet" in label for label in labels)
+    # once resolved, the unfinished point is drawn (hollow) and named without the caveat
+    cells.loc[2, ["mu_log10", "err_log10"]] = [1.25, 0.1]
+    gap.gap_figure(cells, tmp_path, model="lenet5")
+    labels = figures[-1].axes[0].get_legend_handles_labels()[1]
+    assert "autograd, search unfinished (30 runs)" in labels
+    assert not gap.resolved_midpoint(1.0, 88.0) and not gap.resolved_midpoint(float("nan"), 0.1)

@@ -99,6 +99,12 @@ def _mu(row: pd.Series) -> tuple[float, float]:
     return float(row.get(f"mu_{axis}", np.nan)), float(row.get(f"err_{axis}", np.nan))
 
 
+def resolved_midpoint(mu: float, err: float) -> bool:
+    """Whether a midpoint says where the drop is: finite, with an error below its value. An unfinished search after
+    one round can fit mu = 1 +- 88; drawn, that point would set the axis and flatten every measured one."""
+    return bool(np.isfinite(mu) and np.isfinite(err) and 0 < err < abs(mu))
+
+
 def _ratio(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
     """a / b with the error of the ratio (independent relative errors in quadrature)."""
     if not (np.isfinite(a[0]) and np.isfinite(b[0])) or b[0] == 0:
@@ -166,7 +172,8 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
 
 def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
     """mu against epochs per cell (adaptive grids; both backward modes where measured), the paper's value as a
-    line; a series whose search is unfinished is drawn hollow and named."""
+    line; a series whose search is unfinished is drawn hollow and named, or only named while its midpoint is not
+    resolved (see ``resolved_midpoint``)."""
     from matplotlib.ticker import NullLocator
 
     present = [(k, bn) for k, bn in CELLS if ((cells["model"] == model) & (cells["noise.kind"] == k)
@@ -178,6 +185,7 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
     for ax, (kind, bn) in zip(axes, shown):
         mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)
                      & (cells["grid"] == "adaptive")]
+        drawn = 0  # midpoints drawn in this cell
         for backward, style, color in (("autograd", "o-", "tab:blue"), ("straight_through", "s--", "tab:green")):
             every = mine[mine["backward"] == backward].sort_values("epochs")
             part = every[every["finished"]]
@@ -185,16 +193,21 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                 axis = part["native_axis"].iloc[0]
                 ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
                             color=color, label=f"here, {backward.replace('_', '-')} ({axis} fit)")
+                drawn += len(part)
                 if kind == "additive" and "mu_linear" in part:
                     ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
                                 color="tab:gray", label="here, linear fit of the same runs")
             for _, row in every[~every["finished"]].iterrows():
                 mu, err = _mu(row)
-                if np.isfinite(mu):  # a search cut short: its midpoint so far, drawn hollow and named
-                    ax.errorbar([row["epochs"]], [mu], yerr=[err if np.isfinite(err) else 0.0], fmt=style[0],
-                                mfc="none", color=color, capsize=3, alpha=0.7,
-                                label=f"{backward.replace('_', '-')}, search unfinished ({row['runs']} runs)")
-        if not ax.lines and not ax.collections:  # nothing measured or fitted in this cell yet
+                label = f"{backward.replace('_', '-')}, search unfinished ({row['runs']} runs)"
+                if resolved_midpoint(mu, err):  # a search cut short: its midpoint so far, drawn hollow and named
+                    ax.errorbar([row["epochs"]], [mu], yerr=[err], fmt=style[0], mfc="none", color=color,
+                                capsize=3, alpha=0.7, label=label)
+                    drawn += 1
+                else:  # its first rounds do not locate mu yet: named in the legend, not drawn as a value
+                    ax.plot([], [], style[0], mfc="none", color=color, alpha=0.7,
+                            label=f"{label}: mu not resolved yet")
+        if not drawn:  # nothing measured or fitted in this cell yet
             ax.text(0.5, 0.5, f"no converged fit yet ({int(mine['runs'].sum())} runs)", transform=ax.transAxes,
                     ha="center", va="center", fontsize=8, color="0.4")
         paper = paper_mu("mnist", model, kind, bn)
