@@ -223,3 +223,22 @@ def test_the_gap_figure_draws_no_unresolved_midpoint_of_an_unfinished_search(tmp
     labels = figures[-1].axes[0].get_legend_handles_labels()[1]
     assert "autograd, search unfinished (30 runs)" in labels
     assert not gap.resolved_midpoint(1.0, 88.0) and not gap.resolved_midpoint(float("nan"), 0.1)
+
+
+def test_the_walking_line_breaks_at_a_point_that_only_bounds_mu(tmp_path, monkeypatch):
+    from walking_noise.report import walking
+
+    figures = []
+    monkeypatch.setattr(walking, "save_figure", lambda fig, path: figures.append(fig) or path)
+    levels = np.logspace(-2, 4, 13)
+    drop = lambda mid: (lambda s: 0.1 + 0.85 * expit(-(np.log10(s) - mid) / 0.2))  # noqa: E731
+    docs = (_walking(1, levels, drop(0.5)) + _walking(2, levels, lambda s: 0.95)  # flat: only mu > 1e4
+            + _walking(3, levels, drop(1.0)) + _walking(4, levels, drop(1.5)))
+    walking.fig2_walking_mu(runs_frame(docs), tmp_path, kind="multiplicative")
+    lines = [ln for ln in figures[-1].axes[0].lines if ln.get_linestyle() not in ("None", "none")
+             and len(ln.get_xdata()) > 1]
+    assert len(lines) == 1
+    x = np.asarray(lines[0].get_xdata(), dtype=float)
+    assert np.isnan(x).sum() == 1  # one break, at the bound of point 2
+    assert list(np.round(x[np.isfinite(x)])) == [1, 3, 4]
+    assert np.flatnonzero(np.isnan(x))[0] == 1  # between point 1 and point 3: no line passes point 2

@@ -328,7 +328,7 @@ def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: i
                        s, auto, on_plateau))
     scored.sort(key=lambda t: (not t[0], not t[1], -t[2]))
     chosen = scored[:max_panels]
-    extra = varying([c[3] for c in chosen]) if len(chosen) > 1 else []
+    extra = varying([c[3] for c in scored])  # what tells the candidates apart, even where the chosen panels share it
     rows, cols = panel_grid(len(chosen), 2)
     fig = new_figure(5.2 * cols, 3.9 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()

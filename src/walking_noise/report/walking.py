@@ -131,7 +131,8 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     loss of all accuracy. Hollow triangles: fits that did not converge but bound mu (the curve never left its upper
     plateau: mu > largest level measured, triangle up, also where levels beyond were left out as float32 overflow;
     or started at chance: mu < smallest, triangle down; or only the observed half-way crossing bounds mu). Red crosses: the point's runs include diverged ones (scored
-    at chance). Points without a fit or bound are omitted and named below the plot. One PNG per dataset/model/
+    at chance). Points without a fit or bound are omitted and named below the plot. A curve's line joins only
+    neighbouring points that both have a converged fit: across a bound or an omitted point it breaks. One PNG per dataset/model/
     BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
     """
     out_dir = Path(out_dir)
@@ -157,15 +158,18 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
             color, marker, line = _curve_style(c, sites)
             r = curve_label(c, sites)
             xs, ys, es, partial, log_fit = [], [], [], [], []
+            segment, segments = 0, []  # the curve is drawn only between neighbouring points that both have a fit
             for s in members:
                 row = table.iloc[by_id[id(s)]]
                 x = float(s.key["noise.injection_layer"]) + shift
                 y = None
+                segment += not row["converged"]  # a bound or an omitted point: no line passes it
                 if row["converged"]:
                     y = row["mu"]
                     xs.append(x), ys.append(y), es.append(float(np.nan_to_num(row["mu_err_reported"])))
                     partial.append(bool(row["partial_drop"]))
                     log_fit.append(row.get("axis") == "log10")
+                    segments.append(segment)
                 elif row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
                     y = row["mu_lower_bound"]
                     ax.plot([x], [y], "^", mfc="none", mec=color, ms=8)
@@ -182,8 +186,10 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     shown["diverged"] = True
             if xs:
                 xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
-                ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array(log_fit)), fmt="", lw=1,
-                            color=color, capsize=3, ls=line)
+                ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array(log_fit)), fmt="none", lw=1,
+                            color=color, capsize=3)
+                breaks = np.flatnonzero(np.diff(segments)) + 1
+                ax.plot(np.insert(xs_a, breaks, np.nan), np.insert(ys_a, breaks, np.nan), lw=1, color=color, ls=line)
                 ax.plot(xs_a[~part], ys_a[~part], marker, ms=5, color=color, ls="none")
                 ax.plot([], [], marker, ms=5, lw=1, color=color, ls=line, label=r)  # the legend's sample of the curve
                 if part.any():
