@@ -130,10 +130,10 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     (the fitted a_min lies more than 10 points above chance): mu there is the midpoint of a smaller drop, not of the
     loss of all accuracy. Hollow triangles: fits that did not converge but bound mu (the curve never left its upper
     plateau: mu > largest level measured, triangle up, also where levels beyond were left out as float32 overflow;
-    or started at chance: mu < smallest, triangle down; or only the observed half-way crossing bounds mu). Red crosses: the point's runs include diverged ones (scored
-    at chance). Points without a fit or bound are omitted and named below the plot. A curve's line joins only
-    neighbouring points that both have a converged fit: across a bound or an omitted point it breaks. One PNG per dataset/model/
-    BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
+    or started at chance: mu < smallest, triangle down; or only the observed half-way crossing bounds mu). Red
+    crosses: the point's runs include diverged ones (scored at chance). Points without a fit or bound are omitted
+    and named below the plot. A curve's line joins only neighbouring points that both have a converged fit: across
+    a bound or an omitted point it breaks. One PNG per dataset/model/BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
     """
     out_dir = Path(out_dir)
     series = walking_series(df, kind)
