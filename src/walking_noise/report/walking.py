@@ -133,7 +133,8 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     or started at chance: mu < smallest, triangle down; or only the observed half-way crossing bounds mu). Red
     crosses: the point's runs include diverged ones (scored at chance). Points without a fit or bound are omitted
     and named below the plot. A curve's line joins only neighbouring points that both have a converged fit: across
-    a bound or an omitted point it breaks. One PNG per dataset/model/BatchNorm (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
+    a bound or an omitted point it breaks. One PNG per dataset/model/BatchNorm
+    (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
     """
     out_dir = Path(out_dir)
     series = walking_series(df, kind)
