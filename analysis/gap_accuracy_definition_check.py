@@ -18,10 +18,11 @@ import pandas as pd
 from walking_noise.export import read_export
 from walking_noise.report.common import ACCURACY, Series, fit_series, format_pm, markdown_table, reported_error
 from walking_noise.report.paper import paper_mu
+from walking_noise.training import final_accuracy
 
 #: how a run's validation curve becomes its final accuracy
 DEFINITIONS = {
-    "mean of last 5 (paper, this study)": lambda curve: float(np.mean(curve[-5:])),
+    "mean of last 5 (paper, this study)": final_accuracy,  # the study's own rule, as stored
     "last epoch": lambda curve: float(curve[-1]),
     "best epoch": lambda curve: float(np.max(curve)),
     "mean of last 10": lambda curve: float(np.mean(curve[-10:])),
@@ -31,7 +32,7 @@ DEFINITIONS = {
 def rescored(runs: pd.DataFrame, definition) -> pd.DataFrame:
     """The runs with ``final_accuracy`` recomputed from each curve; diverged runs keep their chance score."""
     out = runs.copy()
-    out[ACCURACY] = [acc if diverged else definition(np.asarray(curve, float))
+    out[ACCURACY] = [acc if diverged else definition([float(v) for v in curve])
                      for acc, diverged, curve in zip(runs[ACCURACY], runs["diverged"], runs["val_accuracy"])]
     return out
 
