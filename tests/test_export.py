@@ -129,3 +129,19 @@ def test_the_export_refits_without_the_store_and_resumes_a_campaign(tmp_path, ca
     merged = pd.merge(df, again, on="config_hash", suffixes=("", "_imported"))
     assert merged["final_accuracy"].tolist() == merged["final_accuracy_imported"].tolist()
     assert merged["layer_table"].tolist() == merged["layer_table_imported"].tolist()
+
+
+def test_an_export_mixing_runs_from_before_and_after_a_new_config_field_imports(tmp_path):
+    """Runs written before ``noise.site`` existed leave its cell empty in an export that also holds runs with it;
+    the empty cell is the field's default (what the run's hash was computed without), not an invalid None."""
+    from walking_noise.export import export_documents
+
+    store = LocalStore(tmp_path / "store")
+    study = _study(tmp_path, STUDY.format(name="mine", levels="[0.1, 1.0]"), "mine")
+    _run(study, store)
+    table = read_export(write_export(runs_from_store(store.path, fields=REPORT_FIELDS + ("extra",)),
+                                     tmp_path / "runs.csv"))
+    table["noise.site"] = [None] * (len(table) - 1) + ["activation"]  # old rows: no value
+    docs = list(export_documents(table))
+    assert [d["config_hash"] for d in docs] == table["config_hash"].tolist()
+    assert {d["config"]["noise"]["site"] for d in docs} == {"activation"}

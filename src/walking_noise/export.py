@@ -33,7 +33,7 @@ import pandas as pd
 
 from walking_noise.config import unflatten
 from walking_noise.results import config_columns
-from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LocalStore, atomic_write, config_hash
+from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LATER_KEYS, LocalStore, atomic_write, config_hash
 
 EXPORT_COLUMNS = ("config_hash", "status", "study", "error", "final_accuracy", "final_epochs_averaged", "diverged",
                   "diverged_epoch", "epochs_run", "nonfinite_outputs", "engine", "val_accuracy", "val_nonfinite",
@@ -112,8 +112,13 @@ def export_documents(table: pd.DataFrame) -> Iterable[dict[str, Any]]:
     from walking_noise.models import layer_table_for
 
     config_keys = [c for c in table.columns if c not in EXPORT_COLUMNS]
+    # a field added after some of the runs were written (LATER_KEYS) is an empty cell in their rows: absent, so the
+    # run takes the field's default, the value its hash was computed without
+    later = {".".join(path) for path, default in LATER_KEYS.items() if default is not None}
     for row in table.to_dict("records"):
-        config = RunConfig.from_dict(unflatten({k: _plain(row[k]) for k in config_keys})).to_dict()
+        flat = {k: _plain(row[k]) for k in config_keys}
+        flat = {k: v for k, v in flat.items() if not (k in later and v is None)}
+        config = RunConfig.from_dict(unflatten(flat)).to_dict()
         if config_hash(config) != row["config_hash"]:
             raise ValueError(f"the export row {row['config_hash']} does not rebuild its own config (hash "
                              f"{config_hash(config)}): written by another version of walking-noise?")
