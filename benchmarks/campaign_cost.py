@@ -82,7 +82,7 @@ def main() -> None:
         cost, runs = 0.0, len(study.configs)
         clean: dict[tuple, int] = {}
         for config in study.configs:
-            cfg = RunConfig.from_dict(config, check_points=False)
+            cfg = RunConfig.from_dict(config)
             key = (cfg.model, cfg.dataset)
             if key not in rates:
                 rates[key] = measure(cfg.model, cfg.dataset, args.device, members(cfg), cfg.model_kwargs)
@@ -97,7 +97,7 @@ def main() -> None:
         for (key, _seed, epochs, _bn), train in clean.items():
             cost += rates[key] * train * epochs
         for base, settings in study.searches:
-            cfg = RunConfig.from_dict(base, check_points=False)
+            cfg = RunConfig.from_dict(base)
             key = (cfg.model, cfg.dataset)
             if key not in rates:
                 rates[key] = measure(cfg.model, cfg.dataset, args.device, members(cfg), cfg.model_kwargs)

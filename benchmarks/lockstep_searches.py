@@ -18,18 +18,18 @@ import time
 
 import torch
 
-from walking_noise.searches import run_search, run_searches
+from walking_noise.searches import run_searches, train_search
 from walking_noise.store import LocalStore
-from walking_noise.study import run_config_dict
+from walking_noise.study import study_run
 from walking_noise.units import init_worker
 
 
 def searches(points: int, epochs: int, max_train: int) -> list[tuple[dict, dict]]:
     out = []
     for point in range(points):
-        base = run_config_dict({"dataset": "mnist_5k", "model": "mlp", "batchnorm": True, "max_train": max_train,
-                                "training": {"epochs": epochs},
-                                "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}})
+        base = study_run({"dataset": "mnist_5k", "model": "mlp", "batchnorm": True, "max_train": max_train,
+                          "training": {"epochs": epochs},
+                          "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}}).values
         out.append((base, {"low": 0.01, "high": 1e4, "seeds": (0, 1, 2), "target_rel_err": 0.1, "max_runs": 21}))
     return out
 
@@ -50,7 +50,7 @@ def main() -> None:
             if way == "lockstep":
                 found = run_searches(todo, "bench", store)
             else:
-                found = [run_search(base, settings, "bench", store) for base, settings in todo]
+                found = [train_search(base, settings, "bench", store) for base, settings in todo]
             wall = time.perf_counter() - start
             runs = len(list(store.documents()))
         mus = [f"{r.fit.mu:.3g}" if r.fit.converged else "n.c." for r in found]

@@ -5,7 +5,7 @@ The config sections are exactly the keys of :class:`walking_noise.config.RunConf
 and the local campaign runner describe a run the same way. An experiment is one run
 (:func:`walking_noise.training.train_run`), a bundle of runs (``bundle``: trained as the local runner batches them,
 :func:`walking_noise.units.run_bundle`; ``walking-noise bundle`` writes a study in this form) or an adaptive search
-(``adaptive``: :func:`walking_noise.searches.run_search`). This file wires the config to those; the science lives in
+(``adaptive``: :func:`walking_noise.searches.train_search`). This file wires the config to those; the science lives in
 the library.
 
     python experiments/walking_noise_experiment.py with training.epochs=1 noise.kind=additive noise.noise_std=0.5
@@ -32,10 +32,10 @@ except ModuleNotFoundError:  # a plain checkout without `pip install -e .`: use 
 
 from seml import Experiment
 
-from walking_noise.config import NON_RUN_KEYS, RunConfig
-from walking_noise.searches import run_search
-from walking_noise.store import config_hash, to_plain
-from walking_noise.study import search_spec
+from walking_noise.config import Run, RunConfig
+from walking_noise.files import to_plain
+from walking_noise.searches import train_search
+from walking_noise.study import search_spec, study_run
 from walking_noise.training import train_run
 from walking_noise.units import MemoryStore, run_bundle
 
@@ -69,16 +69,15 @@ ex.add_config(bundle=None)
 ex.add_config(adaptive=None)
 
 
-def run_config(config: dict[str, Any]) -> RunConfig:
-    """Validate Sacred's resolved config as a :class:`RunConfig`; the error message names the offending key.
+def run_config(config: dict[str, Any]) -> Run:
+    """Validate Sacred's resolved config as a :class:`Run`; the error message names the offending key.
 
     Every key except SEML's own and ``bundle`` (``NON_RUN_KEYS``) is passed on, so an unknown top-level key is rejected here: Sacred's own check for
     added config entries does not protect a seml.Experiment (SEML's config scopes for ``db_collection``/``overwrite``
     re-declare every update, so nothing counts as added), and SEML starts runs with ``--force``, which skips it.
     """
-    values = {key: value for key, value in to_plain(dict(config)).items() if key not in NON_RUN_KEYS}
     try:
-        return RunConfig.from_dict(values)
+        return study_run(to_plain(dict(config)))
     except (TypeError, ValueError) as err:
         raise InvalidRunConfig(f"invalid walking_noise experiment config: {err}") from err
 
@@ -104,8 +103,8 @@ def reject_invalid_config(config: dict[str, Any], command_name: str, logger: Any
 @ex.command(unobserved=True)
 def validate(_config: dict[str, Any]) -> dict[str, Any]:
     """Resolve and validate the config without training; returns the full run config and its hash."""
-    cfg = run_config(_config)
-    return {"config": cfg.to_dict(), "config_hash": config_hash(cfg.to_dict())}
+    run = run_config(_config)
+    return {"config": run.values, "config_hash": run.hash}
 
 
 @ex.automain
@@ -113,12 +112,13 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
         bundle: dict[str, Any] | None = None, adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one run (or a bundle of runs, or an adaptive search) and return what it measured, as plain Python
     types (stored by SEML as the run's ``result``)."""
-    cfg = run_config(_config)
+    validated = run_config(_config)
+    cfg = validated.config
     prefix = metric_prefix(db_collection, _run._id)
     search = None
     if adaptive:
         store = MemoryStore()
-        search = run_search(*search_spec(to_plain(dict(_config))), study=db_collection or "local", store=store)
+        search = train_search(*search_spec(to_plain(dict(_config))), study=db_collection or "local", store=store)
         docs = list(store.latest().values())
     elif bundle:
         docs = run_bundle(cfg.to_dict(), to_plain(bundle), study=db_collection or "local")
@@ -140,5 +140,5 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
         for epoch, value in enumerate(getattr(result, name)):
             _run.log_scalar(f"{prefix}.{name}", float(value), epoch)
     summary = to_plain(result.to_dict())
-    summary["config_hash"] = config_hash(cfg.to_dict())
+    summary["config_hash"] = validated.hash
     return summary

@@ -114,29 +114,32 @@ def _known_curves(true_mu: dict[int, float], calls: list[list[dict]]):
     """``run_units`` for :func:`run_searches` that stores each run's accuracy from a known logistic (mu chosen by
     the run's injection point) instead of training; records every call."""
     from walking_noise.units import run_document
-    from walking_noise.store import COMPLETED, now_iso
+    from walking_noise.files import now_iso
+    from walking_noise.store import COMPLETED
 
     def run_units(store, units):
-        calls.append([c for unit in units for c in unit])
+        calls.append([run.values for unit in units for run in unit])
         for unit in units:
-            for c in unit:
-                mu = true_mu[c["noise"]["injection_layer"]]
-                wobble = 0.01 * np.sin(7.0 * c["seed"] + 3.0 * c["noise"]["noise_std"])  # seed spread, reproducible
-                acc = float(logistic(np.log10(c["noise"]["noise_std"]), np.log10(mu), -0.2, 0.88, 0.10) + wobble)
-                store.put(run_document(c, "known", COMPLETED, {"final_accuracy": acc}, now_iso()))
+            for run in unit:
+                noise = run.config.noise
+                mu = true_mu[noise.injection_layer]
+                wobble = 0.01 * np.sin(7.0 * run.config.seed + 3.0 * noise.noise_std)  # seed spread, reproducible
+                acc = float(logistic(np.log10(noise.noise_std), np.log10(mu), -0.2, 0.88, 0.10) + wobble)
+                store.put(run_document(run, "known", COMPLETED, {"final_accuracy": acc}, now_iso()))
     return run_units
 
 
 def _walking_search(point: int) -> tuple[dict, dict]:
-    from walking_noise.study import run_config_dict
+    from walking_noise.study import study_run
 
-    base = run_config_dict({"dataset": "mnist_5k", "model": "mlp", "training": {"epochs": 1},
-                            "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}})
+    base = study_run({"dataset": "mnist_5k", "model": "mlp", "training": {"epochs": 1},
+                      "noise": {"kind": "additive", "placement": "walking", "injection_layer": point}}).values
     return base, {"low": 0.01, "high": 100.0, "seeds": (0, 1, 2), "target_rel_err": 0.03, "max_runs": 40}
 
 
 def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
-    from walking_noise.searches import run_search, run_searches
+    from walking_noise.searches import run_searches
+    from walking_noise.selection import missing_runs, run_search
     from walking_noise.store import LocalStore
 
     true_mu = {1: 0.3, 3: 2.0, 5: 15.0}
@@ -161,12 +164,11 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
     for (base, settings), together in zip(searches[:3], found):
         before = len(alone_calls)
 
-        def execute_round(configs):
-            from walking_noise.searches import missing_configs
-            alone_units(alone_store, [missing_configs(configs, alone_store.latest())])
+        def execute_round(runs):
+            alone_units(alone_store, [missing_runs(runs, alone_store.latest())])
             return alone_store.latest()
 
-        alone = run_search(base, settings, "known", alone_store, execute_round=execute_round)
+        alone = run_search(base, settings, execute_round)
         rounds_alone.append(len(alone_calls) - before)
         assert alone.fit.mu == pytest.approx(together.fit.mu) and alone.runs == together.runs
     assert len(calls) == max(rounds_alone) < sum(rounds_alone)

@@ -126,11 +126,12 @@ def test_a_foreign_model_trains_with_walking_noise_and_its_draws_are_its_own(spe
 
 
 def test_a_foreign_models_config_is_checked_before_training():
+    from walking_noise.study import study_run
+
     with pytest.raises(ValueError, match="is not an injection point of torchvision.models:resnet18"):
-        RunConfig.from_dict({"dataset": "cifar10", "model": "torchvision.models:resnet18",
-                             "model_kwargs": {"num_classes": 10},
-                             "noise": {"kind": "additive", "noise_std": 1.0, "placement": "walking",
-                                       "injection_layer": 999}})
+        study_run({"dataset": "cifar10", "model": "torchvision.models:resnet18",
+                   "model_kwargs": {"num_classes": 10},
+                   "noise": {"kind": "additive", "noise_std": 1.0, "placement": "walking", "injection_layer": 999}})
     with pytest.raises(ValueError, match="valid choices: mlp, lenet5, cnn_s, or any nn.Module"):
         RunConfig.from_dict({"model": "resnet18"})
     with pytest.raises(ValueError, match="cannot import 'torchvision.models:nosuchnet'"):

@@ -14,7 +14,9 @@ import pytest
 from walking_noise.study import CampaignError, load_study, parse_filters
 
 from walking_noise.campaign import run_campaign
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
+from walking_noise.config import Run
+from walking_noise.identity import config_hash
+from walking_noise.store import COMPLETED, FAILED, LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +91,7 @@ def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
     text = STUDY.format(max_train=300, epochs=1).replace(
         "  noise.noise_std:", "  data_dir:\n    type: choice\n    options: [null]\n  noise.noise_std:")
     study = load_study(_study(tmp_path, text))
-    study.configs[0] = {**study.configs[0], "dataset": "mnist", "data_dir": str(tmp_path / "missing")}
+    study.runs[0] = Run.from_dict({**study.configs[0], "dataset": "mnist", "data_dir": str(tmp_path / "missing")})
     store = LocalStore(tmp_path / "store")
     summary = run_campaign(study, store, progress=False)
     assert (summary.completed, summary.failed) == (5, 1)
@@ -245,31 +247,31 @@ def test_overrides_replace_a_value_in_every_config(tmp_path):
     assert {c["training"]["epochs"] for c in study.configs} == {7} and {c["max_test"] for c in study.configs} == {50}
 
 
-def _mlp_configs(n: int) -> list[dict]:
-    from walking_noise.study import run_config_dict
+def _mlp_runs(n: int, **values) -> list:
+    from walking_noise.study import study_run
 
-    return [run_config_dict({"model": "mlp", "seed": s, "noise": {"kind": "additive", "noise_std": 0.1}})
+    return [study_run({"model": "mlp", "seed": s, "noise": {"kind": "additive", "noise_std": 0.1}, **values})
             for s in range(n)]
 
 
 def test_small_groups_are_split_over_the_workers():
     from walking_noise.units import plan_units
 
-    configs = _mlp_configs(16)
-    assert [len(u) for u in plan_units(configs)] == [16]  # one worker: one full batch
-    assert [len(u) for u in plan_units(configs, workers=2)] == [8, 8]  # two workers: neither idles
-    assert [len(u) for u in plan_units(_mlp_configs(40), workers=2)] == [16, 16, 8]  # large groups: full batches
-    assert [len(u) for u in plan_units(_mlp_configs(3), workers=4)] == [1, 1, 1]
-    units = plan_units(configs, members=4, workers=2)
+    runs = _mlp_runs(16)
+    assert [len(u) for u in plan_units(runs)] == [16]  # one worker: one full batch
+    assert [len(u) for u in plan_units(runs, workers=2)] == [8, 8]  # two workers: neither idles
+    assert [len(u) for u in plan_units(_mlp_runs(40), workers=2)] == [16, 16, 8]  # large groups: full batches
+    assert [len(u) for u in plan_units(_mlp_runs(3), workers=4)] == [1, 1, 1]
+    units = plan_units(runs, members=4, workers=2)
     assert [len(u) for u in units] == [4] * 4
-    assert sorted(c["seed"] for u in units for c in u) == list(range(16))
+    assert sorted(run.config.seed for u in units for run in u) == list(range(16))
 
 
 def test_workers_fork_only_where_it_is_safe(monkeypatch):
     from walking_noise.campaign import START_METHOD_ENV, worker_start_method
 
     monkeypatch.delenv(START_METHOD_ENV, raising=False)
-    cpu = [dict(c, device="cpu") for c in _mlp_configs(2)]
+    cpu = [run.values for run in _mlp_runs(2, device="cpu")]
     expected = "fork" if sys.platform.startswith("linux") else "spawn"
     assert worker_start_method(cpu) == expected
     import torch
@@ -282,14 +284,14 @@ def test_workers_fork_only_where_it_is_safe(monkeypatch):
 
 def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, monkeypatch, caplog):
     from walking_noise import batched, units
-    from walking_noise.config import RunConfig
+    from walking_noise.config import Run
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("packed layer exploded")
 
     monkeypatch.setattr(batched, "train_members", broken)
     base = {"dataset": "digits", "model": "mlp", "max_train": 200, "max_test": 100, "training": {"epochs": 1}}
-    unit = [RunConfig.from_dict({**base, "seed": s}).to_dict() for s in (0, 1)]
+    unit = [Run.from_dict({**base, "seed": s}) for s in (0, 1)]
     store = LocalStore(tmp_path / "store")
     with caplog.at_level("WARNING", logger="walking_noise.units"):
         outcomes = units.execute_unit(unit, "test", store)
@@ -304,12 +306,11 @@ def test_a_failing_batch_is_visible_in_the_log_and_in_its_documents(tmp_path, mo
 def test_a_bundled_study_runs_the_same_configs_batched_as_the_local_runner(tmp_path):
     import yaml
 
-    from walking_noise.study import bundled_study
-    from walking_noise.units import plan_units
+    from walking_noise.units import bundled_study, plan_units
 
     study = load_study(_study(tmp_path))
     bundled = bundled_study(study)
-    assert sum(k.startswith("unit_") for k in bundled) == len(plan_units(study.configs))
+    assert sum(k.startswith("unit_") for k in bundled) == len(plan_units(study.runs))
     path = tmp_path / "tiny.bundled.yaml"
     path.write_text(yaml.safe_dump(bundled, sort_keys=False))
     again = load_study(path)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from walking_noise.study import run_config_dict
+from walking_noise.study import study_run
 from walking_noise.config import RunConfig
-from walking_noise.store import config_hash
+from walking_noise.identity import config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "walking_noise_experiment.py"
@@ -285,7 +285,7 @@ def test_observed_runs_complete_into_the_seml_collection(mongo, exp):
         averaged = result["final_epochs_averaged"]
         assert averaged == max(1, epochs // 2)
         assert result["final_accuracy"] == pytest.approx(sum(result["val_accuracy"][-averaged:]) / averaged)
-        assert result["config_hash"] == config_hash(run_config_dict(doc["config"]))
+        assert result["config_hash"] == study_run(doc["config"]).hash
         assert "stats" in stored  # SEML's post-run hook found the document through get_collection
         for curve in exp.CURVES:
             metric = mongo["metrics"].find_one({"run_id": doc["_id"], "name": f"wn_smoke.{doc['_id']}.{curve}"})

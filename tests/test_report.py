@@ -12,7 +12,7 @@ from scipy.special import expit
 
 from walking_noise import report
 from walking_noise.units import execute_unit, plan_units
-from walking_noise.study import run_config_dict
+from walking_noise.study import study_run
 from walking_noise.report.cli import add_subcommands
 from walking_noise.results import runs_from_store
 from walking_noise.store import LocalStore
@@ -30,7 +30,7 @@ def campaign_configs(checkpoints):
     out = []
 
     def add(**kw):
-        out.append(run_config_dict({**BASE, **kw}))
+        out.append(study_run({**BASE, **kw}))
 
     for bn, seed in itertools.product((False, True), (0, 1)):
         for s in (0.01, 0.03, 0.1, 0.3, 1, 3, 10):

@@ -12,18 +12,18 @@ import pytest
 from scipy.special import expit
 
 from walking_noise import report
-from walking_noise.study import run_config_dict
+from walking_noise.study import study_run
 from walking_noise.models import layer_table_for
 from walking_noise.report.common import fit_series, series_of
 from walking_noise.report.global_noise import plateau_levels, series_title
 from walking_noise.results import runs_frame
-from walking_noise.store import config_hash
+from walking_noise.identity import config_hash
 
 BASE = {"dataset": "mnist_5k", "model": "mlp", "batchnorm": True, "training": {"epochs": 10}}
 
 
 def _doc(accuracy: float, *, nonfinite: float = 0.0, diverged: bool = False, **config) -> dict:
-    cfg = run_config_dict({**BASE, **config})
+    cfg = study_run({**BASE, **config}).values
     result = {"final_accuracy": accuracy, "final_epochs_averaged": 5, "val_accuracy": [accuracy] * 10,
               "val_nonfinite": [nonfinite] * 10, "diverged": diverged, "diverged_epoch": 2 if diverged else None,
               "epochs_run": 3 if diverged else 10, "weight_magnitudes": {}, "active_points": [],

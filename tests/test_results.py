@@ -12,11 +12,13 @@ import torch
 
 from walking_noise.units import execute
 
-from walking_noise.study import run_config_dict
+from walking_noise.config import Run
+from walking_noise.study import study_run
 from walking_noise.results import (
     REPORT_FIELDS, ResultsError, _parse_numbers, _segment_documents, load_runs, runs_from_mongodb, runs_from_store,
 )
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
+from walking_noise.identity import config_hash
+from walking_noise.store import COMPLETED, FAILED, LocalStore
 
 BASE = {"dataset": "mnist_5k", "model": "mlp", "max_train": 300, "max_test": 200,
         "training": {"epochs": 1, "batch_size": 64}}
@@ -28,10 +30,10 @@ def _configs():
     out = []
     for seed in (0, 1):
         for kind, std in (("additive", 0.5), ("multiplicative", 1.0)):
-            out.append(run_config_dict({**BASE, "seed": seed, "noise": {"kind": kind, "noise_std": std}}))
-        out.append(run_config_dict({**BASE, "seed": seed, "batchnorm": True, "weight_clamping": True,
-                                    "noise": {"kind": "additive", "noise_std": 2.0, "placement": "walking",
-                                              "injection_layer": 3}}))
+            out.append(study_run({**BASE, "seed": seed, "noise": {"kind": kind, "noise_std": std}}))
+        out.append(study_run({**BASE, "seed": seed, "batchnorm": True, "weight_clamping": True,
+                              "noise": {"kind": "additive", "noise_std": 2.0, "placement": "walking",
+                                        "injection_layer": 3}}))
     return out
 
 
@@ -42,11 +44,11 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("results") / "store"
     configs = _configs()
     with LocalStore(path) as st:
-        broken = dict(configs[0], dataset="mnist", max_test=99)  # no MNIST files where it looks: FAILED
+        broken = Run.from_dict(dict(configs[0].values, dataset="mnist", max_test=99))  # no MNIST files: FAILED
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("WALKING_NOISE_DATA", str(tmp_path_factory.mktemp("no_mnist")))
             execute(broken, "wn", st)
-        first = dict(configs[1])
+        first = configs[1].values
         st.put({"config": first, "config_hash": config_hash(first), "status": FAILED, "study": "wn",
                 "fail_trace": ["Traceback", "RuntimeError: node lost"]})
         for config in configs:

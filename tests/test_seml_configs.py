@@ -61,9 +61,9 @@ def stated_count(study: str) -> int:
 
 def run_config(config: dict[str, Any]) -> RunConfig:
     """The run a config defines (an adaptive search's: its base run, whose noise level the search sets)."""
-    from walking_noise.study import run_config_dict
+    from walking_noise.study import study_run
 
-    return RunConfig.from_dict(run_config_dict(config))
+    return study_run(config).config
 
 
 @lru_cache(maxsize=None)
@@ -176,7 +176,7 @@ def test_mnist_table1_is_the_mnist_rows_of_table1():
 
 def test_mnist_reproduction_is_the_paper_setting_with_fewer_epochs():
     from walking_noise.study import load_study, parse_filters
-    from walking_noise.store import config_hash
+    from walking_noise.identity import config_hash
 
     study = load_study(CONFIGS / "mnist_reproduction.yaml")
     table1 = load_study(CONFIGS / "mnist_table1.yaml", parse_filters(["model=mlp"]), {"training.epochs": 10})

@@ -34,7 +34,8 @@ from walking_noise.slurm import (
     task_share,
     write_submission_list,
 )
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
+from walking_noise.identity import config_hash
+from walking_noise.store import COMPLETED, FAILED, LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "seml_configs" / "smoke.yaml"
@@ -269,11 +270,11 @@ def test_array_task_runs_its_share_and_skips_completed_configs(tmp_path):
 
 def test_compatible_configs_share_a_task_and_train_as_one_batch(tmp_path):
     from walking_noise.batched import batch_key
-    from walking_noise.config import RunConfig
+    from walking_noise.config import Run, RunConfig
 
-    configs = load_study(_study(tmp_path)).configs
-    other = [{**c, "batchnorm": True} for c in configs]  # a second group: cannot pack with the first
-    records = plan_shares(other + configs, 2)
+    runs = load_study(_study(tmp_path)).runs
+    other = [Run.from_dict({**r.values, "batchnorm": True}) for r in runs]  # a second group: cannot pack with the first
+    records = plan_shares(other + runs, 2)
     for task in (0, 1):
         share = task_share(records, task, 2)
         assert len({batch_key(RunConfig.from_dict(r["config"])) for r in share}) == 1, "one group per task"

@@ -11,7 +11,7 @@ import torch
 
 from walking_noise.batched import train_members
 from walking_noise.units import unit_documents
-from walking_noise.config import RunConfig
+from walking_noise.config import Run, RunConfig
 from walking_noise.data import DatasetSplits
 from walking_noise.noise import NoiseStream
 from walking_noise.training import load_run_dataset, train_run
@@ -107,7 +107,7 @@ def test_final_accuracy_alone_and_packed_differs_only_by_rounding(mnist):
 
 def test_train_once_evaluate_many_draws_what_the_inference_only_run_draws(mnist, recorded):
     configs = [_cfg(training={"epochs": 3}, noise=_noise(s, phase="inference")) for s in (0.5, 2.0)]
-    docs = unit_documents([c.to_dict() for c in configs], "test")
+    docs = unit_documents([Run.from_config(c) for c in configs], "test")
     assert {d["result"]["extra"]["engine"] for d in docs} == {"train_once_evaluate_many"}
     evaluated = {key: dict(rows) for key, rows in recorded.items()}
     recorded.clear()

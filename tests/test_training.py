@@ -130,12 +130,16 @@ def test_bad_run_config_is_rejected_with_a_message_naming_it(kw, match):
         _cfg(**kw)
 
 
-def test_out_of_range_injection_layer_is_rejected_with_the_config():
+def test_out_of_range_injection_layer_is_rejected_when_the_run_is_made():
+    from walking_noise.study import study_run
+
+    base = {"dataset": "mnist_5k", "model": "mlp"}
     with pytest.raises(ValueError, match=r"injection_layer 8 is not an injection point of mlp without BatchNorm on "
                                          r"mnist_5k: valid 0 Input, 1 FC, 2 ReLU"):
-        _cfg(noise={"kind": "additive", "noise_std": 1.0, "placement": "walking", "injection_layer": 8})
-    assert _cfg(batchnorm=True, noise={"kind": "additive", "noise_std": 1.0, "placement": "walking",
-                                       "injection_layer": 10}).noise.injection_layer == 10
+        study_run({**base, "noise": {"kind": "additive", "noise_std": 1.0, "placement": "walking",
+                                     "injection_layer": 8}})
+    assert study_run({**base, "batchnorm": True, "noise": {"kind": "additive", "noise_std": 1.0, "placement": "walking",
+                                                           "injection_layer": 10}}).config.noise.injection_layer == 10
 
 
 def test_fused_adam_equals_torch_adam_with_cosine_schedule():

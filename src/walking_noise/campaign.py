@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
+from walking_noise.config import Run
 from walking_noise.searches import run_searches
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
+from walking_noise.selection import pending_runs
+from walking_noise.store import COMPLETED, LocalStore
 from walking_noise.study import CampaignError, Study
 from walking_noise.units import execute_in_worker, execute_unit, init_worker, plan_units
 
@@ -48,26 +50,6 @@ class CampaignSummary:
                    if self.skipped_failed else ""))
 
 
-def pending_configs(study: Study, store: LocalStore, retry_failed: bool = False) -> tuple[list[dict], int, int]:
-    """Configs still to run: (pending, already completed, failed and skipped)."""
-    latest = store.latest()
-    pending, done, skipped = [], 0, 0
-    seen: set[str] = set()
-    for config in study.configs:
-        key = config_hash(config)
-        if key in seen:  # a grid that names the same run twice runs it once
-            continue
-        seen.add(key)
-        status = latest.get(key, {}).get("status")
-        if status == COMPLETED:
-            done += 1
-        elif status == FAILED and not retry_failed:
-            skipped += 1
-        else:
-            pending.append(config)
-    return pending, done, skipped
-
-
 def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_failed: bool = False,
                  members: int | None = None, threads_per_worker: int | None = None,
                  progress: bool = True) -> CampaignSummary:
@@ -81,9 +63,8 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
     except Exception as err:
         raise CampaignError(str(err)) from err
     started = time.perf_counter()
-    pending, done, skipped = pending_configs(study, store, retry_failed)
-    summary = CampaignSummary(study.name, len({config_hash(c) for c in study.configs}), done,
-                              skipped_failed=skipped)
+    pending, done, skipped = pending_runs(study, store.latest(), retry_failed)
+    summary = CampaignSummary(study.name, len({run.hash for run in study.runs}), done, skipped_failed=skipped)
     logger.info("%s: %d configs, %d done, %d failed earlier, %d to run with %d worker(s); store %s", study.name,
                 summary.total, done, skipped, len(pending), workers, store.path)
     units = plan_units(pending, members, workers)
@@ -111,13 +92,13 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
             init_worker(str(store.path), threads)
             pool = None
         else:
-            ctx = get_context(worker_start_method(pending + [base for base, _ in study.searches]))
+            ctx = get_context(worker_start_method([run.values for run in pending] + [b for b, _ in study.searches]))
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                                                            initargs=(str(store.path), threads)))
             pool.submit(int).result()  # start every worker now, before this process starts any thread
         bar = _progress_bar(len(pending), study.name, progress, unknown_total=bool(study.searches))
 
-        def run_units(todo: list[list[dict[str, Any]]]) -> None:
+        def run_units(todo: list[list[Run]]) -> None:
             if pool is None:
                 for unit in todo:
                     record(execute_unit(unit, study.name, store))

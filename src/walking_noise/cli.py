@@ -10,29 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from walking_noise.config import RunConfig
+from walking_noise.logs import configure_logging
 
 
 def _print(message: str) -> None:
     print(message, flush=True)
-
-
-class _Format(logging.Formatter):
-    """Plain messages for INFO, ``warning: ...`` / ``error: ...`` above: what the library logs, as a CLI says it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
-        return message if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {message}"
-
-
-def configure_logging(verbosity: int = 0) -> None:
-    """Send the library's log (loggers ``walking_noise.*``) to stdout: INFO by default, DEBUG with -v, WARNING
-    with -q. Library functions only log; the command line decides what is shown."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Format("%(message)s"))
-    root = logging.getLogger("walking_noise")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -68,13 +50,15 @@ def _kwargs(args: argparse.Namespace) -> dict[str, object] | None:
 
 
 def _run_config(args: argparse.Namespace, **noise: object) -> RunConfig:
-    return RunConfig.from_dict({
+    from walking_noise.study import study_run
+
+    return study_run({
         "dataset": args.dataset, "model": args.model, "model_kwargs": _kwargs(args), "batchnorm": args.batchnorm,
         "seed": args.seed,
         "data_dir": args.data_dir, "weight_clamping": args.clamp,
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         "noise": noise,
-    })
+    }).config
 
 
 def _noise_from_args(args: argparse.Namespace) -> dict[str, object]:
@@ -151,7 +135,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     """Write a study as a SEML YAML of bundles (one experiment per work unit of the local runner)."""
     import yaml
 
-    from walking_noise.study import bundled_study, load_study, parse_filters
+    from walking_noise.study import load_study, parse_filters
+    from walking_noise.units import bundled_study
 
     study = load_study(args.study, parse_filters(args.filter), overrides=parse_filters(args.set))
     out = Path(args.out) if args.out else study.path.with_name(f"{study.path.stem}.bundled.yaml")

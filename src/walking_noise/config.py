@@ -7,10 +7,12 @@ it before any training starts.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from walking_noise.identity import LOCATION_KEYS, SEML_KEYS, config_hash, noise_key
+from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
 PLACEMENTS = ("global", "walking")
@@ -144,10 +146,6 @@ class NoiseConfig:
         return cls(**values)
 
 
-#: Config keys that say where or how a run was executed, not what it computed (left out of its identity).
-LOCATION_KEYS = ("data_dir", "checkpoint", "device")
-#: Keys SEML adds to every experiment's config.
-SEML_KEYS = ("db_collection", "overwrite")
 #: Keys of a study's experiment that expand into several runs: a bundle, an adaptive noise-grid search.
 EXPANSION_KEYS = ("bundle", "adaptive")
 #: Keys of an experiment's config that are not part of a run's definition.
@@ -263,8 +261,6 @@ class RunConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
-
         check_dataset_name(self.dataset)
         check_model_name(self.model)
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
@@ -287,56 +283,46 @@ class RunConfig:
             if getattr(self, name) is not None:
                 _positive(getattr(self, name), name, integer=True)
 
-    def check_points(self) -> None:
-        """The injection point must exist in this model (and be a Linear/Conv point for the weight and MAC sites):
-        say so now, not after the dataset is loaded. Builds the model once per (model, dataset, BatchNorm), so it
-        needs torch; :meth:`from_dict` calls it unless asked not to (an analysis reading stored runs)."""
-        from walking_noise.models import layer_table_for
-        from walking_noise.registry import is_foreign
-
-        noise = self.noise
-        if noise.kind == "none" or (noise.placement == "walking" and noise.injection_layer is None):
-            return
-        try:
-            rows = layer_table_for(self.model, self.dataset, self.batchnorm, self.model_kwargs)
-        except ValueError:
-            return  # the model cannot take this input at all; building it reports that
-        valid = rows if noise.site == "activation" else [r for r in rows if r.get("kind") in ("conv", "linear")]
-        if noise.site != "activation" and not valid:
-            raise ValueError(f"noise.site {noise.site} needs Linear or Conv layers; {self.model} has none")
-        if noise.placement == "walking" and noise.injection_layer not in {r["index"] for r in valid}:
-            where = "" if noise.site == "activation" else f" at the {noise.site} site (Linear/Conv points only)"
-            names = ", ".join(f"{r['index']} {r['name']}" for r in valid)
-            bn = "" if is_foreign(self.model) else f" {'with' if self.batchnorm else 'without'} BatchNorm"
-            raise ValueError(f"noise.injection_layer {noise.injection_layer} is not an injection point of "
-                             f"{self.model}{bn} on {self.dataset}{where}: valid {names}")
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any], check_points: bool = True) -> RunConfig:
-        """Build from a nested dict (``noise`` and ``training`` as sub-dicts), rejecting unknown keys; with
-        ``check_points`` also check the injection point against the model (:meth:`check_points`, needs torch)."""
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build from a nested dict (``noise`` and ``training`` as sub-dicts), rejecting unknown keys. Whether the
+        injection point exists in the model needs the model (torch): :func:`walking_noise.models.check_injection_point`."""
         values = dict(values)
         _reject_unknown(cls, values, "run")
         noise = values.pop("noise", None)
         training = values.pop("training", None)
         _reject_unknown(TrainingConfig, dict(training or {}), "training")
-        cfg = cls(
+        return cls(
             noise=noise if isinstance(noise, NoiseConfig) else NoiseConfig.from_dict(dict(noise or {})),
             training=training if isinstance(training, TrainingConfig) else TrainingConfig(**dict(training or {})),
             **values,
         )
-        if check_points:
-            cfg.check_points()
-        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @property
     def noise_key(self) -> int:
-        """The 64-bit key of this run's noise stream (:class:`walking_noise.noise.NoiseStream`): a hash of the
-        scientific config (seed included, where it runs excluded), so equal configs draw equal noise everywhere."""
-        from walking_noise.store import config_hash
+        """The 64-bit key of this run's noise stream (:func:`walking_noise.identity.noise_key`)."""
+        return noise_key(self.to_dict())
 
-        digest = hashlib.sha256(b"walking-noise noise stream " + config_hash(self.to_dict()).encode()).digest()
-        return int.from_bytes(digest[:8], "little")
+
+@dataclass(frozen=True)
+class Run:
+    """One run as it travels from a study to the store: the validated config, the same as the plain nested dict a
+    run document stores (defaults filled in), and its identity (:func:`walking_noise.identity.config_hash`).
+    Built once, where a study is loaded; nothing downstream parses the dict again."""
+
+    config: RunConfig
+    values: dict[str, Any]
+    hash: str
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> Run:
+        values = config.to_dict()
+        return cls(config, values, config_hash(values))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Run:
+        """A run from an expanded SEML config or a stored one (SEML and expansion keys are ignored)."""
+        return cls.from_config(RunConfig.from_dict({k: v for k, v in values.items() if k not in NON_RUN_KEYS}))

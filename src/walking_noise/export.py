@@ -33,7 +33,9 @@ import pandas as pd
 
 from walking_noise.config import unflatten
 from walking_noise.results import config_columns
-from walking_noise.store import COMPLETED, HASH_EXCLUDED_KEYS, LATER_KEYS, LocalStore, atomic_write, config_hash
+from walking_noise.files import atomic_write
+from walking_noise.identity import HASH_EXCLUDED_KEYS, LATER_KEYS, config_hash
+from walking_noise.store import COMPLETED, LocalStore
 
 EXPORT_COLUMNS = ("config_hash", "status", "study", "error", "final_accuracy", "final_epochs_averaged", "diverged",
                   "diverged_epoch", "epochs_run", "nonfinite_outputs", "engine", "val_accuracy", "val_nonfinite",
@@ -114,7 +116,7 @@ def export_documents(table: pd.DataFrame) -> Iterable[dict[str, Any]]:
     config_keys = [c for c in table.columns if c not in EXPORT_COLUMNS]
     # a field added after some of the runs were written (LATER_KEYS) is an empty cell in their rows: absent, so the
     # run takes the field's default, the value its hash was computed without
-    later = {".".join(path) for path, default in LATER_KEYS.items() if default is not None}
+    later = {path for path, default in LATER_KEYS.items() if default is not None}
     for row in table.to_dict("records"):
         flat = {k: _plain(row[k]) for k in config_keys}
         flat = {k: v for k, v in flat.items() if not (k in later and v is None)}

@@ -86,7 +86,7 @@ import pandas as pd
 from scipy.optimize import OptimizeWarning, brentq, curve_fit
 from scipy.special import expit
 
-from walking_noise.store import to_plain
+from walking_noise.files import to_plain
 
 __all__ = [
     "logistic",

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from walking_noise.config import RunConfig
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.registry import DATASETS, MODELS, check_model_name, is_foreign, resolve
 
@@ -112,6 +113,28 @@ def layer_table_for(name: str, dataset: str, batchnorm: bool, model_kwargs: dict
     """The layer table (injection points) of a model on a dataset's input shape, without loading the data; cached,
     since configs are validated by the thousand."""
     return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True)))
+
+
+def check_injection_point(cfg: RunConfig) -> None:
+    """The injection point of ``cfg`` must exist in its model (and be a Linear/Conv point for the weight and MAC
+    sites): say so when a study is loaded, not after the dataset is. Builds the model once per (model, dataset,
+    BatchNorm); an analysis reading stored runs never needs it."""
+    noise = cfg.noise
+    if noise.kind == "none" or (noise.placement == "walking" and noise.injection_layer is None):
+        return
+    try:
+        rows = layer_table_for(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs)
+    except ValueError:
+        return  # the model cannot take this input at all; building it reports that
+    valid = rows if noise.site == "activation" else [r for r in rows if r.get("kind") in ("conv", "linear")]
+    if noise.site != "activation" and not valid:
+        raise ValueError(f"noise.site {noise.site} needs Linear or Conv layers; {cfg.model} has none")
+    if noise.placement == "walking" and noise.injection_layer not in {r["index"] for r in valid}:
+        where = "" if noise.site == "activation" else f" at the {noise.site} site (Linear/Conv points only)"
+        names = ", ".join(f"{r['index']} {r['name']}" for r in valid)
+        bn = "" if is_foreign(cfg.model) else f" {'with' if cfg.batchnorm else 'without'} BatchNorm"
+        raise ValueError(f"noise.injection_layer {noise.injection_layer} is not an injection point of "
+                         f"{cfg.model}{bn} on {cfg.dataset}{where}: valid {names}")
 
 
 def clamp_weights(model: nn.Module, limit: float = 1.0) -> None:

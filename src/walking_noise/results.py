@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from walking_noise.config import NON_RUN_KEYS, flatten
-from walking_noise.store import COMPLETED, LocalStore, config_hash, latest_by_hash
+from walking_noise.identity import config_hash
+from walking_noise.store import COMPLETED, LocalStore, latest_by_hash
 
 #: Prefix of a result column whose name is also a config key.
 RESULT_PREFIX = "result."
@@ -81,7 +82,7 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     cleaned = {k: v for k, v in config.items() if k not in NON_RUN_KEYS}
     try:  # without building the model: an analysis needs no torch
-        return RunConfig.from_dict(cleaned, check_points=False).to_dict()
+        return RunConfig.from_dict(cleaned).to_dict()
     except (ValueError, TypeError):
         return cleaned
 
@@ -420,8 +421,8 @@ def load_runs(store: str | os.PathLike | None = None, mongo_uri: str | None = No
 def study_runs(df: pd.DataFrame, study: Any) -> pd.DataFrame:
     """The rows of ``df`` that belong to exactly ``study`` (a :class:`walking_noise.study.Study`): its grid
     configs and the runs its adaptive searches choose under the current design
-    (:func:`walking_noise.searches.study_selection`). ``attrs`` say which study and what was left out."""
-    from walking_noise.searches import study_selection
+    (:func:`walking_noise.selection.study_selection`). ``attrs`` say which study and what was left out."""
+    from walking_noise.selection import study_selection
 
     latest = {h: {"status": st, "result": {"final_accuracy": acc}}
               for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])} if len(df) else {}

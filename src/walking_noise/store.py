@@ -18,93 +18,18 @@ When one config has several documents (a failure, then a retry), the newest COMP
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import socket
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from walking_noise.config import LOCATION_KEYS, SEML_KEYS
+from walking_noise.files import to_plain
+from walking_noise.identity import config_hash
 
 COMPLETED, FAILED = "COMPLETED", "FAILED"
-# Keys that say where or how a run was executed, not what was computed: equal runs on two machines share a hash.
-HASH_EXCLUDED_KEYS = frozenset(LOCATION_KEYS + SEML_KEYS)
-
-
-#: Config keys added after runs were first stored, with their defaults. While a key holds its default it is left out
-#: of the hash, so adding an option never changes the identity (nor, through the noise key, the draws) of a run.
-LATER_KEYS: dict[tuple[str, ...], Any] = {("noise", "site"): "activation", ("model_kwargs",): None}
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """A stable identity of a run's scientific config (sorted JSON, location keys dropped), as hex sha1."""
-    kept = {k: v for k, v in config.items() if k not in HASH_EXCLUDED_KEYS}
-    for path, default in LATER_KEYS.items():
-        kept = _without_default(kept, path, default)
-    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _without_default(config: dict[str, Any], path: tuple[str, ...], default: Any) -> dict[str, Any]:
-    """``config`` without the key at ``path`` if it holds ``default`` (a copy; the caller's dict is not changed)."""
-    head, rest = path[0], path[1:]
-    if head not in config:
-        return config
-    if not rest:
-        return {k: v for k, v in config.items() if k != head} if config[head] == default else config
-    inner = config[head]
-    return {**config, head: _without_default(inner, rest, default)} if isinstance(inner, dict) else config
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that readers (array tasks on other nodes) see either nothing or all of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable; not every filesystem lets a folder be opened
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def to_plain(value: Any, nan_as_none: bool = False) -> Any:
-    """Recursively turn numpy/torch scalars and tuples into plain Python types (what SEML stores unpickled);
-    ``nan_as_none``: non-finite floats become None (strict JSON, e.g. a fit's fields)."""
-    if isinstance(value, dict):
-        return {str(k): to_plain(v, nan_as_none) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v, nan_as_none) for v in value]
-    if isinstance(value, (bool, str, type(None))):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return None if nan_as_none and not math.isfinite(value) else float(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy or torch scalar
-        return to_plain(value.item(), nan_as_none)
-    if hasattr(value, "tolist"):
-        return to_plain(value.tolist(), nan_as_none)
-    return str(value)
 
 
 class StoreError(RuntimeError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from walking_noise.config import NON_RUN_KEYS, RunConfig, flatten, set_dotted, unflatten
+from walking_noise.config import Run, flatten, set_dotted
 
 
 class CampaignError(ValueError):
@@ -24,17 +24,23 @@ class CampaignError(ValueError):
 
 @dataclass
 class Study:
-    """An expanded study file: its SEML and Slurm blocks and one validated config per experiment."""
+    """An expanded study file: its SEML and Slurm blocks, one validated :class:`~walking_noise.config.Run` per
+    experiment (a bundle gives several) and its adaptive searches (base config, settings)."""
 
     name: str
     path: Path
     seml: dict[str, Any]
     slurm: list[dict[str, Any]]
-    configs: list[dict[str, Any]]
+    runs: list[Run]
     searches: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.configs)
+        return len(self.runs)
+
+    @property
+    def configs(self) -> list[dict[str, Any]]:
+        """The runs' configs as plain nested dicts (what run documents store)."""
+        return [run.values for run in self.runs]
 
 
 def parse_filters(filters: Iterable[str]) -> dict[str, Any]:
@@ -63,9 +69,14 @@ def matches(config: dict[str, Any], filters: dict[str, Any]) -> bool:
     return all(key in flat and hit(flat[key], value) for key, value in filters.items())
 
 
-def run_config_dict(config: dict[str, Any]) -> dict[str, Any]:
-    """The full, validated run config (defaults filled in) for one expanded SEML config."""
-    return RunConfig.from_dict({k: v for k, v in config.items() if k not in NON_RUN_KEYS}).to_dict()
+def study_run(config: dict[str, Any]) -> Run:
+    """The validated run of one expanded SEML config (defaults filled in), its injection point checked against the
+    model (:func:`walking_noise.models.check_injection_point`) so that a bad one is reported before any training."""
+    from walking_noise.models import check_injection_point
+
+    run = Run.from_dict(config)
+    check_injection_point(run.config)
+    return run
 
 
 def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None,
@@ -89,7 +100,8 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None,
         raise CampaignError(f"{path} is not valid YAML: {err}") from err
     except (ConfigError, ExecutableError) as err:
         raise CampaignError(f"{path}: {err}") from err
-    configs, problems = [], []
+    runs: list[Run] = []
+    problems = []
     searches: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for number, raw in enumerate(expanded):
         if filters and not matches(raw, filters):
@@ -99,17 +111,17 @@ def load_study(path: str | os.PathLike, filters: dict[str, Any] | None = None,
                 searches.append(search_spec(raw))
                 continue
             bundle = raw.get("bundle")
-            configs += expand_bundle(raw, bundle) if bundle else [run_config_dict(raw)]
+            runs += expand_bundle(raw, bundle) if bundle else [study_run(raw)]
         except ValueError as err:
             problems.append(f"  config {number} {flatten(raw)}: {err}")
     if problems:
         shown = "\n".join(problems[:5]) + (f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CampaignError(f"{path}: {len(problems)} of {len(expanded)} configs are invalid:\n{shown}")
-    return Study(path.stem, path, dict(seml_block), [dict(s) for s in slurm], configs, searches)
+    return Study(path.stem, path, dict(seml_block), [dict(s) for s in slurm], runs, searches)
 
 
-def expand_bundle(base: dict[str, Any], bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    """The configs of a bundle, each validated. Two forms:
+def expand_bundle(base: dict[str, Any], bundle: dict[str, Any]) -> list[Run]:
+    """The runs of a bundle, each validated. Two forms:
 
     - a product: ``bundle`` is a nested dict like the run config whose leaves are lists, and every combination of
       the listed values is a member (e.g. ``{"noise": {"noise_std": [0.1, 1.0]}, "seed": [0, 1, 2]}``; dotted keys
@@ -123,7 +135,7 @@ def expand_bundle(base: dict[str, Any], bundle: dict[str, Any]) -> list[dict[str
                 isinstance(m, dict) for m in members):
             raise CampaignError("bundle.members must be the only bundle key, a non-empty list of dicts of the values "
                                 "each member changes, e.g. [{seed: 0}, {seed: 1, noise.noise_std: 0.5}]")
-        return [run_config_dict(_with(base, flatten(member))) for member in members]
+        return [study_run(_with(base, flatten(member))) for member in members]
     flat = flatten(dict(bundle or {}))
     if not flat:
         raise CampaignError("a bundle needs at least one key with a list of values, e.g. {'seed': [0, 1, 2]}")
@@ -131,7 +143,7 @@ def expand_bundle(base: dict[str, Any], bundle: dict[str, Any]) -> list[dict[str
     for key in keys:
         if not isinstance(flat[key], (list, tuple)) or not flat[key]:
             raise CampaignError(f"bundle key {key!r} needs a non-empty list of values, got {flat[key]!r}")
-    return [run_config_dict(_with(base, dict(zip(keys, values))))
+    return [study_run(_with(base, dict(zip(keys, values))))
             for values in itertools.product(*(flat[k] for k in keys))]
 
 
@@ -141,43 +153,6 @@ def _with(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         set_dotted(config, key, value)
     return config
-
-
-def bundled_study(study: Study, members: int | None = None) -> dict[str, Any]:
-    """``study`` as a SEML YAML whose experiments are bundles (a dict to dump as YAML): one experiment per work unit
-    of the local runner (:func:`walking_noise.units.plan_units`: compatible configs packed together, inference-only
-    configs of a seed sharing one clean training), each listing its members as ``bundle.members``; adaptive searches
-    stay one experiment each. ``seml COLL add`` of the result runs the same configs as the study, batched as the
-    local runner batches them."""
-    from walking_noise.units import plan_units
-
-    blocks: dict[str, Any] = {}
-    for number, unit in enumerate(plan_units(study.configs, members)):
-        base = flatten(unit[0])
-        diffs = [{k: v for k, v in flatten(c).items() if base.get(k) != v} for c in unit]
-        fixed = {k: v for k, v in base.items() if v is not None}
-        if len(unit) > 1:
-            fixed["bundle.members"] = [unflatten(d) for d in diffs]
-        blocks[f"unit_{number:05d}"] = {"fixed": fixed}
-    for number, (base, settings) in enumerate(study.searches):
-        fixed = {k: v for k, v in flatten(base).items() if v is not None}
-        fixed.update({f"adaptive.{k}": list(v) if isinstance(v, tuple) else v for k, v in settings.items()})
-        blocks[f"search_{number:04d}"] = {"fixed": fixed}
-    import yaml
-
-    # SEML wants a top-level fixed/grid block: the values every experiment shares go there
-    shared = dict(next(iter(blocks.values()))["fixed"]) if blocks else {}
-    for block in blocks.values():
-        shared = {k: v for k, v in shared.items() if k in block["fixed"] and block["fixed"][k] == v}
-    shared.pop("bundle.members", None)
-    if not shared:
-        raise CampaignError(f"{study.path}: its experiments share no config value, which SEML needs at the top")
-    for block in blocks.values():
-        block["fixed"] = {k: v for k, v in block["fixed"].items() if k not in shared}
-    raw = yaml.safe_load(study.path.read_text()) or {}  # the blocks as written (paths relative to the file)
-    seml = {**raw.get("seml", {}), "name": f"{raw.get('seml', {}).get('name', study.name)}_bundled"}
-    slurm = [{**entry, "experiments_per_job": 1} for entry in raw.get("slurm") or [{}]]
-    return {"seml": seml, "slurm": slurm, "fixed": shared, **blocks}
 
 
 def search_spec(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -196,7 +171,7 @@ def search_spec(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     except TypeError as err:
         raise CampaignError(f"bad adaptive block {settings}: {err}; valid keys: "
                             f"{sorted(AdaptiveGrid.__dataclass_fields__)}") from err
-    base = run_config_dict(raw)
+    base = study_run(raw).values
     if base["noise"]["kind"] == "none":
         raise CampaignError("an adaptive search needs noise.kind additive, multiplicative or mixed")
     return base, settings

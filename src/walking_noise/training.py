@@ -34,7 +34,7 @@ from walking_noise.data import DatasetSplits, load_dataset
 from walking_noise.models import build_model, clamp_weights, weight_magnitudes
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
-from walking_noise.store import atomic_write
+from walking_noise.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

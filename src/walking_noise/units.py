@@ -14,22 +14,16 @@ import os
 import traceback
 from typing import Any
 
-from walking_noise.config import RunConfig
+from walking_noise.config import Run, RunConfig, flatten, unflatten
+from walking_noise.files import now_iso
 from walking_noise.registry import MODELS, is_foreign
-from walking_noise.store import (
-    COMPLETED,
-    FAILED,
-    LocalStore,
-    config_hash,
-    latest_by_hash,
-    now_iso,
-)
-from walking_noise.study import expand_bundle
+from walking_noise.store import COMPLETED, FAILED, LocalStore, latest_by_hash
+from walking_noise.study import CampaignError, Study, expand_bundle
 
 logger = logging.getLogger(__name__)
 
 
-def run_document(config: dict[str, Any], study: str, status: str, result: dict | None, started: str,
+def run_document(run: Run, study: str, status: str, result: dict | None, started: str,
                  fail_trace: list[str] | None = None, batch_fallback: str | None = None) -> dict[str, Any]:
     """A run document in the shape SEML/Sacred store in MongoDB (see :mod:`walking_noise.store`).
 
@@ -38,7 +32,7 @@ def run_document(config: dict[str, Any], study: str, status: str, result: dict |
     import socket
 
     doc: dict[str, Any] = {
-        "config": config, "config_hash": config_hash(config), "status": status, "study": study,
+        "config": run.values, "config_hash": run.hash, "status": status, "study": study,
         "start_time": started, "stop_time": now_iso(), "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
     }
     if result is not None:
@@ -72,17 +66,16 @@ def dataset_for(cfg: RunConfig) -> Any:
     return cache[key]
 
 
-def execute(config: dict[str, Any], study: str, store: LocalStore, batch_fallback: str | None = None) -> dict[str, Any]:
+def execute(run: Run, study: str, store: LocalStore, batch_fallback: str | None = None) -> dict[str, Any]:
     """Run one config and store its document, COMPLETED or FAILED; never raises for a failing run."""
     from walking_noise.training import train_run
 
     started = now_iso()
     try:
-        cfg = RunConfig.from_dict(config)
-        result = train_run(cfg, dataset_for(cfg)).to_dict()
-        doc = run_document(config, study, COMPLETED, result, started, batch_fallback=batch_fallback)
+        result = train_run(run.config, dataset_for(run.config)).to_dict()
+        doc = run_document(run, study, COMPLETED, result, started, batch_fallback=batch_fallback)
     except Exception as err:  # noqa: BLE001 - a failed run is data, the campaign goes on
-        doc = run_document(config, study, FAILED, None, started, batch_fallback=batch_fallback,
+        doc = run_document(run, study, FAILED, None, started, batch_fallback=batch_fallback,
                            fail_trace=traceback.format_exception(type(err), err, err.__traceback__))
     store.put(doc)
     return {"config_hash": doc["config_hash"], "status": doc["status"],
@@ -90,7 +83,7 @@ def execute(config: dict[str, Any], study: str, store: LocalStore, batch_fallbac
             "error": doc.get("fail_trace", [""])[-1].strip() if doc["status"] == FAILED else None}
 
 
-def execute_in_worker(unit: list[dict[str, Any]], study: str) -> list[dict[str, Any]]:
+def execute_in_worker(unit: list[Run], study: str) -> list[dict[str, Any]]:
     return execute_unit(unit, study, WORKER["store"])
 
 
@@ -119,8 +112,7 @@ def auto_members(cfg: RunConfig) -> int:
     return 16 if MODELS[cfg.model].packs_on_cpu else 1
 
 
-def plan_units(configs: list[dict[str, Any]], members: int | None = None,
-               workers: int = 1) -> list[list[dict[str, Any]]]:
+def plan_units(runs: list[Run], members: int | None = None, workers: int = 1) -> list[list[Run]]:
     """Group configs into work units: batches that train together, and inference-only groups that share one
     clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`); a group too small to
     fill every worker with full batches is split evenly over ``workers`` (16 configs on 2 workers: two batches of 8,
@@ -128,41 +120,40 @@ def plan_units(configs: list[dict[str, Any]], members: int | None = None,
     ``benchmarks/batched_throughput.py``)."""
     from walking_noise.batched import batch_key, clean_config
 
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for config in configs:
-        cfg = RunConfig.from_dict(config)
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        cfg = run.config
         # inference-only configs: one unit per clean model (seed), so the seeds' trainings and their evaluations
         # spread over the workers and each seed's results are stored as soon as that seed is done
         key = ("evaluate", cfg.seed) + batch_key(clean_config(cfg)) if is_inference_only(cfg) else batch_key(cfg)
-        groups.setdefault(key, []).append(config)
-    units: list[list[dict[str, Any]]] = []
+        groups.setdefault(key, []).append(run)
+    units: list[list[Run]] = []
     for key, group in groups.items():
         if key[0] == "evaluate":
             size = len(group)
         else:
-            size = min(members or auto_members(RunConfig.from_dict(group[0])), -(-len(group) // max(1, workers)))
+            size = min(members or auto_members(group[0].config), -(-len(group) // max(1, workers)))
         units += [group[i:i + max(1, size)] for i in range(0, len(group), max(1, size))]
     return units
 
 
-def unit_documents(unit: list[dict[str, Any]], study: str) -> list[dict[str, Any]]:
+def unit_documents(unit: list[Run], study: str) -> list[dict[str, Any]]:
     """Train a work unit (a batch, or clean trainings plus evaluations) and return one COMPLETED document per config.
 
     Raises if the unit fails as a whole; :func:`execute_unit` then isolates the failing config.
     """
     from walking_noise.batched import train_members
 
-    cfgs = [RunConfig.from_dict(c) for c in unit]
     started = now_iso()
-    if is_inference_only(cfgs[0]):
-        return _train_once_evaluate_many(unit, cfgs, study, started)
-    results, _, _ = train_members(cfgs, dataset_for(cfgs[0]))
-    return [run_document(c, study, COMPLETED, r.to_dict(), started) for c, r in zip(unit, results)]
+    if is_inference_only(unit[0].config):
+        return _train_once_evaluate_many(unit, study, started)
+    results, _, _ = train_members([r.config for r in unit], dataset_for(unit[0].config))
+    return [run_document(run, study, COMPLETED, r.to_dict(), started) for run, r in zip(unit, results)]
 
 
-def execute_unit(unit: list[dict[str, Any]], study: str, store: LocalStore) -> list[dict[str, Any]]:
+def execute_unit(unit: list[Run], study: str, store: LocalStore) -> list[dict[str, Any]]:
     """Run a work unit and store one document per config; a failing batch falls back to one run per config."""
-    if len(unit) == 1 and not is_inference_only(RunConfig.from_dict(unit[0])):
+    if len(unit) == 1 and not is_inference_only(unit[0].config):
         return [execute(unit[0], study, store)]
     try:
         docs = unit_documents(unit, study)
@@ -190,12 +181,12 @@ def run_bundle(base: dict[str, Any], bundle: dict[str, list[Any]], study: str) -
     return docs
 
 
-def run_each(unit: list[dict[str, Any]], study: str, store: Any, error: BaseException) -> list[dict[str, Any]]:
+def run_each(unit: list[Run], study: str, store: Any, error: BaseException) -> list[dict[str, Any]]:
     """A batch that failed as a whole: say why (a warning, and ``batch_fallback`` in every document of the unit),
     then run each config on its own, so one bad config loses no other and a bug in the batched engine shows."""
     cause = f"{type(error).__name__}: {error}"
     logger.warning("a batch of %d configs failed (%s); running each on the one-model path", len(unit), cause)
-    return [execute(config, study, store, batch_fallback=cause) for config in unit]
+    return [execute(run, study, store, batch_fallback=cause) for run in unit]
 
 
 class MemoryStore:
@@ -211,8 +202,7 @@ class MemoryStore:
         return latest_by_hash(self.documents)
 
 
-def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig], study: str,
-                              started: str) -> list[dict[str, Any]]:
+def _train_once_evaluate_many(unit: list[Run], study: str, started: str) -> list[dict[str, Any]]:
     """Train one clean model per seed (batched), keep the epochs the final accuracy averages, and evaluate every
     config's noise on them (with the draws that config's own run makes at those epochs)."""
     from dataclasses import replace
@@ -220,6 +210,7 @@ def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig],
     from walking_noise.batched import clean_config, evaluate_snapshots, train_members
     from walking_noise.training import final_accuracy, final_epochs
 
+    cfgs = [run.config for run in unit]
     data = dataset_for(cfgs[0])
     seeds = sorted({c.seed for c in cfgs})
     clean = [replace(clean_config(cfgs[0]), seed=s) for s in seeds]
@@ -230,7 +221,8 @@ def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig],
         results, net, snapshots = train_members(group, data, keep_last=final_epochs(epochs))
         by_seed.update({c.seed: (r, snap, net.template) for c, r, snap in zip(group, results, snapshots)})
     docs = []
-    for config, cfg in zip(unit, cfgs):
+    for run in unit:
+        cfg = run.config
         trained, snaps, template = by_seed[cfg.seed]
         first = epochs - len(snaps)
         evaluated = evaluate_snapshots(snaps, template, cfg, data, first_epoch=first)
@@ -238,5 +230,40 @@ def _train_once_evaluate_many(unit: list[dict[str, Any]], cfgs: list[RunConfig],
         result.update(evaluated, final_accuracy=final_accuracy(evaluated["val_accuracy"], epochs),
                       extra={"engine": "train_once_evaluate_many", "clean_members": len(seeds),
                              "evaluated_epochs": list(range(first + 1, epochs + 1))})
-        docs.append(run_document(config, study, COMPLETED, result, started))
+        docs.append(run_document(run, study, COMPLETED, result, started))
     return docs
+
+
+def bundled_study(study: Study, members: int | None = None) -> dict[str, Any]:
+    """``study`` as a SEML YAML whose experiments are bundles (a dict to dump as YAML): one experiment per work unit
+    of the local runner (:func:`walking_noise.units.plan_units`: compatible configs packed together, inference-only
+    configs of a seed sharing one clean training), each listing its members as ``bundle.members``; adaptive searches
+    stay one experiment each. ``seml COLL add`` of the result runs the same configs as the study, batched as the
+    local runner batches them."""
+    blocks: dict[str, Any] = {}
+    for number, unit in enumerate(plan_units(study.runs, members)):
+        base = flatten(unit[0].values)
+        diffs = [{k: v for k, v in flatten(run.values).items() if base.get(k) != v} for run in unit]
+        fixed = {k: v for k, v in base.items() if v is not None}
+        if len(unit) > 1:
+            fixed["bundle.members"] = [unflatten(d) for d in diffs]
+        blocks[f"unit_{number:05d}"] = {"fixed": fixed}
+    for number, (base, settings) in enumerate(study.searches):
+        fixed = {k: v for k, v in flatten(base).items() if v is not None}
+        fixed.update({f"adaptive.{k}": list(v) if isinstance(v, tuple) else v for k, v in settings.items()})
+        blocks[f"search_{number:04d}"] = {"fixed": fixed}
+    import yaml
+
+    # SEML wants a top-level fixed/grid block: the values every experiment shares go there
+    shared = dict(next(iter(blocks.values()))["fixed"]) if blocks else {}
+    for block in blocks.values():
+        shared = {k: v for k, v in shared.items() if k in block["fixed"] and block["fixed"][k] == v}
+    shared.pop("bundle.members", None)
+    if not shared:
+        raise CampaignError(f"{study.path}: its experiments share no config value, which SEML needs at the top")
+    for block in blocks.values():
+        block["fixed"] = {k: v for k, v in block["fixed"].items() if k not in shared}
+    raw = yaml.safe_load(study.path.read_text()) or {}  # the blocks as written (paths relative to the file)
+    seml = {**raw.get("seml", {}), "name": f"{raw.get('seml', {}).get('name', study.name)}_bundled"}
+    slurm = [{**entry, "experiments_per_job": 1} for entry in raw.get("slurm") or [{}]]
+    return {"seml": seml, "slurm": slurm, "fixed": shared, **blocks}

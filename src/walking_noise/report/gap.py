@@ -42,8 +42,7 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
     """One row per measured series of the study: its cell, model, epochs, backward mode, grid (``adaptive`` or
     ``authors``), whether it is finished (its search ran to its end, or every grid run is stored) and mu on each fit
     axis (log10 fits only where the grid is log-spaced)."""
-    from walking_noise.searches import search_runs
-    from walking_noise.store import config_hash
+    from walking_noise.selection import search_runs
 
     latest = {h: {"status": st, "result": {"final_accuracy": acc}}
               for h, st, acc in zip(df["config_hash"], df["status"], df["final_accuracy"])}
@@ -52,10 +51,11 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
         groups.append(("adaptive", {**base, "axis": settings.get("axis", "log10")}, hashes, note is None))
     grid: dict[tuple, set[str]] = {}
     bases: dict[tuple, dict[str, Any]] = {}
-    for config in study.configs:
+    for run in study.runs:
+        config = run.values
         key = (config["model"], config["noise"]["kind"], config["batchnorm"], config["training"]["epochs"],
                config["noise"]["backward"])
-        grid.setdefault(key, set()).add(config_hash(config))
+        grid.setdefault(key, set()).add(run.hash)
         bases.setdefault(key, {**config, "axis": "log10" if config["noise"]["kind"] == "additive" else "linear"})
     completed = set(df.loc[df["status"] == "COMPLETED", "config_hash"])
     groups += [("authors", bases[key], hashes, hashes <= completed) for key, hashes in grid.items()]

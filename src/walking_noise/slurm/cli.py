@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from walking_noise.logs import configure_logging
 from walking_noise.slurm.options import SlurmError, parse_overrides
 from walking_noise.slurm.status import store_status
 from walking_noise.slurm.submission import submit
@@ -120,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; errors that say what to do are printed as one line (exit 2)."""
-    from walking_noise.cli import configure_logging
-
     args = build_parser().parse_args(argv)
     configure_logging()
     try:

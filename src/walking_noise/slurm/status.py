@@ -13,7 +13,7 @@ from walking_noise.slurm.submission import (
     in_flight_hashes,
     read_submissions,
 )
-from walking_noise.store import COMPLETED, FAILED, LocalStore, config_hash
+from walking_noise.store import COMPLETED, FAILED, LocalStore
 from walking_noise.study import Study
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def store_status(store: LocalStore, studies: Sequence[Study] = (), *, query_slur
     paths: dict[str, str] = {}
     given = {s.name for s in studies}
     for study in studies:
-        expected[study.name] = {config_hash(c) for c in study.configs}
+        expected[study.name] = {run.hash for run in study.runs}
         paths[study.name] = str(study.path)
     for meta in metas:
         if meta["study"] not in given:

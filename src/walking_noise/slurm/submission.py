@@ -23,15 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from walking_noise.campaign import pending_configs
 from walking_noise.slurm.options import SlurmError, has_option, resolve_slurm_block
-from walking_noise.store import (
-    LocalStore,
-    StoreError,
-    atomic_write,
-    config_hash,
-    now_iso,
-)
+from walking_noise.config import Run
+from walking_noise.files import atomic_write, now_iso
+from walking_noise.identity import config_hash
+from walking_noise.selection import pending_runs
+from walking_noise.store import LocalStore, StoreError
 from walking_noise.study import Study
 
 logger = logging.getLogger(__name__)
@@ -54,9 +51,8 @@ SBATCH_TIMEOUT_S = 120
 T = TypeVar("T")
 
 
-def plan_shares(configs: Sequence[dict[str, Any]], num_tasks: int, members: int | None = None
-                ) -> list[dict[str, Any]]:
-    """The submission records of ``configs`` for an array of ``num_tasks``: each config with its work unit and the
+def plan_shares(runs: Sequence[Run], num_tasks: int, members: int | None = None) -> list[dict[str, Any]]:
+    """The submission records of ``runs`` for an array of ``num_tasks``: each config with its work unit and the
     task that runs it.
 
     Configs are planned into units as the local runner plans them (:func:`walking_noise.units.plan_units`: batches
@@ -66,14 +62,13 @@ def plan_shares(configs: Sequence[dict[str, Any]], num_tasks: int, members: int 
     far (work = configs x epochs), so the array finishes together. Decided once, at submission, and written into
     the list: every task reads its share, whatever GPU or CPU its node has.
     """
-    from walking_noise.config import RunConfig
     from walking_noise.units import is_inference_only, plan_units
 
     if num_tasks < 1:
         raise SlurmError(f"the number of array tasks must be at least 1, got {num_tasks}")
-    units = plan_units(list(configs), members)
+    units = plan_units(list(runs), members)
     while len(units) < num_tasks:
-        training = [u for u in units if len(u) > 1 and not is_inference_only(RunConfig.from_dict(u[0]))]
+        training = [u for u in units if len(u) > 1 and not is_inference_only(u[0].config)]
         if not training:
             break
         largest = max(training, key=_cost)
@@ -84,12 +79,13 @@ def plan_shares(configs: Sequence[dict[str, Any]], num_tasks: int, members: int 
     for number in sorted(range(len(units)), key=lambda u: -_cost(units[u])):
         task = min(range(num_tasks), key=lambda t: (load[t], t))
         load[task] += _cost(units[number])
-        records += [{"config_hash": config_hash(c), "config": c, "unit": number, "task": task} for c in units[number]]
+        records += [{"config_hash": run.hash, "config": run.values, "unit": number, "task": task}
+                    for run in units[number]]
     return sorted(records, key=lambda r: (r["task"], r["unit"]))
 
 
-def _cost(unit: list[dict[str, Any]]) -> float:
-    return sum(float(c.get("training", {}).get("epochs", 1)) for c in unit)
+def _cost(unit: list[Run]) -> float:
+    return float(sum(run.config.training.epochs for run in unit))
 
 
 def task_share(records: Sequence[T], task_index: int, num_tasks: int) -> list[T]:
@@ -305,14 +301,14 @@ def submit(study: Study, store: LocalStore, *, tasks: int | None = None, overrid
         except StoreError as err:
             raise SlurmError(f"{err}; the store must be on a filesystem every compute node can write "
                              f"(a shared home or project folder)") from err
-    pending, done, skipped = pending_configs(study, store, retry_failed)
+    pending, done, skipped = pending_runs(study, store.latest(), retry_failed)
     held: set[str] = set()
     if pending and not dry_run:
         metas, states = _active_submissions(store, study.name)
         held = in_flight_hashes(store, metas, states)
         if held:
-            pending = [c for c in pending if config_hash(c) not in held]
-    total = len({config_hash(c) for c in study.configs})
+            pending = [run for run in pending if run.hash not in held]
+    total = len({run.hash for run in study.runs})
     logger.info(f"{study.name}: {total} configs, {done} done, {skipped} failed earlier"
         f"{' (to retry)' if retry_failed else ''}, {len(held)} queued or running in earlier arrays, "
         f"{len(pending)} to submit")
@@ -353,7 +349,7 @@ def submit(study: Study, store: LocalStore, *, tasks: int | None = None, overrid
 
     meta = {"study": study.name, "study_path": str(study.path.resolve()), "created": now_iso(),
             "list": list_path.name, "script": script_path.name, "num_tasks": num_tasks, "configs": len(pending),
-            "retry_failed": retry_failed, "study_hashes": sorted({config_hash(c) for c in study.configs}),
+            "retry_failed": retry_failed, "study_hashes": sorted({run.hash for run in study.runs}),
             "job_id": None, "sbatch": command, "logs": log_pattern}
     try:
         write_submission_list(list_path, study.name, records)

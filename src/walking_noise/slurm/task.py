@@ -17,7 +17,8 @@ from typing import Any
 
 from walking_noise.slurm.options import SlurmError
 from walking_noise.slurm.submission import read_submission_list, task_share
-from walking_noise.store import COMPLETED, LocalStore, StoreError, config_hash
+from walking_noise.config import Run
+from walking_noise.store import COMPLETED, LocalStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +85,14 @@ def run_array_task(list_path: str | os.PathLike, task_index: int, num_tasks: int
     current = None
     try:
         for number, unit in enumerate(units.values(), 1):
-            todo = [r for r in unit if config_hash(r["config"]) not in done]
+            todo = [r for r in unit if r["config_hash"] not in done]
             summary.skipped_done += len(unit) - len(todo)
             if not todo:
                 logger.info("[%d/%d] unit of %d config(s) already completed, skipped", number, len(units), len(unit))
                 continue
             current = todo
             started = time.perf_counter()
-            outcomes = execute_unit([r["config"] for r in todo], todo[0].get("study", "unknown"), store)
+            outcomes = execute_unit([Run.from_dict(r["config"]) for r in todo], todo[0].get("study", "unknown"), store)
             current = None
             for outcome in outcomes:
                 if outcome["status"] == COMPLETED:

@@ -1,0 +1,138 @@
+"""A study against a store: which of its runs are done, which are still to run, and which stored runs are its own.
+
+Both the runner (what to train next) and the analysis (which runs a report uses) ask these questions, so they live
+here, below both: this module reads run documents and replays adaptive searches, and never trains. An adaptive
+search (:mod:`walking_noise.adaptive`) asks for runs round by round; :func:`run_search` drives it with any
+``execute_round`` (the runner's trains what is missing, the replay's only looks runs up), so replaying a search
+against stored runs finds exactly the runs it chooses under the current design.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from walking_noise.adaptive import AdaptiveGrid, AdaptiveResult, find_transition
+from walking_noise.config import Run, flatten
+from walking_noise.identity import stable_hash
+from walking_noise.store import COMPLETED, FAILED
+from walking_noise.study import Study
+
+#: ``execute_round(runs)``: make sure every run of a round is stored; return the store's latest documents by hash.
+ExecuteRound = Callable[[list[Run]], dict[str, dict[str, Any]]]
+Search = tuple[dict[str, Any], dict[str, Any]]
+
+
+def search_key(base: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One search's identity: the same base config and settings twice in a study are one search."""
+    return stable_hash({"base": base, "adaptive": settings})
+
+
+def distinct_searches(searches: Iterable[Search]) -> list[Search]:
+    """The searches of a study, each once, in order."""
+    distinct: dict[str, Search] = {}
+    for base, settings in searches:
+        distinct.setdefault(search_key(base, settings), (base, settings))
+    return list(distinct.values())
+
+
+def run_search(base: dict[str, Any], settings: dict[str, Any], execute_round: ExecuteRound) -> AdaptiveResult:
+    """Drive one adaptive noise-grid search: each round's runs go to ``execute_round``, and their stored final
+    accuracies are what the search measures (NaN for a run without a COMPLETED result)."""
+
+    def run_for(noise_std: float, seed: int) -> Run:
+        config = copy.deepcopy(base)
+        config["noise"]["noise_std"] = float(noise_std)
+        config["seed"] = int(seed)
+        return Run.from_dict(config)
+
+    def measure(levels: Any, seeds: Any) -> list[tuple[float, int, float]]:
+        wanted = {(float(s), int(seed)): run_for(s, seed) for s in levels for seed in seeds}
+        done = execute_round(list(wanted.values()))
+        rows = []
+        for (s, seed), run in wanted.items():
+            result = done.get(run.hash, {}).get("result") or {}
+            rows.append((s, seed, float(result.get("final_accuracy", float("nan")))))
+        return rows
+
+    return find_transition(measure, AdaptiveGrid(**settings))
+
+
+class _SearchIncomplete(Exception):
+    """A replayed search asked for a run the store does not hold."""
+
+
+def search_runs(study: Study, latest: dict[str, dict[str, Any]]
+                ) -> list[tuple[dict[str, Any], dict[str, Any], set[str], str | None]]:
+    """Per distinct adaptive search of ``study``: (base config, settings, the config hashes it chooses under the
+    current design, a note if its replay was cut), found by replaying it against ``latest`` without training.
+
+    A search whose replay asks for a run that is not stored (unfinished, or chosen differently by another version)
+    is cut there; its hashes are those it asked for up to then.
+    """
+    out = []
+    for number, (base, settings) in enumerate(distinct_searches(study.searches), 1):
+        chosen: set[str] = set()
+
+        def lookup(runs: list[Run], chosen: set[str] = chosen) -> dict[str, dict[str, Any]]:
+            chosen.update(run.hash for run in runs)
+            missing = sum(latest.get(run.hash, {}).get("status") != COMPLETED for run in runs)
+            if missing:
+                raise _SearchIncomplete(f"{missing} of its {len(runs)} runs of a round are not in the store")
+            return latest
+
+        note = None
+        try:
+            run_search(base, settings, lookup)
+        except _SearchIncomplete as why:
+            note = (f"adaptive search {number} ({flatten(base).get('noise.kind')}, "
+                    f"{'with' if base.get('batchnorm') else 'without'} BatchNorm, "
+                    f"{base['training']['epochs']} epochs) replayed only in part: {why}")
+        out.append((base, settings, chosen, note))
+    return out
+
+
+def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[set[str], list[str]]:
+    """(config hashes of exactly ``study``'s runs, notes): its grid configs, and the runs its adaptive searches
+    choose under the current design (:func:`search_runs`).
+
+    A store may hold runs that earlier designs, engines or studies left there; a report of one study should use
+    only its own.
+    """
+    hashes = {run.hash for run in study.runs}
+    notes = []
+    for _base, _settings, chosen, note in search_runs(study, latest):
+        hashes |= chosen
+        if note:
+            notes.append(note)
+    return hashes, notes
+
+
+def missing_runs(runs: Iterable[Run], latest: dict[str, dict[str, Any]]) -> list[Run]:
+    """The runs (each once) that have no COMPLETED document in ``latest``."""
+    out: dict[str, Run] = {}
+    for run in runs:
+        if latest.get(run.hash, {}).get("status") != COMPLETED:
+            out.setdefault(run.hash, run)
+    return list(out.values())
+
+
+def pending_runs(study: Study, latest: dict[str, dict[str, Any]],
+                 retry_failed: bool = False) -> tuple[list[Run], int, int]:
+    """The grid runs of ``study`` still to run: (pending, already completed, failed and skipped); a grid that names
+    the same run twice runs it once."""
+    pending, done, skipped = [], 0, 0
+    seen: set[str] = set()
+    for run in study.runs:
+        if run.hash in seen:
+            continue
+        seen.add(run.hash)
+        status = latest.get(run.hash, {}).get("status")
+        if status == COMPLETED:
+            done += 1
+        elif status == FAILED and not retry_failed:
+            skipped += 1
+        else:
+            pending.append(run)
+    return pending, done, skipped
