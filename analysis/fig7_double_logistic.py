@@ -4,10 +4,7 @@
     python analysis/fig7_double_logistic.py --mongo-uri mongodb://HOST:27017 --db DB --collection COLL [--out DIR]
 """
 
-from _source import parse, show
+from _source import make
 
 if __name__ == "__main__":
-    args, runs = parse(__doc__.splitlines()[0])
-    from walking_noise.report import fig7_double_logistic
-
-    show(fig7_double_logistic(runs, args.out))
+    make("fig7", __doc__)

@@ -4,10 +4,7 @@
     python analysis/table1.py --mongo-uri mongodb://HOST:27017 --db DB --collection COLL [--out DIR]
 """
 
-from _source import parse, show
+from _source import make
 
 if __name__ == "__main__":
-    args, runs = parse(__doc__.splitlines()[0])
-    from walking_noise.report import table1
-
-    show(table1(runs, args.out))
+    make("table1", __doc__)

@@ -4,10 +4,7 @@
     python analysis/table2_weight_ratio.py --mongo-uri mongodb://HOST:27017 --db DB --collection COLL [--out DIR]
 """
 
-from _source import parse, show
+from _source import make
 
 if __name__ == "__main__":
-    args, runs = parse(__doc__.splitlines()[0])
-    from walking_noise.report import table2_weight_ratio
-
-    show(table2_weight_ratio(runs, args.out))
+    make("table2", __doc__)

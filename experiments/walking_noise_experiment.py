@@ -35,12 +35,11 @@ from seml import Experiment
 from walking_noise.config import Run, RunConfig
 from walking_noise.files import to_plain
 from walking_noise.searches import train_search
+from walking_noise.store import CURVES
 from walking_noise.study import search_spec, study_run
 from walking_noise.training import train_run
 from walking_noise.units import MemoryStore, run_bundle
 
-# Per-epoch curves of RunResult that are logged as Sacred metrics.
-CURVES = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 
 
 class InvalidRunConfig(ValueError):

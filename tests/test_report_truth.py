@@ -242,3 +242,32 @@ def test_the_walking_line_breaks_at_a_point_that_only_bounds_mu(tmp_path, monkey
     assert np.isnan(x).sum() == 1  # one break, at the bound of point 2
     assert list(np.round(x[np.isfinite(x)])) == [1, 3, 4]
     assert np.flatnonzero(np.isnan(x))[0] == 1  # between point 1 and point 3: no line passes point 2
+
+
+def test_an_analysis_script_makes_its_one_output_from_a_store(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from walking_noise.store import LocalStore
+
+    with LocalStore(tmp_path / "store") as store:
+        for s in (0.01, 0.1, 0.3, 1.0, 3.0, 10.0):
+            for seed in (0, 1, 2):
+                acc = 0.1 + 0.85 * expit(-(np.log10(s) + 0.3) / 0.15) + 0.002 * seed
+                store.put(_doc(acc, seed=seed, noise={"kind": "additive", "noise_std": s}))
+    script = Path(__file__).resolve().parents[1] / "analysis" / "table1.py"
+    done = subprocess.run([sys.executable, str(script), "--store", str(tmp_path / "store"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["table1_global_mu.csv", "table1_global_mu.md"]
+    row = pd.read_csv(tmp_path / "out" / "table1_global_mu.csv").iloc[0]
+    assert row["mu"] == pytest.approx(10 ** -0.3, rel=0.05)
+
+
+def test_the_report_refuses_an_unknown_output_name_before_loading_runs(tmp_path, capsys):
+    from walking_noise.cli import main
+
+    assert main(["report", "--store", str(tmp_path / "nowhere"), "--only", "table1,fig99"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown report output(s) fig99" in err and "valid: table1, table1_vs_paper, fig1" in err

@@ -16,6 +16,7 @@ import pytest
 
 from walking_noise.config import RunConfig
 from walking_noise.models import build_model
+from walking_noise.registry import AUTHORS_EPOCHS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "seml_configs"
@@ -32,9 +33,8 @@ GPU_STUDIES = {"table1_global_noise", "walking_additive", "walking_multiplicativ
 # (input shape, classes) of each dataset, to count a model's injection points without loading data.
 SHAPES = {"mnist_5k": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
           "speech_commands": ((1, 49, 10), 12)}
-# The authors' epochs per (dataset, model).
-EPOCHS = {("mnist", "mlp"): 100, ("mnist", "lenet5"): 100, ("cifar10", "mlp"): 300, ("cifar10", "lenet5"): 300,
-          ("speech_commands", "mlp"): 150, ("speech_commands", "cnn_s"): 150}
+# The authors' epochs per (dataset, model), read off their configs (the registry says which).
+EPOCHS = AUTHORS_EPOCHS
 PAIRS = set(EPOCHS)  # the (dataset, model) pairs of Table I
 
 

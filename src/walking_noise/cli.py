@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from walking_noise.config import RunConfig
+from walking_noise.config import PHASES, RunConfig
 from walking_noise.logs import configure_logging
 
 
@@ -126,7 +126,7 @@ MODEL_HELP = ("mlp, lenet5, cnn_s, or any nn.Module as package.module:callable (
 
 
 def _add_model_options(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--model", required=required, default=None if required else "mlp", help=MODEL_HELP)
+    p.add_argument("--model", required=required, default=None if required else RunConfig.model, help=MODEL_HELP)
     p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments of a package.module:callable model")
     p.add_argument("--batchnorm", action="store_true", help="BatchNorm after every learnable layer (paper models)")
 
@@ -151,15 +151,15 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    from walking_noise.config import NOISE_KINDS, SITES
+    from walking_noise.config import NOISE_KINDS, SITES, TrainingConfig
 
-    p.add_argument("--dataset", default="mnist_5k")
+    p.add_argument("--dataset", default=RunConfig.dataset)
     _add_model_options(p)
     p.add_argument("--clamp", action="store_true", help="clamp every weight to [-1, 1] after each step")
     p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainingConfig.lr)
+    p.add_argument("--seed", type=int, default=RunConfig.seed)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--noise-kind", default="additive", choices=[k for k in NOISE_KINDS if k != "mixed"],
                    help="additive x + N(0, s^2), multiplicative x * N(1, s^2), or none (mixed noise: in a YAML)")
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model with noise and print its final accuracy")
     _add_run_options(p, epochs=10)
     p.add_argument("--injection-layer", type=int, default=None, help="walking noise at this point only")
-    p.add_argument("--phase", default="train_and_inference", choices=("train_and_inference", "inference"),
+    p.add_argument("--phase", default=PHASES[0], choices=PHASES,
                    help="noise in training and at inference, or at inference only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from walking_noise.identity import LOCATION_KEYS, SEML_KEYS, config_hash, noise_key
+from walking_noise.identity import SEML_KEYS, config_hash, noise_key
 from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")

@@ -38,7 +38,7 @@ import pandas as pd
 
 from walking_noise.config import NON_RUN_KEYS, flatten
 from walking_noise.identity import config_hash
-from walking_noise.store import COMPLETED, LocalStore, latest_by_hash
+from walking_noise.store import COMPLETED, CURVES, LocalStore, latest_by_hash
 
 #: Prefix of a result column whose name is also a config key.
 RESULT_PREFIX = "result."
@@ -186,11 +186,10 @@ def runs_frame(documents: Iterable[Mapping[str, Any]], status: str | Iterable[st
 
 
 #: Result keys holding one number per epoch; parsed in bulk by pandas' C reader instead of one float at a time.
-CURVE_KEYS = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_loss")
 # A curve written by json.dumps: a flat list of numbers, NaN or +-Infinity (anything else is left to the JSON parser).
 # The layer table (a list of flat dicts) is the same for every run of one model: it is parsed once per distinct text
 # and that one object is shared by all rows (a large saving of time and memory for 200,000 runs).
-_CUT = re.compile(rb'"(?P<curve>' + b"|".join(k.encode() for k in CURVE_KEYS) + rb')":'
+_CUT = re.compile(rb'"(?P<curve>' + b"|".join(k.encode() for k in CURVES) + rb')":'
                   rb'\[(?P<numbers>[-+0-9.eEINaftiny, ]*)\]'
                   rb'|"layer_table":(?P<table>\[(?:\{[^{}]*\}(?:,\{[^{}]*\})*)?\])')
 
@@ -233,7 +232,7 @@ def _parse_segment(data: bytes, curves: Iterable[str] | None = None,
     bulk (see :func:`_parse_numbers`), and only the ``curves`` asked for are parsed at all (None: all; the others
     are left as None); equal layer tables are parsed once (cache ``shared``) and shared.
     """
-    wanted = set(CURVE_KEYS if curves is None else curves)
+    wanted = set(CURVES if curves is None else curves)
     shared = {} if shared is None else shared
     lines = data.split(b"\n")
     skipped = 1 if lines.pop() else 0  # after the final newline comes b""; anything else is an unfinished write
@@ -322,7 +321,7 @@ def runs_from_store(store: str | os.PathLike | LocalStore, status: str | Iterabl
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        curves = None if fields is None else [k for k in CURVE_KEYS if k in set(fields)]
+        curves = None if fields is None else [k for k in CURVES if k in set(fields)]
         df = runs_frame(_segment_documents(store, curves), status=status, fields=fields)
     finally:
         if gc_was_enabled:

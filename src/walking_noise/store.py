@@ -30,6 +30,8 @@ from walking_noise.files import to_plain
 from walking_noise.identity import config_hash
 
 COMPLETED, FAILED = "COMPLETED", "FAILED"
+#: The per-epoch curves a run's result holds (one value per epoch), in every engine's documents.
+CURVES = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_loss")
 
 
 class StoreError(RuntimeError):

@@ -35,6 +35,7 @@ from walking_noise.models import build_model, clamp_weights, weight_magnitudes
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
 from walking_noise.files import atomic_write
+from walking_noise.store import CURVES
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +349,6 @@ def evaluate(model: NoisyNetwork, x: torch.Tensor, y: torch.Tensor, weight: torc
     return tuple(float(v[0]) for v in evaluate_members(SingleModel(model), x, y, weight, epoch))  # type: ignore
 
 
-CURVES = ("val_accuracy", "val_loss", "val_nonfinite", "train_accuracy", "train_loss")
 
 
 def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSplits, active: list[list[int]], *,

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 DATA_DIR_ENV = "WALKING_NOISE_DATA"
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Found = TypeVar("Found")
 
 
 @dataclass
@@ -73,13 +75,28 @@ def missing_files_error(dataset: str, searched: Sequence[Path], how_to_get: str)
     )
 
 
-def reject_augment(name: str, augment: bool | None) -> None:
+def locate_files(name: str, data_dir: str | os.PathLike | None, find: Callable[[Path], Found | None],
+                 searched: Callable[[Path], Sequence[Path]], how_to_get: str, download: bool,
+                 fetch: Callable[[Path], object]) -> Found:
+    """Where a file-based dataset lies under ``data_dir`` (:func:`resolve_data_dir`): ``find(root)`` (None: not
+    there); with ``download``, ``fetch(root)`` first (cluster use; nothing downloads by default); else an error that
+    lists ``searched(root)`` and how to get the files."""
+    root = resolve_data_dir(data_dir)
+    found = find(root)
+    if found is None and download:
+        root.mkdir(parents=True, exist_ok=True)
+        fetch(root)
+        found = find(root)
+    if found is None:
+        raise missing_files_error(name, searched(root), how_to_get)
+    return found
+
+
+def reject_augment(name: str, augment: bool | None,
+                   why: str = "the reference setup uses no augmentation for it") -> None:
     """Raise if augmentation is requested for a dataset that defines none (the paper uses none)."""
     if augment:
-        raise ValueError(
-            f"augment=True is not supported for {name!r}: the reference setup uses no augmentation for it. "
-            "Pass augment=None or augment=False."
-        )
+        raise ValueError(f"augment=True is not supported for {name!r}: {why}. Pass augment=None or augment=False.")
 
 
 def stratified_split(

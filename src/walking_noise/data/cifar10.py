@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DatasetSplits, missing_files_error, resolve_data_dir, standardize
+from .base import DatasetSplits, locate_files, standardize
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -112,6 +112,16 @@ class RandomCropFlip:
         }
 
 
+def _searched(root: Path) -> list[Path]:
+    return [d / name for d in _candidate_dirs(root) for name in TRAIN_BATCHES + (TEST_BATCH,)]
+
+
+def _fetch(root: Path) -> None:
+    import torchvision  # lazy: only needed for fetching
+
+    torchvision.datasets.CIFAR10(root=str(root), download=True)
+
+
 def load_cifar10(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -122,17 +132,7 @@ def load_cifar10(
     """Load CIFAR-10 as float32 (N, 3, 32, 32); defaults: normalize=True, augment=True."""
     normalize = True if normalize is None else bool(normalize)
     augment = True if augment is None else bool(augment)
-    root = resolve_data_dir(data_dir)
-    folder = _find_folder(root)
-    if folder is None and download:
-        import torchvision  # lazy: only needed for fetching
-
-        root.mkdir(parents=True, exist_ok=True)
-        torchvision.datasets.CIFAR10(root=str(root), download=True)
-        folder = _find_folder(root)
-    if folder is None:
-        searched = [d / name for d in _candidate_dirs(root) for name in TRAIN_BATCHES + (TEST_BATCH,)]
-        raise missing_files_error("cifar10", searched, _HOW_TO_GET)
+    folder = locate_files("cifar10", data_dir, _find_folder, _searched, _HOW_TO_GET, download, _fetch)
 
     parts = [read_batch(folder / name) for name in TRAIN_BATCHES]
     train_u8 = np.concatenate([p[0] for p in parts])

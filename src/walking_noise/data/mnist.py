@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DatasetSplits, missing_files_error, reject_augment, resolve_data_dir, standardize
+from .base import DatasetSplits, locate_files, reject_augment, standardize
 
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
@@ -91,6 +91,12 @@ def searched_paths(root: Path) -> list[Path]:
     return [folder / f"{name}{ext}" for folder in candidate_raw_dirs(root) for name in _FILES.values() for ext in ("", ".gz")]
 
 
+def _fetch(root: Path) -> None:
+    import torchvision  # lazy: only needed for fetching
+
+    torchvision.datasets.MNIST(root=str(root), download=True)
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -101,16 +107,7 @@ def load_mnist(
     """Load full MNIST as float32 (N, 1, 28, 28) in [0, 1] (or standardised if ``normalize=True``)."""
     reject_augment("mnist", augment)
     normalize = bool(normalize) if normalize is not None else False
-    root = resolve_data_dir(data_dir)
-    files = find_mnist_files(root)
-    if files is None and download:
-        import torchvision  # lazy: only needed for fetching
-
-        root.mkdir(parents=True, exist_ok=True)
-        torchvision.datasets.MNIST(root=str(root), download=True)
-        files = find_mnist_files(root)
-    if files is None:
-        raise missing_files_error("mnist", searched_paths(root), _HOW_TO_GET)
+    files = locate_files("mnist", data_dir, find_mnist_files, searched_paths, _HOW_TO_GET, download, _fetch)
 
     def images(key: str) -> torch.Tensor:
         arr = read_idx(files[key], IDX_IMAGES_MAGIC)

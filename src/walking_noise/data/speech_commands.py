@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DatasetSplits, missing_files_error, resolve_data_dir
+from .base import DatasetSplits, locate_files, missing_files_error, reject_augment
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,16 @@ def _load_features(folder: Path) -> tuple[dict, Path]:
     return data, cache
 
 
+def _searched(root: Path) -> list[Path]:
+    return [d / name for d in _candidate_roots(root) for name in (TESTING_LIST, VALIDATION_LIST, BACKGROUND_FOLDER)]
+
+
+def _fetch(root: Path) -> None:
+    import torchaudio  # lazy: only needed for fetching
+
+    torchaudio.datasets.SPEECHCOMMANDS(root=str(root), download=True)
+
+
 def load_speech_commands(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -426,23 +436,10 @@ def load_speech_commands(
     std (default False: raw MFCCs as in MLPerf). Augmentation is not supported (MLPerf's background-noise
     mixing acts on waveforms, not on cached features).
     """
-    if augment:
-        raise ValueError(
-            "augment=True is not supported for 'speech_commands': MLPerf's augmentation mixes background noise "
-            "into waveforms, while this loader serves precomputed MFCCs. Pass augment=None or augment=False."
-        )
+    reject_augment("speech_commands", augment, "MLPerf's augmentation mixes background noise into waveforms, while "
+                                               "this loader serves precomputed MFCCs")
     normalize = bool(normalize) if normalize is not None else False
-    root = resolve_data_dir(data_dir)
-    folder = find_root(root)
-    if folder is None and download:
-        import torchaudio  # lazy: only needed for fetching
-
-        root.mkdir(parents=True, exist_ok=True)
-        torchaudio.datasets.SPEECHCOMMANDS(root=str(root), download=True)
-        folder = find_root(root)
-    if folder is None:
-        searched = [d / name for d in _candidate_roots(root) for name in (TESTING_LIST, VALIDATION_LIST, BACKGROUND_FOLDER)]
-        raise missing_files_error("speech_commands", searched, _HOW_TO_GET)
+    folder = locate_files("speech_commands", data_dir, find_root, _searched, _HOW_TO_GET, download, _fetch)
 
     data, cache = _load_features(folder)
     train_x, train_y, test_x, test_y = data["train_x"], data["train_y"], data["test_x"], data["test_y"]

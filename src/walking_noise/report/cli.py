@@ -117,10 +117,11 @@ def load_selected(args: argparse.Namespace, fields: Any = None) -> Any:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Load the runs and write every table and figure they support, with an index and the per-run export."""
-    from walking_noise.report import write_report
+    from walking_noise.report import output_names, write_report
 
+    only = output_names(args.only.split(",")) if args.only else None  # a bad name fails before the runs load
     df = load_selected(args)
-    index = write_report(df, args.out)
+    index = write_report(df, args.out, only=only)
     print(f"{len(df)} runs; report written to {index}", flush=True)
     return 0
 
@@ -146,11 +147,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: Any) -> None:
     """Add ``fit`` and ``report`` to the ``walking-noise`` sub-command parsers."""
+    from walking_noise.fit import AXES
+    from walking_noise.fit import MODELS as FIT_MODELS
+
     p = subparsers.add_parser("fit", help="fit the logistic of Eq. 1 to accuracy vs noise from a CSV")
     p.add_argument("csv", help="CSV with one row per run: noise_std, accuracy[, seed]")
-    p.add_argument("--axis", choices=("linear", "log10"), default=None,
+    p.add_argument("--axis", choices=AXES, default=None,
                    help="fit axis (default: log10 for a log-spaced grid spanning >= 2 decades, else linear)")
-    p.add_argument("--model", choices=("single", "double", "auto"), default="single",
+    p.add_argument("--model", choices=FIT_MODELS, default="single",
                    help="one logistic, two stacked logistics, or the better by AIC (default single)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every fit field")
     p.set_defaults(func=cmd_fit)
@@ -159,6 +163,9 @@ def add_subcommands(subparsers: Any) -> None:
     add_source_arguments(p)
     add_study_arguments(p)
     p.add_argument("--out", default="report", help="output folder (default ./report)")
+    p.add_argument("--only", default=None, metavar="NAME[,NAME]",
+                   help="only these outputs: table1, table1_vs_paper, fig1, fig2, fig2m, fig3, fig4, fig5, fig6, fig7, "
+                        "table2 (default: every output the runs support)")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("export", help="write one CSV row per run (config, final accuracy, curves)")

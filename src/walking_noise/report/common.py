@@ -30,7 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from walking_noise import fit as wfit
-from walking_noise.config import LOCATION_KEYS
+from walking_noise.identity import LOCATION_KEYS
 from walking_noise.registry import display_dataset, display_model
 from walking_noise.results import config_columns
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,17 +152,27 @@ DECISIONS = """\
 """
 
 
-def write_report(df: pd.DataFrame, out_dir: str | Path, checkpoints: dict[str, Any] | None = None) -> Path:
-    """Write every output the runs in ``df`` support into ``out_dir``; return the path of ``index.md``.
+def output_names(only: Sequence[str] | None = None) -> list[str]:
+    """The names of the report's outputs (``walking-noise report --only``, ``analysis/*.py``), or of those in
+    ``only`` after checking that each exists."""
+    names = [output.name for output, _ in _outputs(None)]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown report output(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    return [name for name in names if name in only] if only else names
 
-    ``checkpoints``: ``{"noisy": path, "clean": path, "injection_layer": int (optional), "data": DatasetSplits
-    (optional)}`` for Fig. 4; None looks for checkpoints saved by the runs themselves. Never trains; a failing or
-    impossible output is listed in the index instead of raising.
-    """
+
+def write_outputs(df: pd.DataFrame, out_dir: str | Path, checkpoints: dict[str, Any] | None = None,
+                  only: Sequence[str] | None = None) -> list[Output]:
+    """Make the outputs (all, or those named in ``only``) that the runs in ``df`` support in ``out_dir``; a failing
+    or impossible output says why in its :class:`Output` instead of raising."""
+    wanted = output_names(only)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done: list[Output] = []
     for output, make in _outputs(checkpoints):
+        if output.name not in wanted:
+            continue
         try:
             output.files = [Path(p) for p in make(df, out_dir)]
         except NotEnoughRuns as why:
@@ -171,6 +181,20 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, checkpoints: dict[str, A
             last = traceback.format_exception_only(type(err), err)[-1].strip()
             output.error = last
         done.append(output)
+    return done
+
+
+def write_report(df: pd.DataFrame, out_dir: str | Path, checkpoints: dict[str, Any] | None = None,
+                 only: Sequence[str] | None = None) -> Path:
+    """Write every output the runs in ``df`` support (or those named in ``only``) into ``out_dir``, with the index
+    and the per-run export; return the path of ``index.md``.
+
+    ``checkpoints``: ``{"noisy": path, "clean": path, "injection_layer": int (optional), "data": DatasetSplits
+    (optional)}`` for Fig. 4; None looks for checkpoints saved by the runs themselves. Never trains; a failing or
+    impossible output is listed in the index instead of raising.
+    """
+    out_dir = Path(out_dir)
+    done = write_outputs(df, out_dir, checkpoints, only)
     from walking_noise.export import write_export
 
     export = write_export(df, out_dir / "runs.csv")

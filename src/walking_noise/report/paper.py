@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walking_noise.registry import authors_epochs
 from walking_noise.report.common import (
     NotEnoughRuns, column, dataset_name, fit_row, fit_series, format_pm, markdown_table, model_name, write_csv,
     write_text,
@@ -35,8 +36,6 @@ PAPER_TABLE1: dict[tuple[str, str], dict[tuple[str, bool], float]] = {
     ("speech_commands", "cnn_s"): {("additive", False): 7.89, ("additive", True): 3.73,
                                    ("multiplicative", False): 0.916, ("multiplicative", True): 0.772},
 }
-#: The paper trained every MNIST and CIFAR-10 / GSC model for this many epochs (authors' code defaults).
-PAPER_EPOCHS = {"mnist": 100, "cifar10": 300, "speech_commands": 150}
 
 
 def paper_mu(dataset: Any, model: Any, kind: Any, batchnorm: Any) -> float | None:
@@ -71,7 +70,7 @@ def table1_vs_paper(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             "ratio": mu / paper if mu is not None else np.nan,
             "z": (mu - paper) / err if mu is not None and err else np.nan,
             "epochs": int(epochs[0]) if len(epochs) == 1 else None,
-            "paper_epochs": PAPER_EPOCHS.get(str(row.get("dataset"))),
+            "paper_epochs": authors_epochs(row.get("dataset"), row.get("model")),
             "n_levels": row["n_levels"], "n_seeds": row["n_seeds"], "n_runs": len(series.runs),
             "converged": row["converged"], "reason": row["reason"], "chi2_red": row["chi2_red"],
         })
@@ -97,4 +96,4 @@ def table1_vs_paper(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             write_csv(table, out_dir / "table1_vs_paper.csv")]
 
 
-__all__ = ["PAPER_EPOCHS", "PAPER_TABLE1", "paper_mu", "table1_vs_paper"]
+__all__ = ["PAPER_TABLE1", "paper_mu", "table1_vs_paper"]
