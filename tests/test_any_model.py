@@ -136,3 +136,44 @@ def test_a_foreign_models_config_is_checked_before_training():
         RunConfig.from_dict({"model": "resnet18"})
     with pytest.raises(ValueError, match="cannot import 'torchvision.models:nosuchnet'"):
         build_model("torchvision.models:nosuchnet", (3, 32, 32), 10)
+
+
+@pytest.mark.parametrize("model, kwargs, says", [
+    ("math:pi", None, "model math:pi is a float, not a callable that builds an nn.Module"),
+    ("math:sqrt", None, "model math:sqrt cannot be built with model_kwargs {}"),
+    ("torchvision.models:resnet18", '{"no_such_kwarg": 1}',
+     "model torchvision.models:resnet18 cannot be built with model_kwargs {'no_such_kwarg': 1}"),
+])
+def test_a_model_that_cannot_be_built_is_one_line_naming_it_and_the_cause(model, kwargs, says, capsys, tmp_path):
+    from walking_noise.cli import main
+
+    args = ["--model", model] + (["--model-kwargs", kwargs] if kwargs else [])
+    assert main(["layers", *args, "--dataset", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+    study = tmp_path / "bad.yaml"
+    (tmp_path / "exp.py").write_text("")
+    study.write_text(f"seml:\n  executable: exp.py\n  name: bad\n  output_dir: logs\nfixed:\n  dataset: cifar10\n"
+                     f"  model: {model}\n" + (f"  model_kwargs: {kwargs}\n" if kwargs else "") +
+                     "grid:\n  seed: {type: choice, options: [0]}\n")
+    assert main(["run", str(study), "--store", str(tmp_path / "store"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and not (tmp_path / "store").exists()
+
+
+def test_a_model_that_is_one_leaf_has_its_own_point_after_the_input():
+    import torch
+    from torch import nn
+
+    from walking_noise.config import NoiseConfig
+    from walking_noise.noise import configure_noise
+    from walking_noise.points import NoisyNetwork
+
+    layer = nn.Linear(6, 3)
+    net = NoisyNetwork("one_leaf", layer, (6,), 3)
+    assert [(p.label, p.kind) for p in net.injection_points] == [("0 Input", "input"), ("1 Linear", "linear")]
+    x = torch.randn(64, 6)
+    clean = layer(x).detach()
+    configure_noise(net, NoiseConfig(kind="additive", noise_std=1.0, placement="walking", injection_layer=1))
+    noisy = net(x).detach()
+    assert torch.allclose(noisy.mean(), clean.mean(), atol=0.3) and (noisy - clean).std() > 0.8  # N(0, 1) added

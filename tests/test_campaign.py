@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from _studies import tiny_study, tiny_text
+
 from walking_noise.study import CampaignError, load_study, parse_filters
 
 from walking_noise.campaign import run_campaign
@@ -20,37 +22,8 @@ from walking_noise.store import COMPLETED, FAILED, LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STUDY = """\
-# 2 noise levels x 3 seeds = 6 experiments
-seml:
-  executable: exp.py
-  name: tiny
-  output_dir: logs
-fixed:
-  dataset: mnist_5k
-  model: mlp
-  max_train: {max_train}
-  max_test: 300
-  training.epochs: {epochs}
-  noise.kind: additive
-grid:
-  noise.noise_std:
-    type: choice
-    options: [0.1, 1.0]
-  seed:
-    type: range
-    min: 0
-    max: 3
-    step: 1
-"""
-
-
 def _study(tmp_path, text=None, name="tiny.yaml", **fmt):
-    fmt = {"max_train": 600, "epochs": 1, **fmt}
-    (tmp_path / "exp.py").write_text("# stand-in executable for read_config\n")
-    path = tmp_path / name
-    path.write_text(text if text is not None else STUDY.format(**fmt))
-    return path
+    return tiny_study(tmp_path, text, name, **fmt)
 
 
 def test_study_expands_with_seml_and_fills_defaults(tmp_path):
@@ -88,7 +61,7 @@ def test_unwritable_store_is_a_clear_error(tmp_path):
 
 
 def test_failing_config_is_recorded_and_the_campaign_goes_on(tmp_path):
-    text = STUDY.format(max_train=300, epochs=1).replace(
+    text = tiny_text(max_train=300, epochs=1).replace(
         "  noise.noise_std:", "  data_dir:\n    type: choice\n    options: [null]\n  noise.noise_std:")
     study = load_study(_study(tmp_path, text))
     study.runs[0] = Run.from_dict({**study.configs[0], "dataset": "mnist", "data_dir": str(tmp_path / "missing")})
@@ -145,7 +118,7 @@ def test_torn_last_line_is_skipped_and_nothing_else_is_lost(tmp_path):
 
 
 def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
-    text = STUDY.format(max_train=600, epochs=2).replace(
+    text = tiny_text(max_train=600, epochs=2).replace(
         "  noise.kind: additive", "  noise.kind: additive\n  noise.phase: {phase}")
     for phase in ("train_and_inference", "inference"):
         study = load_study(_study(tmp_path, text.replace("{phase}", phase), name=f"{phase}.yaml"))
@@ -169,7 +142,7 @@ def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
 
 
 def test_a_bundle_in_a_study_expands_into_its_members_locally(tmp_path):
-    text = STUDY.format(max_train=300, epochs=1).replace(
+    text = tiny_text(max_train=300, epochs=1).replace(
         "  noise.kind: additive\n", "  noise.kind: additive\n  bundle.training.lr: [0.001, 0.01]\n")
     study = load_study(_study(tmp_path, text))
     assert len(study) == 12  # 2 noise levels x 3 seeds, each a bundle of 2 learning rates

@@ -77,6 +77,10 @@ def test_defaults_are_runconfigs(exp):
     ({"model": "resnet"}, "resnet"),
     ({"noise": {"kind": "additive", "placement": "walking"}}, "injection_layer"),
     ({"training": {"epochs": 0}}, "training.epochs"),
+    ({"model": "math:pi"}, "model math:pi is a float, not a callable"),
+    ({"model": "math:sqrt"}, "model math:sqrt cannot be built"),
+    ({"model": "torchvision.models:resnet18", "dataset": "cifar10", "model_kwargs": {"no_such_kwarg": 1}},
+     "unexpected keyword argument 'no_such_kwarg'"),
 ])
 @pytest.mark.parametrize("force", [False, True])
 def test_invalid_config_is_rejected_before_the_run_starts(exp, updates, named, force):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from _studies import tiny_study
+
 from walking_noise import slurm
 from walking_noise.study import load_study
 from walking_noise.slurm import (
@@ -41,44 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "seml_configs" / "smoke.yaml"
 WAIT_S = 180  # every wait on the real cluster is bounded by this
 
-STUDY = """\
-# 2 noise levels x 3 seeds = 6 experiments
-seml:
-  executable: exp.py
-  name: tiny
-  output_dir: logs
-slurm:
-  - experiments_per_job: {per_job}
-    sbatch_options:
-      time: 0-00:10
-      mem: 1G
-      cpus-per-task: 1
-fixed:
-  dataset: mnist_5k
-  model: mlp
-  max_train: {max_train}
-  max_test: 300
-  training.epochs: {epochs}
-  device: cpu
-  noise.kind: additive
-grid:
-  noise.noise_std:
-    type: choice
-    options: [0.1, 1.0]
-  seed:
-    type: range
-    min: 0
-    max: 3
-    step: 1
-"""
-
-
 def _study(tmp_path: Path, name: str = "tiny.yaml", **fmt) -> Path:
-    fmt = {"max_train": 300, "epochs": 1, "per_job": 3, **fmt}
-    (tmp_path / "exp.py").write_text("# stand-in executable for read_config\n")
-    path = tmp_path / name
-    path.write_text(STUDY.format(**fmt))
-    return path
+    return tiny_study(tmp_path, name=name, **{"max_train": 300, **fmt})
 
 
 def _doc(config: dict, status: str, study: str = "tiny") -> dict:

@@ -15,15 +15,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
+from walking_noise.claims import LEASE_S, ClaimBook
 from walking_noise.config import Run
 from walking_noise.searches import run_searches
 from walking_noise.selection import pending_runs
-from walking_noise.store import COMPLETED, LocalStore
+from walking_noise.store import COMPLETED, LocalStore, StoreWatch
 from walking_noise.study import CampaignError, Study
 from walking_noise.units import execute_in_worker, execute_unit, init_worker, plan_units
 
@@ -39,6 +41,7 @@ class CampaignSummary:
     completed: int = 0
     failed: int = 0
     skipped_failed: int = 0
+    elsewhere: int = 0  # runs another runner trained (claimed by it) while this one ran
     wall_time_s: float = 0.0
     failures: list[str] = field(default_factory=list)
     searches: list[Any] = field(default_factory=list)
@@ -46,17 +49,21 @@ class CampaignSummary:
     def __str__(self) -> str:
         return (f"{self.study}: {self.total} configs, {self.already_done} already in the store, ran {self.ran} "
                 f"({self.completed} completed, {self.failed} failed) in {self.wall_time_s:.1f} s"
+                + (f"; {self.elsewhere} trained by other runners" if self.elsewhere else "")
                 + (f"; {self.skipped_failed} earlier failures skipped (use --retry-failed)"
                    if self.skipped_failed else ""))
 
 
 def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_failed: bool = False,
                  members: int | None = None, threads_per_worker: int | None = None,
-                 progress: bool = True) -> CampaignSummary:
+                 progress: bool = True, lease_s: float = LEASE_S) -> CampaignSummary:
     """Run every pending config of ``study`` into ``store`` with ``workers`` processes (1: in this process).
 
     Compatible configs train together as one batch of up to ``members`` (None: chosen per model and device), and
-    inference-only configs reuse one clean training per seed.
+    inference-only configs reuse one clean training per seed. Other runners may work on the same study in the same
+    store at the same time: each run is claimed before it trains (:mod:`walking_noise.claims`), runs other runners
+    hold are left to them, and this runner returns once every run of the study is stored, taking over the runs of a
+    runner that died (``lease_s``: how long a claim lives without renewal).
     """
     try:
         store.ensure_writable()
@@ -73,43 +80,35 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
 
     def record(outcomes: list[dict[str, Any]]) -> None:
         with lock:
-            _record(outcomes)
+            for outcome in outcomes:
+                summary.ran += 1
+                if outcome["status"] == COMPLETED:
+                    summary.completed += 1
+                else:
+                    summary.failed += 1
+                    summary.failures.append(outcome["error"])
+                    logger.warning("run %s failed: %s", outcome["config_hash"][:10], outcome["error"])
+                bar.update(1)
 
-    def _record(outcomes: list[dict[str, Any]]) -> None:
-        for outcome in outcomes:
-            summary.ran += 1
-            if outcome["status"] == COMPLETED:
-                summary.completed += 1
-            else:
-                summary.failed += 1
-                summary.failures.append(outcome["error"])
-                logger.warning("run %s failed: %s", outcome["config_hash"][:10], outcome["error"])
-            bar.update(1)
+    def done_elsewhere(count: int) -> None:
+        with lock:
+            summary.elsewhere += count
+            bar.update(count)
 
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
     with contextlib.ExitStack() as stack:
+        claims = stack.enter_context(ClaimBook(store.path, lease_s=lease_s))
         if workers <= 1:
-            init_worker(str(store.path), threads)
+            init_worker(str(store.path), threads, claims.runner)
             pool = None
         else:
             ctx = get_context(worker_start_method([run.values for run in pending] + [b for b, _ in study.searches]))
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                                           initargs=(str(store.path), threads)))
+                                                           initargs=(str(store.path), threads, claims.runner)))
             pool.submit(int).result()  # start every worker now, before this process starts any thread
         bar = _progress_bar(len(pending), study.name, progress, unknown_total=bool(study.searches))
-
-        def run_units(todo: list[list[Run]]) -> None:
-            if pool is None:
-                for unit in todo:
-                    record(execute_unit(unit, study.name, store))
-                return
-            queue = iter(todo)
-            running = {pool.submit(execute_in_worker, c, study.name) for c in _take(queue, 2 * workers)}
-            while running:
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record(future.result())
-                running |= {pool.submit(execute_in_worker, c, study.name) for c in _take(queue, len(finished))}
+        shared = _ClaimedUnits(study.name, store, claims, pool, workers, members, record, done_elsewhere)
+        run_units = shared.run
 
         # With a pool, the grid's units and the searches' rounds share it: a long grid unit (e.g. a whole
         # train-once-evaluate-many group) does not leave the other workers idle while the searches wait.
@@ -139,6 +138,78 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
     summary.wall_time_s = time.perf_counter() - started
     logger.info("%s", summary)
     return summary
+
+
+#: Seconds between looks at the store while this runner waits for runs other runners hold.
+POLL_S = 5.0
+
+
+class _ClaimedUnits:
+    """Runs units of work for one runner of a study: claims each unit's runs first, trains those it got (in the
+    pool, or here), and waits for the rest, which other runners hold, taking over any whose runner died."""
+
+    def __init__(self, study: str, store: LocalStore, claims: ClaimBook, pool: Any, workers: int,
+                 members: int | None, record: Callable[[list[dict[str, Any]]], None],
+                 done_elsewhere: Callable[[int], None]):
+        self.study, self.store, self.claims, self.pool = study, store, claims, pool
+        self.workers, self.members = workers, members
+        self.record, self.done_elsewhere = record, done_elsewhere
+        self.watch = StoreWatch(store)
+
+    def run(self, todo: list[list[Run]]) -> None:
+        """Return once every run of ``todo`` is stored (COMPLETED or FAILED), by this runner or another."""
+        queue = deque(todo)
+        others: dict[str, Run] = {}  # runs other runners hold
+        running: dict[Any, list[Run]] = {}
+        looked = 0.0
+        while queue or running or others:
+            while queue and (self.pool is None or len(running) < 2 * self.workers):
+                unit = queue.popleft()
+                held = set(self.claims.claim_all(run.hash for run in unit))
+                others.update({run.hash: run for run in unit if run.hash not in held})
+                mine = self._unstored([run for run in unit if run.hash in held])
+                if mine and self.pool is None:
+                    self._finish(mine, execute_unit(mine, self.study, self.store))
+                elif mine:
+                    running[self.pool.submit(execute_in_worker, mine, self.study)] = mine
+            if running:
+                finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    self._finish(running.pop(future), future.result())
+            elif others and not queue:
+                time.sleep(POLL_S)
+            if others and not queue and time.monotonic() - looked >= POLL_S:
+                looked = time.monotonic()
+                queue.extend(self._look_at_others(others))
+
+    def _unstored(self, runs: list[Run]) -> list[Run]:
+        """The runs not stored yet (a runner may have stored one since this runner planned it): the others are given
+        back, and counted as trained elsewhere."""
+        finished = self.watch.finished()
+        stored = [run.hash for run in runs if run.hash in finished]
+        if stored:
+            self.claims.release(stored)
+            self.done_elsewhere(len(stored))
+        return [run for run in runs if run.hash not in finished]
+
+    def _finish(self, unit: list[Run], outcomes: list[dict[str, Any]]) -> None:
+        self.record(outcomes)
+        self.claims.release(run.hash for run in unit)
+
+    def _look_at_others(self, others: dict[str, Run]) -> list[list[Run]]:
+        """Drop the runs other runners have stored; claim those whose runner died or released them unstored."""
+        finished = self.watch.finished()
+        stored = [h for h in others if h in finished]
+        for run_hash in stored:
+            del others[run_hash]
+        if stored:
+            self.done_elsewhere(len(stored))
+        free = [others.pop(h) for h in self.claims.claim_all(list(others))]
+        if free:
+            logger.info("%d run(s) of a runner that stopped are taken over", len(free))
+        elif others:
+            logger.debug("waiting for %d run(s) other runners train", len(others))
+        return plan_units(free, self.members, self.workers)
 
 
 START_METHOD_ENV = "WALKING_NOISE_START_METHOD"  # fork, spawn or forkserver: overrides the choice below
@@ -175,16 +246,6 @@ def _capture(function: Callable[..., Any], argument: Any, errors: list[BaseExcep
         function(argument)
     except BaseException as err:  # noqa: BLE001 - re-raised by the thread that joins
         errors.append(err)
-
-
-def _take(iterator: Any, n: int) -> list[Any]:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(iterator))
-        except StopIteration:
-            break
-    return out
 
 
 def _progress_bar(total: int, name: str, enabled: bool, unknown_total: bool = False) -> Any:

@@ -286,7 +286,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """Build from a nested dict (``noise`` and ``training`` as sub-dicts), rejecting unknown keys. Whether the
-        injection point exists in the model needs the model (torch): :func:`walking_noise.models.check_injection_point`."""
+        injection point exists in the model needs the model (torch): :func:`walking_noise.models.check_model`."""
         values = dict(values)
         _reject_unknown(cls, values, "run")
         noise = values.pop("noise", None)

@@ -78,6 +78,23 @@ def cnn_s(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = Fals
     return nn.Sequential(*features, *classifier)
 
 
+def _call_foreign(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``package.module:callable(**kwargs)``; what is not callable, refuses the arguments or returns no
+    ``nn.Module`` is one ``ValueError`` that names the model and the cause (never a bare ``TypeError``)."""
+    target = resolve(name)
+    if not callable(target):
+        raise ValueError(f"model {name} is a {type(target).__name__}, not a callable that builds an nn.Module")
+    try:
+        built = target(**kwargs)
+    except TypeError as err:
+        given = ", ".join(kwargs) or "none"
+        raise ValueError(f"model {name} cannot be built with model_kwargs {kwargs or '{}'} (keywords given: {given}): "
+                         f"{err}") from err
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"model {name}(**model_kwargs) returned a {type(built).__name__}, not an nn.Module")
+    return built
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,
                 model_kwargs: dict[str, Any] | None = None) -> NoisyNetwork:
     """A registered model (:data:`walking_noise.registry.MODELS`) or ``package.module:callable(**model_kwargs)``,
@@ -88,9 +105,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batch
         if batchnorm:
             raise ValueError(f"batchnorm applies to the registered models ({', '.join(MODELS)}); {name} is built as "
                              f"it is")
-        built = resolve(name)(**dict(model_kwargs or {}))  # type: ignore[operator]
-        if not isinstance(built, nn.Module):
-            raise ValueError(f"{name}(**model_kwargs) returned {type(built).__name__}, not an nn.Module")
+        built = _call_foreign(name, dict(model_kwargs or {}))
     else:
         if model_kwargs:
             raise ValueError(f"model_kwargs apply to models given as package.module:callable, not to {name!r}")
@@ -115,17 +130,15 @@ def layer_table_for(name: str, dataset: str, batchnorm: bool, model_kwargs: dict
     return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True)))
 
 
-def check_injection_point(cfg: RunConfig) -> None:
-    """The injection point of ``cfg`` must exist in its model (and be a Linear/Conv point for the weight and MAC
-    sites): say so when a study is loaded, not after the dataset is. Builds the model once per (model, dataset,
-    BatchNorm); an analysis reading stored runs never needs it."""
+def check_model(cfg: RunConfig) -> None:
+    """The model of ``cfg`` must build on its dataset's input (a callable that takes its ``model_kwargs``), and its
+    injection point must exist there (a Linear/Conv point for the weight and MAC sites): say so when a study is
+    loaded or a SEML experiment added, not after the dataset is, in one ``ValueError`` naming the model and the
+    cause. Builds the model once per (model, dataset, BatchNorm, kwargs); an analysis of stored runs never needs it."""
+    rows = layer_table_for(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs)
     noise = cfg.noise
     if noise.kind == "none" or (noise.placement == "walking" and noise.injection_layer is None):
         return
-    try:
-        rows = layer_table_for(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs)
-    except ValueError:
-        return  # the model cannot take this input at all; building it reports that
     valid = rows if noise.site == "activation" else [r for r in rows if r.get("kind") in ("conv", "linear")]
     if noise.site != "activation" and not valid:
         raise ValueError(f"noise.site {noise.site} needs Linear or Conv layers; {cfg.model} has none")

@@ -86,7 +86,8 @@ class InjectionPoint:
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(path, m) for path, m in model.named_modules() if not list(m.children()) and path
+    """The leaf modules by path; a model that is itself one leaf (``nn.Linear(6, 3)``) is its own, path ``""``."""
+    return [(path, m) for path, m in model.named_modules() if not list(m.children())
             and not isinstance(m, (NoiseInjection, *SHAPE_ONLY))]
 
 
@@ -142,8 +143,8 @@ class NoisyNetwork(nn.Module):
             kind = point_kind(module)
             if module is None:
                 label = "Input"
-            elif short_names:
-                label = SHORT_NAMES.get(type(module), type(module).__name__)
+            elif short_names or not path:  # a model that is one leaf: its point is named by its type
+                label = SHORT_NAMES.get(type(module), type(module).__name__) if short_names else type(module).__name__
             else:
                 label = path + (f"#{call}" if path in multi else "")
             points.append(InjectionPoint(i, label, path if module is not None else "", kind, module, call,

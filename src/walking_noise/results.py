@@ -15,7 +15,7 @@ Every analysis of the paper (Table I, Figures 1-11, Table II) starts from the sa
 Both sources give the same frame for the same runs: configs are completed with the run defaults (a SEML config
 holds only what its YAML named), SEML's bookkeeping keys ``db_collection``/``overwrite`` are dropped, and the
 ``config_hash`` is always :func:`walking_noise.store.config_hash` of the completed config (SEML's own hash differs).
-When one config has several documents, the newest COMPLETED one is kept (:func:`~walking_noise.store.latest_by_hash`).
+When one config has several documents, the first COMPLETED one is kept (:func:`~walking_noise.store.latest_by_hash`).
 
 Loading speed (``benchmarks/store_load.py``): a local store is read segment by segment. The learning curves are cut
 out of each line and parsed in bulk by pandas' C reader (only those asked for, see ``fields``), equal layer tables
@@ -165,7 +165,7 @@ def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
 
 def runs_frame(documents: Iterable[Mapping[str, Any]], status: str | Iterable[str] | None = COMPLETED,
                fields: Iterable[str] | None = None) -> pd.DataFrame:
-    """Run documents of any source -> the runs DataFrame (one row per config, newest COMPLETED document wins).
+    """Run documents of any source -> the runs DataFrame (one row per config, the first COMPLETED document wins).
 
     ``status``: keep only runs with this status (or these; None keeps all). ``fields``: keep only these result keys
     (None: all), e.g. to leave out the training curves of 200,000 runs.

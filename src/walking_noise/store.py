@@ -13,7 +13,9 @@ The local store is a folder of append-only JSON-lines *segments*, one per writer
   never lost and a half-written one is never read;
 - reading is a scan of a few large files, fast enough for 200,000 runs (``benchmarks/store_load.py``).
 
-When one config has several documents (a failure, then a retry), the newest COMPLETED one wins.
+When one config has several documents (a failure, then a retry), a COMPLETED one wins over a FAILED one, and of
+several COMPLETED ones (a run that finished twice, :mod:`walking_noise.claims`) the first stored (earliest
+``stop_time``) wins, so a result that was read once is never replaced; of several FAILED ones the newest.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class LocalStore:
                     self.skipped_lines += 1
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        """One document per config hash: the newest COMPLETED one, else the newest of any status."""
+        """One document per config hash: the first COMPLETED one, else the newest FAILED one (:func:`latest_by_hash`)."""
         return latest_by_hash(self.documents())
 
     def completed_hashes(self) -> set[str]:
@@ -117,12 +119,55 @@ class LocalStore:
 
 
 def latest_by_hash(documents: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Collapse repeated documents of one config: COMPLETED beats FAILED, later beats earlier."""
+    """Collapse repeated documents of one config: COMPLETED beats FAILED; of two COMPLETED the earlier stored
+    (``stop_time``; none, e.g. imported: earliest) stays; of two FAILED the later read."""
     best: dict[str, dict[str, Any]] = {}
     for doc in documents:
         key = doc.get("config_hash") or config_hash(doc.get("config", {}))
         old = best.get(key)
-        if old is None or doc.get("status") == COMPLETED or old.get("status") != COMPLETED:
+        if old is None or old.get("status") != COMPLETED:
+            best[key] = doc
+        elif doc.get("status") == COMPLETED and str(doc.get("stop_time") or "") < str(old.get("stop_time") or ""):
             best[key] = doc
     return best
 
+
+
+class StoreWatch:
+    """What a store gains while a runner works, read incrementally (only the bytes appended since the last look):
+    the runs COMPLETED in it (at any time) and those that FAILED since the watch began (a failure from before is for
+    ``--retry-failed`` to judge, not a reason to skip). Cheap enough to ask before every unit of work."""
+
+    def __init__(self, store: LocalStore):
+        self.store = store
+        self._offsets: dict[Path, int] = {}
+        self.completed: set[str] = set()
+        self.failed_since: set[str] = set()
+        self._started = False
+        self.finished()
+        self._started = True
+
+    def finished(self) -> set[str]:
+        """Hashes of the runs stored COMPLETED, or FAILED since the watch began."""
+        if self.store.segments.is_dir():
+            for segment in self.store.segments.glob("*.jsonl"):
+                self._read(segment)
+        return self.completed | self.failed_since
+
+    def _read(self, segment: Path) -> None:
+        start = self._offsets.get(segment, 0)
+        with open(segment, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a line without its newline is still being written
+        self._offsets[segment] = start + end
+        for line in data[:end].splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            status, key = doc.get("status"), doc.get("config_hash")
+            if status == COMPLETED:
+                self.completed.add(key)
+            elif status == FAILED and self._started:
+                self.failed_since.add(key)

@@ -71,11 +71,11 @@ def matches(config: dict[str, Any], filters: dict[str, Any]) -> bool:
 
 def study_run(config: dict[str, Any]) -> Run:
     """The validated run of one expanded SEML config (defaults filled in), its injection point checked against the
-    model (:func:`walking_noise.models.check_injection_point`) so that a bad one is reported before any training."""
-    from walking_noise.models import check_injection_point
+    model (:func:`walking_noise.models.check_model`) so that a bad one is reported before any training."""
+    from walking_noise.models import check_model
 
     run = Run.from_dict(config)
-    check_injection_point(run.config)
+    check_model(run.config)
     return run
 
 

@@ -14,6 +14,7 @@ import os
 import traceback
 from typing import Any
 
+from walking_noise.claims import ClaimBook, FirstResultStore
 from walking_noise.config import Run, RunConfig, flatten, unflatten
 from walking_noise.files import now_iso
 from walking_noise.registry import MODELS, is_foreign
@@ -47,11 +48,14 @@ def run_document(run: Run, study: str, status: str, result: dict | None, started
 WORKER: dict[str, Any] = {}
 
 
-def init_worker(store_path: str, threads: int) -> None:
+def init_worker(store_path: str, threads: int, runner: str | None = None) -> None:
+    """Set up a worker of the runner ``runner`` (its claims' owner id, :mod:`walking_noise.claims`): torch threads,
+    the store it writes its runs into, its dataset cache."""
     import torch
 
     torch.set_num_threads(max(1, threads))
-    WORKER["store"] = LocalStore(store_path)
+    store = LocalStore(store_path)
+    WORKER["store"] = FirstResultStore(store, ClaimBook(store_path, runner=runner)) if runner else store
     WORKER["data"] = {}
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from walking_noise.claims import claim_states
 from walking_noise.slurm.options import SlurmError
 from walking_noise.slurm.submission import (
     array_states,
@@ -32,6 +33,8 @@ class StudyStatus:
     submissions: int = 0
     study_path: str | None = None
     arrays: dict[str, Counter] = field(default_factory=dict)
+    claimed: int = 0  # missing runs a live runner holds (training now)
+    stale: int = 0  # missing runs held by a runner that stopped (the next runner takes them over)
 
     def __str__(self) -> str:
         if self.total is None:
@@ -40,13 +43,16 @@ class StudyStatus:
             line = f"{self.study}: {self.total} configs: {self.done} done, {self.failed} failed, {self.missing} missing"
             if self.in_flight:
                 line += f" ({self.in_flight} of them queued or running)"
+            if self.claimed or self.stale:
+                line += f"; claimed: {self.claimed} by live runners, {self.stale} stale"
         for job, states in self.arrays.items():
             line += f"\n  array job {job}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         return line
 
 
 def store_status(store: LocalStore, studies: Sequence[Study] = (), *, query_slurm: bool = True) -> list[StudyStatus]:
-    """Count done / failed / missing configs per study.
+    """Count done / failed / missing configs per study, and the missing ones that runners hold (live or stale
+    claims, :mod:`walking_noise.claims`).
 
     The configs a study should have come from the given study files, else from every submission of it (the union
     of their ``study_hashes``); studies that are only in the store (run with ``walking-noise run``) are listed with
@@ -54,6 +60,7 @@ def store_status(store: LocalStore, studies: Sequence[Study] = (), *, query_slur
     counted as queued or running; if Slurm cannot be asked, that is logged and the counts still shown.
     """
     latest = store.latest()
+    claims = claim_states(store.path)
     metas = read_submissions(store)
     expected: dict[str, set[str]] = {}
     paths: dict[str, str] = {}
@@ -83,7 +90,9 @@ def store_status(store: LocalStore, studies: Sequence[Study] = (), *, query_slur
             failed = {h for h in hashes if latest.get(h, {}).get("status") == FAILED}
             missing = hashes - done - failed
             row = StudyStatus(name, len(hashes), len(done), len(failed), len(missing), len(missing & held),
-                              sum(m["study"] == name for m in metas), paths.get(name))
+                              sum(m["study"] == name for m in metas), paths.get(name),
+                              claimed=sum(h in claims and not claims[h][1] for h in missing),
+                              stale=sum(h in claims and claims[h][1] for h in missing))
         else:
             counts = Counter(status for _, status in by_study[name])
             row = StudyStatus(name, None, counts[COMPLETED], counts[FAILED], 0)

@@ -17,8 +17,9 @@ from typing import Any
 
 from walking_noise.slurm.options import SlurmError
 from walking_noise.slurm.submission import read_submission_list, task_share
+from walking_noise.claims import ClaimBook, FirstResultStore
 from walking_noise.config import Run
-from walking_noise.store import COMPLETED, LocalStore, StoreError
+from walking_noise.store import COMPLETED, LocalStore, StoreError, StoreWatch
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +30,15 @@ class TaskSummary:
     num_tasks: int
     share: int
     skipped_done: int = 0
+    claimed_elsewhere: int = 0
     completed: int = 0
     failed: int = 0
 
     def __str__(self) -> str:
         return (f"task {self.task_index}/{self.num_tasks}: share of {self.share} config(s), {self.skipped_done} "
-                f"already completed, ran {self.completed + self.failed} ({self.completed} completed, "
-                f"{self.failed} failed)")
+                f"already completed, "
+                + (f"{self.claimed_elsewhere} held by another runner, " if self.claimed_elsewhere else "")
+                + f"ran {self.completed + self.failed} ({self.completed} completed, {self.failed} failed)")
 
 
 class _Stopped(BaseException):
@@ -75,7 +78,7 @@ def run_array_task(list_path: str | os.PathLike, task_index: int, num_tasks: int
     except StoreError as err:
         raise SlurmError(str(err)) from err
     torch.set_num_threads(max(1, threads or _threads()))
-    done = store.completed_hashes()
+    watch = StoreWatch(store)
     units: dict[Any, list[dict[str, Any]]] = {}
     for number, record in enumerate(share):
         units.setdefault(record.get("unit", f"config {number}"), []).append(record)
@@ -83,16 +86,27 @@ def run_array_task(list_path: str | os.PathLike, task_index: int, num_tasks: int
                 len(units), list_path, store.path)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     current = None
+    claims = ClaimBook(store.path).heartbeat()  # a second submission's tasks skip what this one trains
+    guarded = FirstResultStore(store, claims)
     try:
         for number, unit in enumerate(units.values(), 1):
-            todo = [r for r in unit if r["config_hash"] not in done]
+            todo = [r for r in unit if r["config_hash"] not in watch.completed]
             summary.skipped_done += len(unit) - len(todo)
+            held = set(claims.claim_all(r["config_hash"] for r in todo))
+            summary.claimed_elsewhere += len(todo) - len(held)
+            finished = watch.finished()  # stored by another runner since this task looked
+            claims.release(h for h in held if h in finished)
+            summary.skipped_done += sum(h in finished for h in held)
+            todo = [r for r in todo if r["config_hash"] in held and r["config_hash"] not in finished]
             if not todo:
-                logger.info("[%d/%d] unit of %d config(s) already completed, skipped", number, len(units), len(unit))
+                logger.info("[%d/%d] unit of %d config(s) already completed or held by another runner, skipped",
+                            number, len(units), len(unit))
                 continue
             current = todo
             started = time.perf_counter()
-            outcomes = execute_unit([Run.from_dict(r["config"]) for r in todo], todo[0].get("study", "unknown"), store)
+            outcomes = execute_unit([Run.from_dict(r["config"]) for r in todo], todo[0].get("study", "unknown"),
+                                    guarded)
+            claims.release(r["config_hash"] for r in todo)
             current = None
             for outcome in outcomes:
                 if outcome["status"] == COMPLETED:
@@ -110,6 +124,7 @@ def run_array_task(list_path: str | os.PathLike, task_index: int, num_tasks: int
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        claims.close()
         store.close()
     logger.info("%s", summary)
     return summary
