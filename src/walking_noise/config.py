@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from walking_noise.sites import DISTRIBUTIONS, SITES
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
 PLACEMENTS = ("global", "walking")
 PHASES = ("train_and_inference", "inference")
 BACKWARD_MODES = ("autograd", "straight_through")
 MIXED_ORDERS = ("multiply_then_add", "add_then_multiply")
-SITES = ("activation", "weight", "mac")
 
 
-def check_choice(value: Any, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
+def check_choice(value: Any, choices: Collection[str], what: str) -> str:
+    """``value`` if it is one of ``choices`` (a tuple, or a registry keyed by name), else a ``ValueError`` naming
+    them."""
+    if value not in tuple(choices):  # a tuple: an unhashable value is just not a choice
         raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(choices)}")
     return value
 
@@ -60,7 +64,11 @@ class NoiseConfig:
     ``straight_through`` (gradient w.r.t. the input is exactly the identity).
     ``site``: where the noise acts (:mod:`walking_noise.noise`): ``activation`` (a layer's output, the paper's),
     ``weight`` (read-out: ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn per forward pass) or ``mac`` (each product
-    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only.
+    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only
+    (:data:`walking_noise.sites.SITES`).
+    ``distribution``: the law of the noise, with std s whatever the law: ``gaussian`` (the paper's) or ``uniform``
+    (``U(-sqrt(3) s, sqrt(3) s)``; not at the ``mac`` site, whose closed-form sum is exact for Gaussian products
+    only) (:data:`walking_noise.sites.DISTRIBUTIONS`).
     """
 
     kind: str = "none"
@@ -75,6 +83,7 @@ class NoiseConfig:
     ratio: float | None = None
     mixed_order: str = "multiply_then_add"
     site: str = "activation"
+    distribution: str = "gaussian"
 
     def __post_init__(self) -> None:
         check_choice(self.kind, NOISE_KINDS, "noise kind")
@@ -83,6 +92,8 @@ class NoiseConfig:
         check_choice(self.backward, BACKWARD_MODES, "backward mode")
         check_choice(self.mixed_order, MIXED_ORDERS, "mixed noise order")
         check_choice(self.site, SITES, "noise site")
+        check_choice(self.distribution, DISTRIBUTIONS, "noise distribution")
+        SITES[self.site].check_distribution(self.distribution)
         object.__setattr__(self, "noise_std", check_std(self.noise_std, "noise_std"))
         if self.placement == "walking" and self.kind != "none":
             if self.injection_layer is None or isinstance(self.injection_layer, bool):
@@ -301,15 +312,15 @@ class RunConfig:
             rows = layer_table_for(self.model, self.dataset, self.batchnorm, self.model_kwargs)
         except ValueError:
             return  # the model cannot take this input at all; building it reports that
-        valid = rows if noise.site == "activation" else [r for r in rows if r.get("kind") in ("conv", "linear")]
-        if noise.site != "activation" and not valid:
-            raise ValueError(f"noise.site {noise.site} needs Linear or Conv layers; {self.model} has none")
+        site = SITES[noise.site]
+        valid = [r for r in rows if site.acts_at(r.get("kind"))]
+        if not valid:
+            raise ValueError(f"noise.site {site.name} exists at {site.points} only; {self.model} has none")
         if noise.placement == "walking" and noise.injection_layer not in {r["index"] for r in valid}:
-            where = "" if noise.site == "activation" else f" at the {noise.site} site (Linear/Conv points only)"
             names = ", ".join(f"{r['index']} {r['name']}" for r in valid)
             bn = "" if is_foreign(self.model) else f" {'with' if self.batchnorm else 'without'} BatchNorm"
             raise ValueError(f"noise.injection_layer {noise.injection_layer} is not an injection point of "
-                             f"{self.model}{bn} on {self.dataset}{where}: valid {names}")
+                             f"{self.model}{bn} on {self.dataset}{site.where}: valid {names}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], check_points: bool = True) -> RunConfig:

@@ -38,7 +38,8 @@ HASH_EXCLUDED_KEYS = frozenset(LOCATION_KEYS + SEML_KEYS)
 
 #: Config keys added after runs were first stored, with their defaults. While a key holds its default it is left out
 #: of the hash, so adding an option never changes the identity (nor, through the noise key, the draws) of a run.
-LATER_KEYS: dict[tuple[str, ...], Any] = {("noise", "site"): "activation", ("model_kwargs",): None}
+LATER_KEYS: dict[tuple[str, ...], Any] = {("noise", "site"): "activation", ("model_kwargs",): None,
+                                          ("noise", "distribution"): "gaussian"}
 
 
 def config_hash(config: dict[str, Any]) -> str:
