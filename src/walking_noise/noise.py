@@ -103,11 +103,11 @@ class NoiseStream:
 
 def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicative: float | torch.Tensor | None,
             order: str = "multiply_then_add", straight_through: bool = False, draw: Draw | None = None) -> torch.Tensor:
-    """``x`` with fresh Gaussian noise: ``x * N(1, multiplicative^2)`` and ``+ N(0, additive^2)`` in ``order``.
+    """``x`` with fresh noise: ``x * (1 + multiplicative u)`` and ``+ additive u`` in ``order``.
 
     A std of None skips that kind; a std may be a tensor broadcasting against ``x`` (one per member of a batched
-    model). ``draw(tag)`` gives standard normals shaped like ``x`` for ``MULTIPLICATIVE_DRAW``/``ADDITIVE_DRAW``
-    (None: keyed by torch's default generator). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the
+    model). ``draw(tag)`` gives the unit-variance draws ``u`` of the noise's distribution shaped like ``x`` for
+    ``MULTIPLICATIVE_DRAW``/``ADDITIVE_DRAW`` (None: Gaussian, keyed by torch's default generator). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the
     identity, else the drawn noise is a constant of the chain rule. Shared by the one-model and the batched points.
     """
     draw = draw or (lambda _tag: standard_normal_like(x))
