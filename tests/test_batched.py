@@ -112,3 +112,9 @@ def test_diverged_member_does_not_poison_its_batch_mates(mnist):
 def test_incompatible_configs_are_refused(mnist):
     with pytest.raises(ValueError, match="differ only in seed"):
         train_members([_cfg(), _cfg(batchnorm=True)], mnist)
+
+
+def test_members_of_one_pack_share_the_noise_distribution(mnist):
+    noise = {"kind": "additive", "noise_std": 0.5}
+    with pytest.raises(ValueError, match="differ only in seed"):
+        train_members([_cfg(noise=noise), _cfg(noise={**noise, "distribution": "uniform"})], mnist)

@@ -26,6 +26,8 @@ def test_bad_arguments_are_clear_errors(capsys):
     assert "injection_layer 42 is not an injection point" in capsys.readouterr().err
     assert main(["train", "--noise-std", "-1", "--epochs", "1"]) == 2
     assert "noise_std must be" in capsys.readouterr().err
+    assert main(["train", "--noise-site", "mac", "--noise-distribution", "uniform", "--epochs", "1"]) == 2
+    assert "uniform is not available at the mac site" in capsys.readouterr().err
 
 
 def test_train_json_reports_config_and_result(capsys):
@@ -35,6 +37,12 @@ def test_train_json_reports_config_and_result(capsys):
     assert doc["config"]["noise"]["injection_layer"] == 3
     assert doc["result"]["active_points"] == [3]
     assert 0.1 < doc["result"]["final_accuracy"] <= 1.0
+
+
+def test_train_takes_the_noise_distribution(capsys):
+    assert main(["train", "--epochs", "1", "--noise-kind", "multiplicative", "--noise-std", "0.5",
+                 "--noise-distribution", "uniform", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["noise"]["distribution"] == "uniform"
 
 
 def test_layers_discovers_the_points_of_a_torchvision_model(capsys):

@@ -43,11 +43,13 @@ def test_a_members_gpu_draws_are_its_cpu_draws_bit_for_bit(n):
 
 
 @cuda
-@pytest.mark.parametrize("site", ["activation", "weight", "mac"])
-def test_packed_conv_members_on_the_gpu_get_their_one_model_noise(site):
+@pytest.mark.parametrize("site, distribution", [("activation", "gaussian"), ("weight", "gaussian"),
+                                                ("mac", "gaussian"), ("activation", "uniform"), ("weight", "uniform")])
+def test_packed_conv_members_on_the_gpu_get_their_one_model_noise(site, distribution):
     torch.manual_seed(0)
     members = [build_model("lenet5", (3, 32, 32), 10) for _ in range(3)]
-    noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site) for s in (0.1, 0.4, 0.0)]
+    noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site, distribution=distribution)
+              for s in (0.1, 0.4, 0.0)]
     x = torch.randn(8, 3, 32, 32, device="cuda")
     assert_members_compute_alone_what_the_pack_computes(members, noises, x, at=(1, EVAL, 2), tol=1e-3)
 

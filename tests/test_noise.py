@@ -1,11 +1,14 @@
-"""The noise itself: statistics per kind, fresh draws, phases, and the gradient of each backward mode."""
+"""The noise itself: statistics per kind and distribution, fresh draws, phases, and the gradient of each backward
+mode."""
 
 import math
 
 import pytest
 import torch
 
-from walking_noise.noise import NoiseConfig, NoiseInjection
+from walking_noise.config import RunConfig
+from walking_noise.noise import EVAL, NoiseConfig, NoiseInjection, NoiseStream
+from walking_noise.identity import config_hash
 
 N = 400_000
 
@@ -130,6 +133,9 @@ def test_huge_multiplicative_noise_stays_finite_in_float32():
         ({"kind": "additive", "phase": "training"}, "train_and_inference, inference"),
         ({"kind": "additive", "backward": "ste"}, "autograd, straight_through"),
         ({"kind": "additive", "noise_std": float("nan")}, "noise_std"),
+        ({"kind": "additive", "distribution": "laplace"}, "unknown noise distribution 'laplace'; valid choices: "
+                                                          "gaussian, uniform"),
+        ({"kind": "additive", "site": "input"}, "valid choices: activation, weight, mac"),
     ],
 )
 def test_bad_noise_config_is_a_clear_error(kwargs, match):
@@ -140,3 +146,75 @@ def test_bad_noise_config_is_a_clear_error(kwargs, match):
 def test_noise_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown noise setting\(s\) \['sdt'\]"):
         NoiseConfig.from_dict({"kind": "additive", "sdt": 1.0})
+
+
+# ---- noise.distribution: uniform, with the Gaussian's variance ----------------------------------------------------
+
+SQRT3 = math.sqrt(3.0)
+
+
+def _assert_uniform(values: torch.Tensor, center: float, s: float) -> None:
+    """``values`` are draws of U(center - sqrt(3) s, center + sqrt(3) s): mean, variance, support and the law.
+
+    Tolerances from standard errors: the mean's is s / sqrt(N), the variance's sqrt((mu_4 - s^4) / N) with the
+    uniform's mu_4 = 9/5 s^4; the Kolmogorov-Smirnov distance of N draws from their own law exceeds
+    sqrt(ln(2 / alpha) / (2 N)) with probability alpha (1e-6 here)."""
+    v = values.double()
+    n = v.numel()
+    assert float(v.mean()) == pytest.approx(center, abs=5 * s / math.sqrt(n))
+    assert float(v.var()) == pytest.approx(s**2, abs=5 * s**2 * math.sqrt(0.8 / n))
+    half = SQRT3 * s
+    assert float(v.min()) >= center - half * (1 + 1e-6) and float(v.max()) <= center + half * (1 + 1e-6)
+    assert float((v.max() - v.min()) / (2 * half)) > 0.999  # the draws fill the support
+    cdf = ((v.sort().values - (center - half)) / (2 * half)).clamp(0, 1)
+    ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
+    ks = max(float((ranks - cdf).max()), float((cdf - (ranks - 1 / n)).max()))
+    assert ks <= math.sqrt(math.log(2 / 1e-6) / (2 * n)), ks
+
+
+@pytest.mark.parametrize("s", [0.1, 1.0, 10.0])
+def test_uniform_additive_noise_is_uniform_with_zero_mean_and_std_s(s):
+    torch.manual_seed(4)
+    x = torch.full((N,), 3.0)
+    _assert_uniform(_point(additive=s, distribution="uniform")(x) - 3.0, 0.0, s)
+
+
+@pytest.mark.parametrize("s", [0.1, 0.5])
+def test_uniform_multiplicative_factor_is_uniform_with_mean_one_and_std_s(s):
+    torch.manual_seed(5)
+    _assert_uniform(_point(multiplicative=s, distribution="uniform")(torch.ones(N)), 1.0, s)
+
+
+def test_uniform_draws_are_the_gaussian_draws_mapped_through_the_normal_cdf():
+    """The same stream coordinates in both laws: u = sqrt(3) (2 Phi(z) - 1), so runs differing only in the law see
+    the same underlying numbers (and the uniform adds no draw of its own)."""
+    noisy = {}
+    for distribution in ("gaussian", "uniform"):
+        point = _point(additive=1.0, distribution=distribution)
+        point.stream = NoiseStream([99])
+        point.stream.at(2, EVAL, 7)
+        noisy[distribution] = point(torch.zeros(10_000)).double()
+    phi = 0.5 * torch.erfc(-noisy["gaussian"] / math.sqrt(2.0))
+    assert torch.allclose(noisy["uniform"], SQRT3 * (2 * phi - 1), atol=1e-6)
+
+
+def test_the_mac_site_refuses_uniform_noise():
+    with pytest.raises(ValueError, match="uniform is not available at the mac site, which draws gaussian only"):
+        NoiseConfig(kind="additive", noise_std=0.1, site="mac", distribution="uniform")
+    with pytest.raises(ValueError, match="not available at the mac site"):
+        NoiseInjection().set(0.1, site="mac", distribution="uniform")
+
+
+def test_gaussian_keeps_the_identity_and_draws_of_runs_stored_before_distributions_existed():
+    """Literals computed on the code before ``noise.distribution`` existed (commit 59254db): the default adds
+    nothing to a run's hash, nor to its noise key (its random draws); another distribution is another run."""
+    base = {"dataset": "mnist_5k", "model": "mlp", "batchnorm": True, "seed": 3}
+    stored = {"activation": ("a29c06323682341fcf8a3a56741a7c83f783992e", 4037821069091597555),
+              "weight": ("07a15bd9de97607bc6498db5709b9b6d4d14bb10", 18411172165947475270)}
+    for site, (hash_before, key_before) in stored.items():
+        noise = {"kind": "multiplicative", "noise_std": 0.7, "site": site}
+        for extra in ({}, {"distribution": "gaussian"}):
+            cfg = RunConfig.from_dict({**base, "noise": {**noise, **extra}})
+            assert (config_hash(cfg.to_dict()), cfg.noise_key) == (hash_before, key_before)
+        uniform = RunConfig.from_dict({**base, "noise": {**noise, "distribution": "uniform"}})
+        assert config_hash(uniform.to_dict()) != hash_before and uniform.noise_key != key_before

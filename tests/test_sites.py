@@ -1,5 +1,6 @@
 """The three noise sites against their formulas: with known weights and input, the mean and variance of a layer's
-output over many forward passes; weight noise shared by a batch, MAC noise not; both engines, both backward modes."""
+output over many forward passes; weight noise shared by a batch, MAC noise not; both engines, both backward modes,
+both distributions; and the site table itself."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from torch import nn
 
 from walking_noise.config import NoiseConfig
 from walking_noise.models import build_model
-from walking_noise.noise import EVAL, NoiseStream, configure_noise
+from walking_noise.noise import EVAL, SITE_NOISE, UNIT_DRAWS, NoiseStream, configure_noise
 from walking_noise.points import NoisyNetwork
+from walking_noise.sites import DISTRIBUTIONS, SITES
 
 from _packing import assert_members_compute_alone_what_the_pack_computes
 
@@ -57,12 +59,13 @@ def known():
     return weight, x
 
 
+@pytest.mark.parametrize("distribution", ["gaussian", "uniform"])
 @pytest.mark.parametrize("kind", ["multiplicative", "additive"])
-def test_weight_site_has_the_read_out_noise_variance(known, kind):
+def test_weight_site_has_the_read_out_noise_variance(known, kind, distribution):
     weight, x = known
     model = _single_layer(_linear(weight), (5,))
     s = 0.3
-    configure_noise(model, NoiseConfig(kind=kind, noise_std=s, site="weight"))
+    configure_noise(model, NoiseConfig(kind=kind, noise_std=s, site="weight", distribution=distribution))
     outs = _outputs(model, x)[:, 0, :]
     clean = (x @ weight.t() + 0.5)[0].double()
     if kind == "multiplicative":  # y_j = sum_i w_ji (1 + s z_ji) x_i
@@ -96,6 +99,19 @@ def test_conv_weight_and_mac_sites_follow_the_receptive_field():
         configure_noise(model, NoiseConfig(kind="multiplicative", noise_std=0.25, site=site))
         outs = _outputs(model, x, passes=3000)[:, 0]
         _check_moments(outs, clean, 0.25**2 * products)
+
+
+def test_uniform_weight_noise_is_bounded_by_the_uniform_read_out(known):
+    """Each weight's uniform draw lies within sqrt(3) s of it, so y_j moves by at most sqrt(3) s sum_i |w_ji x_i|
+    (multiplicative): the bound is reached by no Gaussian, so it tells the laws apart."""
+    weight, x = known
+    model = _single_layer(_linear(weight), (5,))
+    s = 0.3
+    configure_noise(model, NoiseConfig(kind="multiplicative", noise_std=s, site="weight", distribution="uniform"))
+    shift = (_outputs(model, x)[:, 0, :] - (x @ weight.t() + 0.5)[0].double()).abs()
+    bound = 3**0.5 * s * (weight * x).abs().sum(1).double()
+    assert torch.all(shift.max(0).values <= bound * (1 + 1e-5))
+    assert torch.all(shift.max(0).values >= 0.5 * bound)  # 4000 passes come near it
 
 
 def test_weight_noise_is_one_draw_per_batch_and_mac_noise_one_per_sample(known):
@@ -142,11 +158,38 @@ def test_straight_through_passes_the_weight_gradient_through_the_read_out_noise(
     assert not torch.allclose(grads["autograd"], clean)  # the drawn factor (1 + s z) scales it
 
 
-@pytest.mark.parametrize("site", ["weight", "mac"])
+@pytest.mark.parametrize("site, distribution", [("weight", "gaussian"), ("mac", "gaussian"),
+                                                ("activation", "uniform"), ("weight", "uniform")])
 @pytest.mark.parametrize("model_name, shape", [("mlp", (1, 28, 28)), ("lenet5", (3, 32, 32))])
-def test_a_packed_member_gets_its_one_model_site_noise(site, model_name, shape):
+def test_a_packed_member_gets_its_one_model_site_noise(site, distribution, model_name, shape):
     torch.manual_seed(0)
     members = [build_model(model_name, shape, 10) for _ in range(3)]
-    noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site) for s in (0.1, 0.4, 0.0)]
+    noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site, distribution=distribution)
+              for s in (0.1, 0.4, 0.0)]
     assert_members_compute_alone_what_the_pack_computes(members, noises, torch.randn(4, *shape), at=(2, EVAL, 1),
                                                         tol=1e-4)
+
+
+def test_every_site_and_distribution_of_the_tables_has_its_torch_implementation():
+    assert set(SITE_NOISE) == set(SITES)
+    assert set(UNIT_DRAWS) == set(DISTRIBUTIONS)
+
+
+def test_sites_keep_their_draw_tags_and_never_share_them():
+    """The tag offsets are part of every stored run's draws: activation 0, weight 2, MAC 4, each site owning two tags
+    (multiplicative, additive) of the counter's 4 bits."""
+    assert {name: site.tag_offset for name, site in SITES.items()} == {"activation": 0, "weight": 2, "mac": 4}
+    tags = [site.tag_offset + t for site in SITES.values() for t in (0, 1)]
+    assert len(set(tags)) == len(tags) and max(tags) < 16
+
+
+@pytest.mark.parametrize("site", ["weight", "mac"])
+def test_a_model_without_linear_or_conv_layers_is_refused_for_a_layer_site(site):
+    from walking_noise.config import RunConfig
+    from walking_noise.models import check_model
+
+    cfg = RunConfig.from_dict({"model": "torch.nn:LayerNorm", "model_kwargs": {"normalized_shape": 28},
+                               "noise": {"kind": "additive", "noise_std": 0.1, "site": site}})
+    with pytest.raises(ValueError, match=f"noise.site {site} exists at Linear/Conv points only; torch.nn:LayerNorm "
+                                         f"has none"):
+        check_model(cfg)

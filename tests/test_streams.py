@@ -9,11 +9,12 @@ from collections import defaultdict
 import pytest
 import torch
 
-from walking_noise.batched import train_members
+from walking_noise.batched import PackedNetwork, train_members
 from walking_noise.units import unit_documents
-from walking_noise.config import Run, RunConfig
+from walking_noise.config import NoiseConfig, Run, RunConfig
 from walking_noise.data import DatasetSplits
-from walking_noise.noise import NoiseStream
+from walking_noise.models import build_model
+from walking_noise.noise import EVAL, NoiseStream, configure_noise
 from walking_noise.training import load_run_dataset, train_run
 
 
@@ -123,3 +124,47 @@ def test_noise_keys_depend_on_the_scientific_config_only():
     a = _cfg(noise=_noise(0.3))
     assert a.noise_key == _cfg(noise=_noise(0.3), data_dir="/elsewhere", device="auto").noise_key
     assert len({a.noise_key, _cfg(noise=_noise(0.3), seed=1).noise_key, _cfg(noise=_noise(0.4)).noise_key}) == 3
+
+
+@pytest.mark.parametrize("model_name, shape", [("mlp", (1, 28, 28)), ("lenet5", (3, 32, 32))])
+def test_a_members_uniform_noise_is_bit_identical_alone_and_packed(model_name, shape):
+    """With every weight and bias zero, each point's output is a function of the drawn noise alone (no rounding of
+    a matmul in it), so a packed member's point outputs must equal its one-model ones bit for bit, in the FC layout
+    (K, B, F) and the grouped-conv layout (B, K*C, H, W) alike."""
+    torch.manual_seed(0)
+    members = [build_model(model_name, shape, 10) for _ in range(3)]
+    for member in members:
+        with torch.no_grad():
+            for parameter in member.parameters():
+                parameter.zero_()
+    noises = [NoiseConfig(kind="additive", noise_std=s, distribution="uniform") for s in (0.5, 1.0, 2.0)]
+    x = torch.randn(4, *shape)
+    packed = PackedNetwork(members)
+    packed.configure(noises)
+    keys = [11, 22, 33]
+    together = _point_outputs(packed, packed.points, NoiseStream(keys), x.unsqueeze(0).expand(3, *x.shape))
+    for k, member in enumerate(members):
+        configure_noise(member, noises[k])
+        alone = _point_outputs(member, member.injections, NoiseStream([keys[k]]), x)
+        assert len(alone) == len(together) == len(member.injection_points)
+        for point, (mine, packed_out) in enumerate(zip(alone, together)):
+            if packed_out.dim() == 4:  # grouped-conv layout: member k owns channels k*C..(k+1)*C-1
+                channels = packed_out.shape[1] // 3
+                packed_out = packed_out[:, k * channels:(k + 1) * channels]
+            else:
+                packed_out = packed_out[k]
+            assert torch.equal(mine, packed_out), point
+
+
+def _point_outputs(model, points, stream, x) -> list[torch.Tensor]:
+    """The output of every injection point of ``model`` (evaluation pass (1, EVAL, 2)), in point order."""
+    seen: list[torch.Tensor] = []
+    hooks = [p.register_forward_hook(lambda _m, _i, out: seen.append(out.clone())) for p in points]
+    model.use_stream(stream)
+    model.eval()
+    model.stream.at(1, EVAL, 2)
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -29,14 +29,15 @@ from walking_noise.models import build_model
 from walking_noise.noise import (
     ADDITIVE_DRAW,
     MULTIPLICATIVE_DRAW,
-    SITE_TAG_OFFSET,
+    Draw,
     NoiseConfig,
     NoiseStream,
+    PointNoise,
+    Std,
     configure_noise,
-    perturb,
-    site_noise,
 )
 from walking_noise.points import NoisyNetwork
+from walking_noise.sites import DISTRIBUTIONS, SITES
 from walking_noise.training import (
     RunResult,
     SingleModel,
@@ -184,12 +185,13 @@ class PackedBatchNorm(_Stacked):
         target.num_batches_tracked.fill_(self.num_batches)
 
 
-class PackedNoise(nn.Module):
+class PackedNoise(PointNoise):
     """One injection point for K members, each with its own additive/multiplicative std, phase and noise stream.
 
     Member k's draws are its own stream's (:class:`walking_noise.noise.NoiseStream`) in its own element order, the
     order of the one-model tensor, whatever the packed layout: the same numbers as when it trains alone. The members
-    of one pack share the site, the mixed-noise order and the backward mode.
+    of one pack share the site, the distribution, the mixed-noise order and the backward mode. The site's noise is
+    :class:`walking_noise.noise.PointNoise`'s, as in the one-model engine; this class gives the packed layouts.
     """
 
     def __init__(self, K: int, index: int):
@@ -200,7 +202,8 @@ class PackedNoise(nn.Module):
         self.register_buffer("in_training", torch.ones(K, dtype=torch.bool))
         self.order = "multiply_then_add"
         self.straight_through = False
-        self.site = "activation"
+        self.site = SITES["activation"]
+        self.distribution = DISTRIBUTIONS["gaussian"]
         self.stream: NoiseStream | None = None
         # which members draw at all, per (training mode, draw tag): known on the host, so no device sync per step
         self._drawing: dict[tuple[bool, int], list[bool]] = {}
@@ -228,45 +231,34 @@ class PackedNoise(nn.Module):
         return std.repeat_interleave(channels).view(1, -1, *([1] * (x.dim() - 2)))
 
     def _normal(self, tag: int, offset: int, per_member: int, device: torch.device) -> torch.Tensor:
+        """(K, per_member) unit draws of the members' distribution, from their streams' standard normals."""
         if self.stream is None:
             raise RuntimeError("a packed network draws noise only from member streams: call use_stream first")
-        return self.stream.normal(self.index, tag + offset, per_member, device, self._drawing[(self.training, tag)])
+        return self.unit(self.stream.normal(self.index, tag + offset, per_member, device,
+                                            self._drawing[(self.training, tag)]))
 
-    def _draw(self, x: torch.Tensor, tag: int, offset: int = 0) -> torch.Tensor:
-        """Standard normals in ``x``'s layout; member k's part is its stream's draw in its one-model order."""
+    def _draw(self, x: torch.Tensor, tag: int, offset: int) -> torch.Tensor:
+        """Unit draws in ``x``'s layout; member k's part is its stream's draw in its one-model order."""
         if x.dim() != 4:  # (K, B, ...): member k's part is contiguous and in one-model order
             return self._normal(tag, offset, x[0].numel(), x.device).view(x.shape)
         B, KC, H, W = x.shape  # conv layout: member k owns channels k*C..(k+1)*C-1 of every sample
         z = self._normal(tag, offset, B * (KC // self.K) * H * W, x.device)
         return z.view(self.K, B, KC // self.K, H, W).transpose(0, 1).reshape(B, KC, H, W)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Activation noise on ``x``."""
-        if self.site != "activation":
-            return x
-        add, mul = self._member_std(self.additive, ADDITIVE_DRAW), self._member_std(self.multiplicative,
-                                                                                     MULTIPLICATIVE_DRAW)
-        if add is None and mul is None:
-            return x
-        return perturb(x, None if add is None else self._layout(add, x), None if mul is None else self._layout(mul, x),
-                       self.order, self.straight_through, lambda tag: self._draw(x, tag))
+    def stds(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return (self._member_std(self.additive, ADDITIVE_DRAW),
+                self._member_std(self.multiplicative, MULTIPLICATIVE_DRAW))
 
-    def after_layer(self, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The output ``y`` of the packed ``layer`` on input ``x`` with this point's noise, whatever its site."""
-        if self.site == "activation":
-            return self(y)
-        add, mul = self._member_std(self.additive, ADDITIVE_DRAW), self._member_std(self.multiplicative,
-                                                                                     MULTIPLICATIVE_DRAW)
-        if add is None and mul is None:
-            return y
-        shape = layer.weight_std if self.site == "weight" else (lambda std: self._layout(std, y))
-        offset = SITE_TAG_OFFSET[self.site]
-        return site_noise(
-            y, x, layer.weight, layer.apply, layer.fan_in, self.site, None if add is None else shape(add),
-            None if mul is None else shape(mul), self.order, self.straight_through,
-            lambda tag: layer.weight_layout(self._normal(tag, offset, layer.weight.numel() // self.K,
-                                                         layer.weight.device)),
-            lambda tag: self._draw(y, tag, offset))
+    def at_output(self, y: torch.Tensor, offset: int) -> tuple[Callable[[Std], Std], Draw]:
+        return (lambda std: self._layout(std, y)), (lambda tag: self._draw(y, tag, offset))
+
+    def at_weight(self, layer: _PackedMap, offset: int) -> tuple[Callable[[Std], Std], Draw]:
+        per_member = layer.weight.numel() // self.K
+        return layer.weight_std, (lambda tag: layer.weight_layout(self._normal(tag, offset, per_member,
+                                                                                 layer.weight.device)))
+
+    def linear_map(self, layer: _PackedMap) -> tuple[torch.Tensor, Callable[..., torch.Tensor], int]:
+        return layer.weight, layer.apply, layer.fan_in
 
 
 class _PackedPoint(nn.Module):
@@ -369,10 +361,11 @@ class PackedNetwork(nn.Module):
 
     def configure(self, noises: Sequence[NoiseConfig]) -> list[list[int]]:
         """Set each member's noise from its config (global/walking as in :func:`configure_noise`)."""
-        shared = {(n.mixed_order, n.backward, n.site) for n in noises}
+        shared = {(n.mixed_order, n.backward, n.site, n.distribution) for n in noises}
         if len(shared) > 1:
-            raise ValueError("members of one batch must share noise.mixed_order, noise.backward and noise.site")
-        order, backward, site = shared.pop()
+            raise ValueError("members of one batch must share noise.mixed_order, noise.backward, noise.site and "
+                             "noise.distribution")
+        order, backward, site, distribution = shared.pop()
         active = []
         probe = copy.deepcopy(self.template)
         settings = []
@@ -382,7 +375,8 @@ class PackedNetwork(nn.Module):
         for point, per_member in zip(self.points, zip(*settings)):
             point.set_members([s.additive_std for s in per_member], [s.multiplicative_std for s in per_member],
                               [s.in_training for s in per_member])
-            point.order, point.straight_through, point.site = order, backward == "straight_through", site
+            point.order, point.straight_through = order, backward == "straight_through"
+            point.site, point.distribution = SITES[site], DISTRIBUTIONS[distribution]
         return active
 
     def unpack(self, k: int) -> NoisyNetwork:

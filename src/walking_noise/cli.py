@@ -65,7 +65,7 @@ def _noise_from_args(args: argparse.Namespace) -> dict[str, object]:
     if args.noise_kind == "none":
         return {"kind": "none"}
     noise: dict[str, object] = {"kind": args.noise_kind, "noise_std": args.noise_std, "phase": args.phase,
-                                "site": args.noise_site,
+                                "site": args.noise_site, "distribution": args.noise_distribution,
                                 "placement": "walking" if args.injection_layer is not None else "global"}
     if args.injection_layer is not None:
         noise["injection_layer"] = args.injection_layer
@@ -151,7 +151,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    from walking_noise.config import NOISE_KINDS, SITES, TrainingConfig
+    from walking_noise.config import NOISE_KINDS, TrainingConfig
+    from walking_noise.sites import DISTRIBUTIONS, SITES
 
     p.add_argument("--dataset", default=RunConfig.dataset)
     _add_model_options(p)
@@ -164,8 +165,11 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--noise-kind", default="additive", choices=[k for k in NOISE_KINDS if k != "mixed"],
                    help="additive x + N(0, s^2), multiplicative x * N(1, s^2), or none (mixed noise: in a YAML)")
     p.add_argument("--noise-std", type=float, default=1.0, help="standard deviation s of the injected noise")
-    p.add_argument("--noise-site", default="activation", choices=SITES,
+    p.add_argument("--noise-site", default="activation", choices=tuple(SITES),
                    help="where the noise acts: a layer's output, its weights (read-out), or its multiply-accumulate")
+    p.add_argument("--noise-distribution", default="gaussian", choices=tuple(DISTRIBUTIONS),
+                   help="the law of the noise, std s either way: Gaussian (the paper's) or uniform "
+                        "U(-sqrt(3) s, sqrt(3) s) (not at the mac site)")
 
 
 def build_parser() -> argparse.ArgumentParser:

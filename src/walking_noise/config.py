@@ -8,22 +8,25 @@ it before any training starts.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from walking_noise.identity import SEML_KEYS, config_hash, noise_key
 from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
+from walking_noise.sites import DISTRIBUTIONS, SITES
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
 PLACEMENTS = ("global", "walking")
 PHASES = ("train_and_inference", "inference")
 BACKWARD_MODES = ("autograd", "straight_through")
 MIXED_ORDERS = ("multiply_then_add", "add_then_multiply")
-SITES = ("activation", "weight", "mac")
 
 
-def check_choice(value: Any, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
+def check_choice(value: Any, choices: Collection[str], what: str) -> str:
+    """``value`` if it is one of ``choices`` (a tuple, or a registry keyed by name), else a ``ValueError`` naming
+    them."""
+    if value not in tuple(choices):  # a tuple: an unhashable value is just not a choice
         raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(choices)}")
     return value
 
@@ -62,7 +65,11 @@ class NoiseConfig:
     ``straight_through`` (gradient w.r.t. the input is exactly the identity).
     ``site``: where the noise acts (:mod:`walking_noise.noise`): ``activation`` (a layer's output, the paper's),
     ``weight`` (read-out: ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn per forward pass) or ``mac`` (each product
-    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only.
+    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only
+    (:data:`walking_noise.sites.SITES`).
+    ``distribution``: the law of the noise, with std s whatever the law: ``gaussian`` (the paper's) or ``uniform``
+    (``U(-sqrt(3) s, sqrt(3) s)``; not at the ``mac`` site, whose closed-form sum is exact for Gaussian products
+    only) (:data:`walking_noise.sites.DISTRIBUTIONS`).
     """
 
     kind: str = "none"
@@ -77,6 +84,7 @@ class NoiseConfig:
     ratio: float | None = None
     mixed_order: str = "multiply_then_add"
     site: str = "activation"
+    distribution: str = "gaussian"
 
     def __post_init__(self) -> None:
         check_choice(self.kind, NOISE_KINDS, "noise kind")
@@ -85,6 +93,8 @@ class NoiseConfig:
         check_choice(self.backward, BACKWARD_MODES, "backward mode")
         check_choice(self.mixed_order, MIXED_ORDERS, "mixed noise order")
         check_choice(self.site, SITES, "noise site")
+        check_choice(self.distribution, DISTRIBUTIONS, "noise distribution")
+        SITES[self.site].check_distribution(self.distribution)
         object.__setattr__(self, "noise_std", check_std(self.noise_std, "noise_std"))
         if self.placement == "walking" and self.kind != "none":
             if self.injection_layer is None or isinstance(self.injection_layer, bool):

@@ -44,6 +44,7 @@ ORIGINAL_FIELDS = frozenset({
 LATER_KEYS: dict[str, Any] = {
     "noise.site": "activation",
     "model_kwargs": None,
+    "noise.distribution": "gaussian",
 }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from walking_noise.config import RunConfig
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.registry import DATASETS, MODELS, check_model_name, is_foreign, resolve
+from walking_noise.sites import SITES
 
 LEARNABLE = (nn.Conv2d, nn.Linear)
 
@@ -139,15 +140,15 @@ def check_model(cfg: RunConfig) -> None:
     noise = cfg.noise
     if noise.kind == "none" or (noise.placement == "walking" and noise.injection_layer is None):
         return
-    valid = rows if noise.site == "activation" else [r for r in rows if r.get("kind") in ("conv", "linear")]
-    if noise.site != "activation" and not valid:
-        raise ValueError(f"noise.site {noise.site} needs Linear or Conv layers; {cfg.model} has none")
+    site = SITES[noise.site]
+    valid = [r for r in rows if site.acts_at(r.get("kind"))]
+    if not valid:
+        raise ValueError(f"noise.site {site.name} exists at {site.points} only; {cfg.model} has none")
     if noise.placement == "walking" and noise.injection_layer not in {r["index"] for r in valid}:
-        where = "" if noise.site == "activation" else f" at the {noise.site} site (Linear/Conv points only)"
         names = ", ".join(f"{r['index']} {r['name']}" for r in valid)
         bn = "" if is_foreign(cfg.model) else f" {'with' if cfg.batchnorm else 'without'} BatchNorm"
         raise ValueError(f"noise.injection_layer {noise.injection_layer} is not an injection point of "
-                         f"{cfg.model}{bn} on {cfg.dataset}{where}: valid {names}")
+                         f"{cfg.model}{bn} on {cfg.dataset}{site.where}: valid {names}")
 
 
 def clamp_weights(model: nn.Module, limit: float = 1.0) -> None:

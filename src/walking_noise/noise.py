@@ -1,18 +1,26 @@
-"""Gaussian noise where analog hardware is noisy (paper section III.A-B): at three sites, global or walking.
+"""Noise where analog hardware is noisy (paper section III.A-B): at three sites, global or walking.
 
-The paper names three places of noise in a matrix-multiplication accelerator and studies the last; all three are
-here, chosen by ``noise.site`` (one :class:`NoiseInjection` per injection point holds the setting):
+The paper names three places of noise in a matrix-multiplication accelerator and studies the first; all three are
+here, chosen by ``noise.site`` (one entry each of :data:`walking_noise.sites.SITES`; one :class:`NoiseInjection`
+per injection point holds the setting). With ``u`` the unit-variance draw of ``noise.distribution`` (Gaussian, the
+paper's, or uniform: :data:`walking_noise.sites.DISTRIBUTIONS`) and ``s`` the noise std:
 
-- ``activation`` (the paper's): the output of a layer is perturbed, ``x * N(1, s^2)`` or ``x + N(0, s^2)``,
-  drawn per element and per forward pass;
-- ``weight`` (read-out noise): a Linear or Conv layer computes with ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn
-  per weight element once per forward pass (one mini-batch reads the weights once, so every sample of a batch sees
+- ``activation`` (the paper's): the output of a layer is perturbed, ``x * (1 + s u)`` or ``x + s u``, drawn per
+  element and per forward pass;
+- ``weight`` (read-out noise): a Linear or Conv layer computes with ``W * (1 + s u)`` or ``W + s u``, drawn per
+  weight element once per forward pass (one mini-batch reads the weights once, so every sample of a batch sees
   the same noisy weights);
-- ``mac`` (noise inside the multiply-accumulate): ``y_j = sum_i w_ji x_i (1 + e_ji)``, whose exact distribution is
-  ``y_j + N(0, s^2 sum_i (w_ji x_i)^2)``: one extra matmul (or conv) of the squares gives the std, drawn per output
-  element and forward pass; additive noise per product gives ``y_j + N(0, s^2 fan_in)``. The std of this term is a
-  constant of the chain rule, so both backward modes pass the output gradient through unchanged (the exact
-  per-product factors are not drawn one by one).
+- ``mac`` (noise inside the multiply-accumulate, Gaussian only): ``y_j = sum_i w_ji x_i (1 + e_ji)``, whose exact
+  distribution is ``y_j + N(0, s^2 sum_i (w_ji x_i)^2)``: one extra matmul (or conv) of the squares gives the std,
+  drawn per output element and forward pass; additive noise per product gives ``y_j + N(0, s^2 fan_in)``. The std of
+  this term is a constant of the chain rule, so both backward modes pass the output gradient through unchanged (the
+  exact per-product factors are not drawn one by one). A sum of uniform products is not uniform, so the site refuses
+  ``uniform`` rather than draw a law it was not asked for.
+
+How a site applies its noise is one function of :data:`SITE_NOISE`, shared by the one-model engine
+(:class:`NoiseInjection`) and the packed one (:class:`walking_noise.batched.PackedNoise`) through
+:class:`PointNoise`; how a distribution's draws come from the stream's standard normals is one function of
+:data:`UNIT_DRAWS`.
 
 :func:`configure_noise` sets every point of a model for the paper's two placements: *global* (every eligible point:
 every point but BatchNorm outputs for activations, every Linear/Conv point for weights and MACs) and *walking*
@@ -25,17 +33,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from walking_noise.config import BACKWARD_MODES, MIXED_ORDERS, SITES, NoiseConfig, check_choice, check_std
+from walking_noise.config import BACKWARD_MODES, MIXED_ORDERS, NoiseConfig, check_choice, check_std
 from walking_noise.gaussian import key_array, philox_normal, standard_normal_like
+from walking_noise.sites import DISTRIBUTIONS, SITES, NoiseDistribution, NoiseSite
 
-if TYPE_CHECKING:  # pragma: no cover
-    from walking_noise.points import NoisyNetwork
+
+class HasInjectionPoints(Protocol):
+    """What :func:`configure_noise` needs of a network (:class:`walking_noise.points.NoisyNetwork` is one): its name
+    and its numbered points, each with ``index``, ``label``, ``kind``, ``is_batchnorm`` and its ``injection``."""
+
+    name: str
+
+    @property
+    def injection_points(self) -> Sequence[Any]: ...
+
 
 class StraightThrough(torch.autograd.Function):
     """Returns the noisy value forward, passes the incoming gradient unchanged backward."""
@@ -50,13 +67,14 @@ class StraightThrough(torch.autograd.Function):
 
 
 #: Draw tags: which of a point's draws a counter names (4 bits of the counter). ``perturb`` draws tag 0 for the
-#: multiplicative and tag 1 for the additive part; each site adds its offset, so its draws never share numbers.
+#: multiplicative and tag 1 for the additive part; each site adds its ``tag_offset``, so its draws never share numbers.
 MULTIPLICATIVE_DRAW, ADDITIVE_DRAW = 0, 1
-SITE_TAG_OFFSET = {"activation": 0, "weight": 2, "mac": 4}
 #: Phases of a forward pass in a draw coordinate.
 TRAIN, EVAL = 0, 1
 
 Draw = Callable[[int], torch.Tensor]
+#: A noise std: a float, or a tensor of per-member stds broadcasting against what it perturbs.
+Std = float | torch.Tensor
 
 
 class NoiseStream:
@@ -93,11 +111,11 @@ class NoiseStream:
 
 def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicative: float | torch.Tensor | None,
             order: str = "multiply_then_add", straight_through: bool = False, draw: Draw | None = None) -> torch.Tensor:
-    """``x`` with fresh Gaussian noise: ``x * N(1, multiplicative^2)`` and ``+ N(0, additive^2)`` in ``order``.
+    """``x`` with fresh noise: ``x * (1 + multiplicative u)`` and ``+ additive u`` in ``order``.
 
     A std of None skips that kind; a std may be a tensor broadcasting against ``x`` (one per member of a batched
-    model). ``draw(tag)`` gives standard normals shaped like ``x`` for ``MULTIPLICATIVE_DRAW``/``ADDITIVE_DRAW``
-    (None: keyed by torch's default generator). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the
+    model). ``draw(tag)`` gives the unit-variance draws ``u`` of the noise's distribution shaped like ``x`` for
+    ``MULTIPLICATIVE_DRAW``/``ADDITIVE_DRAW`` (None: Gaussian, keyed by torch's default generator). With ``straight_through`` the gradient w.r.t. ``x`` is exactly the
     identity, else the drawn noise is a constant of the chain rule. Shared by the one-model and the batched points.
     """
     draw = draw or (lambda _tag: standard_normal_like(x))
@@ -112,16 +130,132 @@ def perturb(x: torch.Tensor, additive: float | torch.Tensor | None, multiplicati
     return StraightThrough.apply(x, noisy) if straight_through else noisy
 
 
+_RSQRT2, _SQRT3 = 1.0 / math.sqrt(2.0), math.sqrt(3.0)
+
+
+def _uniform(z: torch.Tensor) -> torch.Tensor:
+    """Unit-variance uniform draws ``sqrt(3) (2 Phi(z) - 1)`` from standard normals ``z`` (``Phi`` the normal CDF,
+    ``2 Phi(z) - 1 = erf(z / sqrt(2))``, computed without the cancellation near 0): an elementwise map, so a member's
+    draws stay bit-identical in every engine and layout."""
+    return torch.erf(z * _RSQRT2).mul_(_SQRT3)
+
+
+#: How each distribution (:data:`walking_noise.sites.DISTRIBUTIONS`) makes its unit-variance draws from the
+#: stream's standard normals. The Gaussian draws are the normals themselves: no operation, so runs stored before
+#: distributions existed keep their numbers bit for bit.
+UNIT_DRAWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gaussian": lambda z: z, "uniform": _uniform}
+
+
+class PointNoise(nn.Module):
+    """What both engines' injection points share: a site's noise, applied by its function of :data:`SITE_NOISE`.
+
+    An engine supplies its layout: :meth:`stds` (the stds drawn in this pass), :meth:`at_output` and
+    :meth:`at_weight` (stds shaped against, and unit draws laid out like, a point's output or a layer's weight) and
+    :meth:`linear_map` (a layer's map without bias). A site acting on the output (``in_layer`` false) perturbs what
+    passes the point (:meth:`forward`, the input point included); a site inside a layer adds its term in
+    :meth:`after_layer`. Either way the result passes :meth:`forward`, so forward hooks see every point's output.
+    """
+
+    site: NoiseSite
+    distribution: NoiseDistribution
+    order: str
+    straight_through: bool
+
+    def stds(self) -> tuple[Std | None, Std | None]:
+        """(additive, multiplicative) std drawn in this pass; None for a kind nobody draws."""
+        raise NotImplementedError
+
+    def at_output(self, y: torch.Tensor, offset: int) -> tuple[Callable[[Std], Std], Draw]:
+        """(shape a std against ``y``, unit draws like ``y`` by tag) for draws tagged ``offset + tag``."""
+        raise NotImplementedError
+
+    def at_weight(self, layer: nn.Module, offset: int) -> tuple[Callable[[Std], Std], Draw]:
+        """(shape a std against ``layer``'s weight, unit draws like the weight by tag), tagged ``offset + tag``."""
+        raise NotImplementedError
+
+    def linear_map(self, layer: nn.Module) -> tuple[torch.Tensor, Callable[..., torch.Tensor], int]:
+        """(weight, apply(x, weight): the layer's map without bias, fan-in per output) of a Linear or Conv layer."""
+        raise NotImplementedError
+
+    def unit(self, z: torch.Tensor) -> torch.Tensor:
+        """This point's distribution's unit-variance draws from standard normals ``z``."""
+        return UNIT_DRAWS[self.distribution.name](z)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` with the noise of a site acting on outputs (unchanged for a site inside a layer, or inactive)."""
+        return y if self.site.in_layer else site_noise(self, None, None, y)
+
+    def after_layer(self, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output ``y`` of ``layer`` on input ``x`` with this point's noise, whatever its site."""
+        return self(site_noise(self, layer, x, y) if self.site.in_layer else y)
+
+
+def site_noise(point: PointNoise, layer: nn.Module | None, x: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """``y`` (the output of ``layer`` on ``x``; both None at a point without a layer) with the noise of ``point``'s
+    site in this pass: its :data:`SITE_NOISE` function, or ``y`` itself while no std is drawn."""
+    additive, multiplicative = point.stds()
+    if additive is None and multiplicative is None:
+        return y
+    return SITE_NOISE[point.site.name](point, layer, x, y, additive, multiplicative)
+
+
+def _shaped(shape: Callable[[Std], Std], std: Std | None) -> Std | None:
+    return None if std is None else shape(std)
+
+
+def _activation_noise(point: PointNoise, layer: nn.Module | None, x: torch.Tensor | None, y: torch.Tensor,
+                      additive: Std | None, multiplicative: Std | None) -> torch.Tensor:
+    """The output ``y`` perturbed elementwise (:func:`perturb`)."""
+    shape, draw = point.at_output(y, point.site.tag_offset)
+    return perturb(y, _shaped(shape, additive), _shaped(shape, multiplicative), point.order, point.straight_through,
+                   draw)
+
+
+def _weight_noise(point: PointNoise, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, additive: Std | None,
+                  multiplicative: Std | None) -> torch.Tensor:
+    """``y + apply(x, W_noisy - W)``: one extra matmul, with ``W_noisy`` = :func:`perturb` of ``W`` (whose backward
+    mode holds for the weight)."""
+    weight, apply, _ = point.linear_map(layer)
+    shape, draw = point.at_weight(layer, point.site.tag_offset)
+    delta = perturb(weight, _shaped(shape, additive), _shaped(shape, multiplicative), point.order,
+                    point.straight_through, draw) - weight
+    return y + apply(x, delta)
+
+
+def _mac_noise(point: PointNoise, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, additive: Std | None,
+               multiplicative: Std | None) -> torch.Tensor:
+    """``y + s * sqrt(apply(x^2, W^2)) * z`` (multiplicative) and ``+ s * sqrt(fan_in) * z`` (additive): the exact
+    Gaussian sum of per-product noise over the fan-in, drawn per output element."""
+    weight, apply, fan_in = point.linear_map(layer)
+    shape, draw = point.at_output(y, point.site.tag_offset)
+    out = y
+    if multiplicative is not None:
+        with torch.no_grad():  # the std of the MAC noise: a constant of the chain rule
+            std = apply(x * x, weight * weight).clamp_min_(0).sqrt_()
+        out = out + draw(MULTIPLICATIVE_DRAW).mul_(std).mul_(shape(multiplicative))
+    if additive is not None:
+        out = out + draw(ADDITIVE_DRAW).mul_(shape(additive) * math.sqrt(fan_in))
+    return out
+
+
+#: How each site (:data:`walking_noise.sites.SITES`) applies its noise, for both engines:
+#: ``f(point, layer, x, y, additive, multiplicative)`` -> the noisy output.
+SITE_NOISE: dict[str, Callable[..., torch.Tensor]] = {
+    "activation": _activation_noise, "weight": _weight_noise, "mac": _mac_noise,
+}
+
+
 @dataclass
 class PointSetting:
-    """The noise of one injection point: stds, phase, order of mixed noise, backward mode and site."""
+    """The noise of one injection point: stds, phase, order of mixed noise, backward mode, site and distribution."""
 
     additive_std: float = 0.0
     multiplicative_std: float = 0.0
     in_training: bool = True
     order: str = "multiply_then_add"
     backward: str = "autograd"
-    site: str = "activation"
+    site: NoiseSite = SITES["activation"]
+    distribution: NoiseDistribution = DISTRIBUTIONS["gaussian"]
 
 
 def layer_map(layer: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
@@ -134,31 +268,7 @@ def layer_map(layer: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], 
     raise ValueError(f"the weight and MAC sites exist for Linear and Conv layers only, not {type(layer).__name__}")
 
 
-def site_noise(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, apply: Callable[..., torch.Tensor],
-               fan_in: int, site: str, additive: float | torch.Tensor | None,
-               multiplicative: float | torch.Tensor | None, order: str, straight_through: bool,
-               draw_weight: Draw, draw_output: Draw) -> torch.Tensor:
-    """A layer's output ``y = apply(x, weight) + bias`` with the noise of ``site`` (``weight`` or ``mac``).
-
-    ``weight``: ``y + apply(x, W_noisy - W)``, so one extra matmul (with ``W_noisy`` = :func:`perturb` of ``W``,
-    whose backward mode holds for the weight). ``mac``: ``y + s * sqrt(apply(x^2, W^2)) * z`` (multiplicative) and
-    ``+ s * sqrt(fan_in) * z`` (additive). Stds may be tensors broadcasting against the weight (weight site) or the
-    output (MAC site), one per member of a packed layer. Shared by the one-model and the batched engine.
-    """
-    if site == "weight":
-        delta = perturb(weight, additive, multiplicative, order, straight_through, draw_weight) - weight
-        return y + apply(x, delta)
-    out = y
-    if multiplicative is not None:
-        with torch.no_grad():  # the std of the MAC noise: a constant of the chain rule
-            std = apply(x * x, weight * weight).clamp_min_(0).sqrt_()
-        out = out + draw_output(MULTIPLICATIVE_DRAW).mul_(std).mul_(multiplicative)
-    if additive is not None:
-        out = out + draw_output(ADDITIVE_DRAW).mul_(additive * math.sqrt(fan_in))
-    return out
-
-
-class NoiseInjection(nn.Module):
+class NoiseInjection(PointNoise):
     """One injection point: perturbs what passes it (the layer's output, or its weights or MACs), identity while
     its stds are zero.
 
@@ -178,79 +288,95 @@ class NoiseInjection(nn.Module):
         return (s.additive_std > 0 or s.multiplicative_std > 0) and (s.in_training or not self.training)
 
     def set(self, additive_std: float = 0.0, multiplicative_std: float = 0.0, *, in_training: bool = True,
-            order: str = "multiply_then_add", backward: str = "autograd", site: str = "activation") -> None:
+            order: str = "multiply_then_add", backward: str = "autograd", site: str = "activation",
+            distribution: str = "gaussian") -> None:
+        noise_site = SITES[check_choice(site, SITES, "noise site")]
+        noise_site.check_distribution(check_choice(distribution, DISTRIBUTIONS, "noise distribution"))
         self.setting = PointSetting(
             check_std(additive_std, "additive_std"), check_std(multiplicative_std, "multiplicative_std"),
             in_training, check_choice(order, MIXED_ORDERS, "mixed noise order"),
-            check_choice(backward, BACKWARD_MODES, "backward mode"), check_choice(site, SITES, "noise site"),
+            check_choice(backward, BACKWARD_MODES, "backward mode"), noise_site, DISTRIBUTIONS[distribution],
         )
 
     def clear(self) -> None:
         self.setting = PointSetting()
 
+    @property
+    def site(self) -> NoiseSite:
+        return self.setting.site
+
+    @property
+    def distribution(self) -> NoiseDistribution:
+        return self.setting.distribution
+
+    @property
+    def order(self) -> str:
+        return self.setting.order
+
+    @property
+    def straight_through(self) -> bool:
+        return self.setting.backward == "straight_through"
+
+    def stds(self) -> tuple[float | None, float | None]:
+        s = self.setting
+        return (s.additive_std or None, s.multiplicative_std or None) if self.active else (None, None)
+
     def _draw(self, like: torch.Tensor, offset: int) -> Draw:
         stream = self.stream
         if stream is None:
-            return lambda _tag: standard_normal_like(like)
-        return lambda tag: stream.normal(self.index, tag + offset, like.numel(), like.device).view(like.shape)
+            return lambda _tag: self.unit(standard_normal_like(like))
+        return lambda tag: self.unit(stream.normal(self.index, tag + offset, like.numel(), like.device)).view(
+            like.shape)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with the activation noise of this point (unchanged for another site or while inactive)."""
-        s = self.setting
-        if not self.active or s.site != "activation":
-            return x
-        return perturb(x, s.additive_std or None, s.multiplicative_std or None, s.order,
-                       s.backward == "straight_through", self._draw(x, 0))
+    def at_output(self, y: torch.Tensor, offset: int) -> tuple[Callable[[Std], Std], Draw]:
+        return (lambda std: std), self._draw(y, offset)
 
-    def after_layer(self, layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The output ``y`` of ``layer`` on input ``x`` with this point's noise, whatever its site."""
-        s = self.setting
-        if not self.active or s.site == "activation":
-            return self(y)
+    def at_weight(self, layer: nn.Module, offset: int) -> tuple[Callable[[Std], Std], Draw]:
+        return (lambda std: std), self._draw(layer.weight, offset)
+
+    def linear_map(self, layer: nn.Module) -> tuple[torch.Tensor, Callable[..., torch.Tensor], int]:
         apply, fan_in = layer_map(layer)
-        return site_noise(y, x, layer.weight, apply, fan_in, s.site, s.additive_std or None,
-                          s.multiplicative_std or None, s.order, s.backward == "straight_through",
-                          self._draw(layer.weight, SITE_TAG_OFFSET["weight"]),
-                          self._draw(y, SITE_TAG_OFFSET["mac"]))
+        return layer.weight, apply, fan_in
 
     def extra_repr(self) -> str:
         s = self.setting
         return (f"additive_std={s.additive_std:g}, multiplicative_std={s.multiplicative_std:g}, "
-                f"in_training={s.in_training}, site={s.site}")
+                f"in_training={s.in_training}, site={s.site.name}, distribution={s.distribution.name}")
 
 
-def eligible_points(points: Sequence[Any], site: str) -> list[Any]:
-    """The points a site applies to under global placement: for activations every point but BatchNorm outputs (the
-    paper keeps the injected amount equal with and without BN), for weights and MACs every Linear/Conv point."""
-    if site == "activation":
-        return [p for p in points if not p.is_batchnorm]
-    return [p for p in points if p.is_learnable]
+def eligible_points(points: Sequence[Any], site: NoiseSite) -> list[Any]:
+    """The points ``site`` applies to under global placement (:meth:`walking_noise.sites.NoiseSite.placed_globally`):
+    for activations every point but BatchNorm outputs (the paper keeps the injected amount equal with and without
+    BN), for weights and MACs every Linear/Conv point."""
+    return [p for p in points if site.placed_globally(p.kind, p.is_batchnorm)]
 
 
-def configure_noise(model: NoisyNetwork, config: NoiseConfig) -> list[int]:
+def configure_noise(model: HasInjectionPoints, config: NoiseConfig) -> list[int]:
     """Set every injection point of ``model`` from ``config``; return the indices that now inject.
 
     Global placement: every eligible point (:func:`eligible_points`). Walking placement: exactly
     ``config.injection_layer``, which may be a BatchNorm output for activations and must be a Linear/Conv point for
-    the weight and MAC sites (else a ``ValueError`` names the valid points).
+    the weight and MAC sites (where the site can act, :meth:`walking_noise.sites.NoiseSite.acts_at`; else a
+    ``ValueError`` names the valid points).
     """
     points = model.injection_points
+    site = SITES[config.site]
     if config.placement == "walking" and config.kind != "none":
         index = config.injection_layer
-        valid = points if config.site == "activation" else eligible_points(points, config.site)
+        valid = [p for p in points if site.acts_at(p.kind)]
         if index is None or index not in {p.index for p in valid}:
             names = ", ".join(p.label for p in valid)
-            where = "" if config.site == "activation" else f" at the {config.site} site (Linear/Conv points only)"
-            raise ValueError(f"injection_layer {index} is not an injection point of {model.name}{where}; "
+            raise ValueError(f"injection_layer {index} is not an injection point of {model.name}{site.where}; "
                              f"valid: {names}")
     additive, multiplicative = config.stds
-    hits = {p.index for p in eligible_points(points, config.site)} if config.placement == "global" else \
+    hits = {p.index for p in eligible_points(points, site)} if config.placement == "global" else \
         {config.injection_layer}
     active = []
     for point in points:
         if point.index in hits and config.kind != "none" and (additive > 0 or multiplicative > 0):
             point.injection.set(additive, multiplicative, in_training=config.phase == "train_and_inference",
-                                order=config.mixed_order, backward=config.backward, site=config.site)
+                                order=config.mixed_order, backward=config.backward, site=config.site,
+                                distribution=config.distribution)
             active.append(point.index)
         else:
             point.injection.clear()

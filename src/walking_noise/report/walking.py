@@ -22,6 +22,7 @@ from walking_noise.report.common import (
     varying,
     write_csv, write_text,
 )
+from walking_noise.sites import SITES
 
 #: Config columns that vary *within* one figure of walking noise (points and the three roles).
 WITHIN_FIGURE = ("noise.injection_layer", "noise.phase", "weight_clamping", "noise.site")
@@ -33,8 +34,8 @@ ROLE_STYLE = {  # the paper's colours: blue baseline, orange trained with noise,
 }
 
 
-SITE_MARKERS = {"activation": "o", "weight": "s", "mac": "D"}
-SITE_COLORS = {"activation": "tab:orange", "weight": "tab:purple", "mac": "tab:brown"}
+SITE_MARKERS = {name: site.marker for name, site in SITES.items()}  # the site table's (walking_noise.sites)
+SITE_COLORS = {name: site.color for name, site in SITES.items()}
 ROLE_LINES = {"noise only at inference": ":", "noise in training": "-", "noise in training, clamped weights": "--",
               "noise at inference, clamped weights": "-."}
 
