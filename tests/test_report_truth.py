@@ -242,3 +242,45 @@ def test_the_walking_line_breaks_at_a_point_that_only_bounds_mu(tmp_path, monkey
     assert np.isnan(x).sum() == 1  # one break, at the bound of point 2
     assert list(np.round(x[np.isfinite(x)])) == [1, 3, 4]
     assert np.flatnonzero(np.isnan(x))[0] == 1  # between point 1 and point 3: no line passes point 2
+
+
+def _mark_rows(*rows):
+    """A panel of one curve (noise in training, activation site) at points 1, 2, ...: its series and fit-table rows
+    (missing numbers are NaN, as in the table)."""
+    from walking_noise.report.common import Series
+
+    base = {"converged": False, "mu": np.nan, "mu_err_reported": np.nan, "partial_drop": False, "axis": "log10",
+            "mu_lower_bound": np.nan, "mu_upper_bound": np.nan, "overflow_from": np.nan, "n_diverged": 0,
+            "reason": "", "point": ""}
+    group = [Series({"noise.injection_layer": i + 1}, pd.DataFrame()) for i in range(len(rows))]
+    return group, [{**base, "point": f"{i + 1} FC", **row} for i, row in enumerate(rows)]
+
+
+def test_walking_marks_break_the_line_at_a_point_that_only_bounds_mu():
+    from walking_noise.report.walking import walking_marks
+
+    fit = {"converged": True, "mu": 10.0, "mu_err_reported": 1.0}
+    marks = walking_marks(*_mark_rows(fit, {"mu_lower_bound": 1e4}, fit))
+    (c,) = marks.curves
+    assert [m.kind for m in c.points] == ["fit", "lower_bound", "fit"]
+    assert c.fits[0].segment != c.fits[1].segment  # no line passes the bound
+    assert c.points[1].y == 1e4 and marks.shown["bound"] and not marks.shown["overflow"]
+
+
+def test_walking_marks_name_a_point_without_fit_or_bound_below_the_plot():
+    from walking_noise.report.walking import walking_marks
+
+    marks = walking_marks(*_mark_rows({"converged": True, "mu": 10.0}, {"reason": "too few levels", "n_diverged": 2}))
+    omitted = marks.curves[0].points[1]
+    assert omitted.kind == "omitted" and omitted.y is None and not omitted.diverged  # nothing drawn for it
+    assert marks.omitted == ["2 FC (noise in training): too few levels"]
+
+
+def test_walking_marks_draw_a_partial_drop_hollow_and_mark_diverged_runs():
+    from walking_noise.report.walking import walking_marks
+
+    marks = walking_marks(*_mark_rows({"converged": True, "mu": 10.0, "partial_drop": True, "n_diverged": 1},
+                                      {"mu_upper_bound": 0.01, "n_diverged": 1}))
+    fit, bound = marks.curves[0].points
+    assert fit.partial and fit.diverged and bound.kind == "upper_bound" and bound.diverged
+    assert marks.shown["partial"] and marks.shown["diverged"]
