@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from walking_noise import fit as fitmod
+from walking_noise.fit import core as fit_core, errors as fit_errors, levels as fit_levels, pipeline as fit_pipeline
 from walking_noise.fit import (
     FitResult,
     aggregate_repeats,
@@ -317,7 +317,7 @@ def test_curve_fit_failure_reported(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("Optimal parameters not found: maxfev exceeded")
 
-    monkeypatch.setattr(fitmod, "curve_fit", boom)
+    monkeypatch.setattr(fit_core, "curve_fit", boom)
     x, y = exact_runs(np.linspace(0, 2, 11), 3, lambda v: logistic(v, 0.8, -0.15, 0.88, 0.1), 0.01)
     r = fit_midpoint(x, y)
     assert not r.converged and "did not converge" in r.reason and r.mu is None
@@ -379,7 +379,7 @@ def test_result_is_json_able_and_predicts():
                 "sigma", "sigma_err", "delta_a", "delta_a_err", "a_min", "a_min_err", "chi2_red", "n_levels",
                 "n_runs", "spread_floor", "error_method", "params"):
         assert key in d
-    assert isinstance(r, FitResult) and type(r.mu) is float and type(r.n_levels) is int
+    assert type(r.mu) is float and type(r.n_levels) is int  # plain JSON types, not numpy scalars
     assert "max(1, chi2_red)" in r.error_method
     assert r.sigma < 0 and r.a_min == pytest.approx(10, abs=2) and r.delta_a == pytest.approx(88, abs=3)
     np.testing.assert_allclose(r.predict(x), logistic(x, r.mu, r.sigma, r.delta_a, r.a_min))
@@ -406,3 +406,63 @@ def test_step_sharper_than_grid_gets_resolution_error():
     assert r.converged and 5.0 <= r.log10_mu <= 6.0  # between the bracketing levels
     assert r.log10_mu_err == pytest.approx(1.0 / math.sqrt(12.0))  # one decade gap
     assert r.params["sigma_at_lower_bound"] is True and "sharper" in r.error_method
+
+
+# ----------------------------------------------------------------------------- the stages, one at a time
+
+
+def _levels(x, y, seeds=None, spread_floor=None):
+    """The prepared levels of a single-logistic fit on the linear axis, as fit_midpoint prepares them."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return fit_levels.prepare_levels(FitResult(), x, y, seeds, "linear", "single", spread_floor)
+
+
+def test_unit_box_weights_are_the_floored_standard_errors_of_eq2():
+    x, y = exact_runs(np.linspace(0, 2, 11), 3, lambda v: logistic(v, 0.8, -0.15, 0.88, 0.1), 0.01)
+    data = fit_levels.fit_frame(_levels(x, y, spread_floor=0.005), "linear")
+    expected = np.maximum(data.std, 0.005) / np.sqrt(3)  # Eq. 2 with the per-level standard error, floored
+    np.testing.assert_allclose(data.w * data.frame.y_scale, expected, rtol=1e-12)
+    np.testing.assert_allclose(data.std, 0.01, rtol=1e-12)  # exact_runs: spread 0.01 at every level
+
+
+def test_fit_frame_returns_new_levels_and_leaves_its_input_alone():
+    x, y = exact_runs(np.linspace(0, 2, 11), 3, lambda v: logistic(v, 0.8, -0.15, 0.88, 0.1), 0.01)
+    data = _levels(x, y)
+    framed = fit_levels.fit_frame(data, "linear")
+    assert data.frame is None and data.u is None and data.w is None  # the input is not normalised in place
+    assert framed.u[0] == 0.0 and framed.u[-1] == 1.0 and framed.v.min() == 0.0 and framed.v.max() == 1.0
+    assert framed.direction == -1.0  # accuracy falls with noise
+
+
+def test_flat_curve_at_chance_bounds_mu_by_the_smallest_level_without_touching_the_levels():
+    x = np.repeat(np.linspace(0.1, 2, 8), 3)
+    y = 0.1 + np.random.default_rng(2).normal(0, 0.003, x.size)
+    data = _levels(x, y)
+    flat = fit_pipeline.flat_curve(data, chance_level=0.1)
+    assert flat.upper == pytest.approx(0.1) and flat.lower is None and "chance" in flat.reason
+    assert data.frame is None and data.u is None  # a pure verdict
+
+
+def test_jackknife_error_vanishes_when_seeds_differ_only_by_a_constant_offset():
+    """Leaving out a seed that only shifts every level by the same amount moves a_min, never mu."""
+    lv = np.linspace(0, 2, 11)
+    offsets = np.array([-0.02, 0.0, 0.03, 0.01])
+    x, seeds = np.repeat(lv, 4), np.tile(np.arange(4), lv.size)
+    y = logistic(x, 0.8, -0.15, 0.88, 0.1) + offsets[seeds]
+    r = fit_midpoint(x, y, seeds=seeds)
+    assert r.converged and r.mu == pytest.approx(0.8, abs=1e-9)
+    assert r.params["jackknife_n_seeds"] == 4 and r.mu_err_jackknife == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mu_errors_returns_the_errors_without_writing_them():
+    rng = np.random.default_rng(9)
+    x, y, seeds = draw_runs(rng, np.linspace(0, 2, 11), 0.8, -0.15, 0.88, 0.1, 4, 0.01, 0.03)
+    r = fit_midpoint(x, y, seeds=seeds)
+    res = FitResult(axis="linear")
+    data = fit_levels.fit_frame(_levels(x, y, seeds), "linear")
+    chosen, _ = fit_core.fit_model("single", data.u, data.v, data.w, data.direction, data.s_min)
+    res.mu, res.mu_err = r.mu, r.mu_err
+    found = fit_errors.mu_errors(data, chosen, res)
+    assert res.mu_err_jackknife is None  # returned, not written
+    assert found.mu_err_jackknife == pytest.approx(r.mu_err_jackknife, rel=1e-9)
+    assert found.jackknife_n_seeds == 4 and found.mu_err == r.mu_err

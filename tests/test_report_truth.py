@@ -11,24 +11,15 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
+from _synthetic import synthetic_doc
+
 from walking_noise import report
-from walking_noise.study import study_run
-from walking_noise.models import layer_table_for
 from walking_noise.report.common import fit_series, series_of
 from walking_noise.report.global_noise import plateau_levels, series_title
 from walking_noise.results import runs_frame
-from walking_noise.identity import config_hash
 
-BASE = {"dataset": "mnist_5k", "model": "mlp", "batchnorm": True, "training": {"epochs": 10}}
-
-
-def _doc(accuracy: float, *, nonfinite: float = 0.0, diverged: bool = False, **config) -> dict:
-    cfg = study_run({**BASE, **config}).values
-    result = {"final_accuracy": accuracy, "final_epochs_averaged": 5, "val_accuracy": [accuracy] * 10,
-              "val_nonfinite": [nonfinite] * 10, "diverged": diverged, "diverged_epoch": 2 if diverged else None,
-              "epochs_run": 3 if diverged else 10, "weight_magnitudes": {}, "active_points": [],
-              "layer_table": layer_table_for(cfg["model"], cfg["dataset"], cfg["batchnorm"]), "extra": {}}
-    return {"config": cfg, "config_hash": config_hash(cfg), "status": "COMPLETED", "result": result}
+def _doc(accuracy: float, **kw) -> dict:
+    return synthetic_doc(accuracy, **kw)
 
 
 def _walking(point: int, levels, curve, seeds=(0, 1, 2), kind="multiplicative", **kw) -> list[dict]:
@@ -271,3 +262,56 @@ def test_the_report_refuses_an_unknown_output_name_before_loading_runs(tmp_path,
     assert main(["report", "--store", str(tmp_path / "nowhere"), "--only", "table1,fig99"]) == 2
     err = capsys.readouterr().err
     assert "unknown report output(s) fig99" in err and "valid: table1, table1_vs_paper, fig1" in err
+
+
+def _mark_rows(*rows):
+    """A panel of one curve (noise in training, activation site) at points 1, 2, ...: its series and fit-table rows
+    (missing numbers are NaN, as in the table)."""
+    from walking_noise.report.common import Series
+
+    base = {"converged": False, "mu": np.nan, "mu_err_reported": np.nan, "partial_drop": False, "axis": "log10",
+            "mu_lower_bound": np.nan, "mu_upper_bound": np.nan, "overflow_from": np.nan, "n_diverged": 0,
+            "reason": "", "point": ""}
+    group = [Series({"noise.injection_layer": i + 1}, pd.DataFrame()) for i in range(len(rows))]
+    return group, [{**base, "point": f"{i + 1} FC", **row} for i, row in enumerate(rows)]
+
+
+def test_walking_marks_break_the_line_at_a_point_that_only_bounds_mu():
+    from walking_noise.report.walking import walking_marks
+
+    fit = {"converged": True, "mu": 10.0, "mu_err_reported": 1.0}
+    marks = walking_marks(*_mark_rows(fit, {"mu_lower_bound": 1e4}, fit))
+    (c,) = marks.curves
+    assert [m.kind for m in c.points] == ["fit", "lower_bound", "fit"]
+    assert c.fits[0].segment != c.fits[1].segment  # no line passes the bound
+    assert c.points[1].y == 1e4 and marks.shown["bound"] and not marks.shown["overflow"]
+
+
+def test_walking_marks_name_a_point_without_fit_or_bound_below_the_plot():
+    from walking_noise.report.walking import walking_marks
+
+    marks = walking_marks(*_mark_rows({"converged": True, "mu": 10.0}, {"reason": "too few levels", "n_diverged": 2}))
+    omitted = marks.curves[0].points[1]
+    assert omitted.kind == "omitted" and omitted.y is None and not omitted.diverged  # nothing drawn for it
+    assert marks.omitted == ["2 FC (noise in training): too few levels"]
+
+
+def test_walking_marks_draw_a_partial_drop_hollow_and_mark_diverged_runs():
+    from walking_noise.report.walking import walking_marks
+
+    marks = walking_marks(*_mark_rows({"converged": True, "mu": 10.0, "partial_drop": True, "n_diverged": 1},
+                                      {"mu_upper_bound": 0.01, "n_diverged": 1}))
+    fit, bound = marks.curves[0].points
+    assert fit.partial and fit.diverged and bound.kind == "upper_bound" and bound.diverged
+    assert marks.shown["partial"] and marks.shown["diverged"]
+
+
+def test_a_walking_panel_whose_every_point_is_omitted_is_not_drawn(tmp_path):
+    from walking_noise.report.walking import walking_marks
+
+    assert not walking_marks(*_mark_rows({"reason": "too few levels"}, {"reason": "too few levels"})).drawn
+    docs = _walking(1, np.logspace(-2, 4, 9), lambda s: 0.1 + 0.85 * expit(-(np.log10(s) - 0.5) / 0.2))
+    docs += [_doc(0.5, seed=0, max_test=300, noise={"kind": "multiplicative", "noise_std": 1e4, "placement": "walking",
+                                                    "injection_layer": 2})]  # a second panel with one level only
+    paths = report.fig2_walking_mu(runs_frame(docs), tmp_path, kind="multiplicative")
+    assert [p.suffix for p in paths].count(".png") == 1 and len(pd.read_csv(paths[0])) == 2

@@ -351,6 +351,23 @@ def evaluate(model: NoisyNetwork, x: torch.Tensor, y: torch.Tensor, weight: torc
 
 
 
+@dataclass
+class _Members:
+    """What the training loop keeps per member (K of them): measured curves, divergence, snapshots."""
+
+    device: torch.device  # where the members train
+    curves: dict[str, list[list[float]]]  # name in CURVES -> per member, one value per epoch measured
+    alive: torch.Tensor  # (K,) bool: weights still finite (a dead member's loss no longer trains the network)
+    diverged_epoch: list[int | None]
+    snapshots: list[list[dict]]
+    loop_s: float = 0.0  # time in the training steps alone (no evaluation): the in-loop rate of the benchmarks
+
+    @classmethod
+    def start(cls, K: int, device: torch.device) -> "_Members":
+        return cls(device, {name: [[] for _ in range(K)] for name in CURVES},
+                   torch.ones(K, dtype=torch.bool, device=device), [None] * K, [[] for _ in range(K)])
+
+
 def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSplits, active: list[list[int]], *,
                 engine: str, started: float, log_epochs: bool = False,
                 keep_last: int = 0) -> tuple[list[RunResult], list[list[dict]]]:
@@ -364,94 +381,117 @@ def fit_members(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSpl
     the state dicts after each of the last ``keep_last`` epochs.
     """
     first = configs[0]
-    t = first.training
-    device = next(model.parameters()).device
-    K = len(configs)
+    epochs = first.training.epochs
     model.use_stream(NoiseStream([c.noise_key for c in configs]))
-    stream = model.stream
     opt, sched = make_optimizer(model, first)
     orders = [torch.Generator().manual_seed(c.seed) for c in configs]
-    n, B = len(data.train_x), t.batch_size
-    weight = data.class_weights
-    curves = {name: [[] for _ in range(K)] for name in CURVES}
-    alive = torch.ones(K, dtype=torch.bool, device=device)
-    diverged_epoch: list[int | None] = [None] * K
-    snapshots: list[list[dict]] = [[] for _ in range(K)]
-    loop_s = 0.0  # time in the training steps alone (no evaluation): the in-loop rate of the benchmarks
-    for epoch in range(t.epochs):
-        model.train()
-        loop_started = time.perf_counter()
-        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (K, n)
-        seen = 0
-        loss_sum = torch.zeros(K, device=device)
-        correct = torch.zeros(K, device=device)
-        for step, start in enumerate(range(0, n, B)):
-            idx = perm[:, start:start + B]
-            if idx.shape[1] < 2 and first.batchnorm:  # BatchNorm cannot normalise a batch of one sample
-                continue
-            stream.at(epoch, TRAIN, step)
-            xb, yb = data.train_x[idx], data.train_y[idx]  # (K, b, ...), (K, b)
-            if data.augment is not None:
-                xb = torch.stack([data.augment(xb[k], orders[k]) for k in range(K)])
-            logits = model(xb)
-            losses = member_losses(logits, yb, weight)
-            total = torch.where(alive & torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            if first.weight_clamping:
-                model.clamp_()
-            b = idx.shape[1]
-            seen += b
-            loss_sum += losses.detach() * b
-            correct += (logits.detach().argmax(dim=2) == yb).sum(dim=1)
-        if sched is not None:
-            sched.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        loop_s += time.perf_counter() - loop_started
-        acc, vloss, nonfinite = evaluate_members(model, data.test_x, data.test_y, weight, epoch)
-        finite = model.finite_members().to(device)
-        for k in range(K):
-            if diverged_epoch[k] is not None:
-                continue
-            values = (acc[k], vloss[k], nonfinite[k], correct[k] / max(seen, 1), loss_sum[k] / max(seen, 1))
-            for name, value in zip(CURVES, values):
-                curves[name][k].append(float(value))
-            if not bool(finite[k]):
-                diverged_epoch[k] = epoch
-        alive &= finite
-        if keep_last and epoch >= t.epochs - keep_last:
-            for k in range(K):
-                snapshots[k].append(copy.deepcopy(model.unpack(k).state_dict()))
-        if log_epochs:
-            if K == 1:
-                logger.info("epoch %d/%d  train loss %.4f  val acc %.4f  val loss %.4f", epoch + 1, t.epochs,
-                            curves["train_loss"][0][-1], float(acc[0]), float(vloss[0]))
-            else:
-                logger.info("epoch %d/%d  %d members  val acc %.3f..%.3f", epoch + 1, t.epochs, K, float(acc.min()),
-                            float(acc.max()))
-        for k in range(K):
-            if diverged_epoch[k] == epoch:
-                logger.info("member %d diverged at epoch %d: non-finite weights", k, epoch + 1)
-        if not bool(alive.any()):
+    state = _Members.start(len(configs), next(model.parameters()).device)
+    for epoch in range(epochs):
+        loss_sum, correct, seen = _train_epoch(model, first, data, orders, opt, sched, state, epoch)
+        acc, vloss = _measure_epoch(model, data, state, epoch, loss_sum, correct, seen)
+        if keep_last and epoch >= epochs - keep_last:
+            for k in range(len(configs)):
+                state.snapshots[k].append(copy.deepcopy(model.unpack(k).state_dict()))
+        _log_epoch(state, epoch, epochs, acc, vloss, log_epochs)
+        if not bool(state.alive.any()):
             break
-    elapsed = time.perf_counter() - started
+    results = _member_results(model, configs, data, active, state, engine, time.perf_counter() - started)
+    return results, state.snapshots
+
+
+def _train_epoch(model: nn.Module, first: RunConfig, data: DatasetSplits, orders: list[torch.Generator], opt: Any,
+                 sched: Any, state: _Members, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One epoch of training steps for all members at once: per member, the summed loss and correct predictions
+    (weighted by batch size) and the number of samples seen. The time of the steps is added to ``state.loop_s``."""
+    model.train()
+    loop_started = time.perf_counter()
+    stream, device, K = model.stream, state.device, len(orders)
+    n, B = len(data.train_x), first.training.batch_size
+    perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (K, n)
+    seen = 0
+    loss_sum = torch.zeros(K, device=device)
+    correct = torch.zeros(K, device=device)
+    for step, start in enumerate(range(0, n, B)):
+        idx = perm[:, start:start + B]
+        if idx.shape[1] < 2 and first.batchnorm:  # BatchNorm cannot normalise a batch of one sample
+            continue
+        stream.at(epoch, TRAIN, step)
+        xb, yb = data.train_x[idx], data.train_y[idx]  # (K, b, ...), (K, b)
+        if data.augment is not None:
+            xb = torch.stack([data.augment(xb[k], orders[k]) for k in range(K)])
+        logits = model(xb)
+        losses = member_losses(logits, yb, data.class_weights)
+        total = torch.where(state.alive & torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if first.weight_clamping:
+            model.clamp_()
+        b = idx.shape[1]
+        seen += b
+        loss_sum += losses.detach() * b
+        correct += (logits.detach().argmax(dim=2) == yb).sum(dim=1)
+    if sched is not None:
+        sched.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    state.loop_s += time.perf_counter() - loop_started
+    return loss_sum, correct, seen
+
+
+def _measure_epoch(model: nn.Module, data: DatasetSplits, state: _Members, epoch: int, loss_sum: torch.Tensor,
+                   correct: torch.Tensor, seen: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluate every member after ``epoch`` and append its values to its curves, unless it diverged before; a
+    member whose weights are non-finite now is marked diverged at this epoch. Returns validation accuracy and loss."""
+    acc, vloss, nonfinite = evaluate_members(model, data.test_x, data.test_y, data.class_weights, epoch)
+    finite = model.finite_members().to(state.device)
+    for k in range(len(state.diverged_epoch)):
+        if state.diverged_epoch[k] is not None:
+            continue
+        values = (acc[k], vloss[k], nonfinite[k], correct[k] / max(seen, 1), loss_sum[k] / max(seen, 1))
+        for name, value in zip(CURVES, values):
+            state.curves[name][k].append(float(value))
+        if not bool(finite[k]):
+            state.diverged_epoch[k] = epoch
+    state.alive &= finite
+    return acc, vloss
+
+
+def _log_epoch(state: _Members, epoch: int, epochs: int, acc: torch.Tensor, vloss: torch.Tensor,
+               log_epochs: bool) -> None:
+    """The epoch's INFO line (with ``log_epochs``) and one line per member that diverged in it."""
+    K = len(state.diverged_epoch)
+    if log_epochs:
+        if K == 1:
+            logger.info("epoch %d/%d  train loss %.4f  val acc %.4f  val loss %.4f", epoch + 1, epochs,
+                        state.curves["train_loss"][0][-1], float(acc[0]), float(vloss[0]))
+        else:
+            logger.info("epoch %d/%d  %d members  val acc %.3f..%.3f", epoch + 1, epochs, K, float(acc.min()),
+                        float(acc.max()))
+    for k in range(K):
+        if state.diverged_epoch[k] == epoch:
+            logger.info("member %d diverged at epoch %d: non-finite weights", k, epoch + 1)
+
+
+def _member_results(model: nn.Module, configs: Sequence[RunConfig], data: DatasetSplits, active: list[list[int]],
+                    state: _Members, engine: str, elapsed: float) -> list[RunResult]:
+    """One :class:`RunResult` per member (its checkpoint saved if its config asks), the wall time shared evenly."""
+    epochs, K = configs[0].training.epochs, len(configs)
     results = []
     for k, cfg in enumerate(configs):
         member = model.unpack(k)
         checkpoint = save_checkpoint(member, cfg, cfg.checkpoint) if cfg.checkpoint else None
-        val = curves["val_accuracy"][k]
+        val = state.curves["val_accuracy"][k]
         results.append(RunResult(
-            final_accuracy=final_accuracy(padded_curve(val, t.epochs)), final_epochs_averaged=final_epochs(t.epochs),
-            weight_magnitudes=weight_magnitudes(member), diverged=diverged_epoch[k] is not None,
-            diverged_epoch=diverged_epoch[k], epochs_run=len(val), active_points=active[k],
+            final_accuracy=final_accuracy(padded_curve(val, epochs)), final_epochs_averaged=final_epochs(epochs),
+            weight_magnitudes=weight_magnitudes(member), diverged=state.diverged_epoch[k] is not None,
+            diverged_epoch=state.diverged_epoch[k], epochs_run=len(val), active_points=active[k],
             layer_table=layer_table(member), checkpoint=checkpoint, preprocessing=dict(data.preprocessing),
-            wall_time_s=elapsed / K, device=str(device),
-            extra={"engine": engine, "batch_members": K, "train_loop_s": loop_s},
-            **{name: curves[name][k] for name in CURVES},
+            wall_time_s=elapsed / K, device=str(state.device),
+            extra={"engine": engine, "batch_members": K, "train_loop_s": state.loop_s},
+            **{name: state.curves[name][k] for name in CURVES},
         ))
-    return results, snapshots
+    return results
 
 
 def train_run(cfg: RunConfig, data: DatasetSplits | None = None, log_epochs: bool = False) -> RunResult:

@@ -9,6 +9,7 @@ list of injection points, labelled "index name" from the stored layer table of t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,130 @@ def walking_fit_table(series: list[Series]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@dataclass
+class PointMark:
+    """One injection point of a Fig. 2 curve: where it is drawn and as what."""
+
+    x: float  # injection point, shifted so that the curves of one point do not overlap
+    y: Any  # mu (kind "fit") or the bound on it; None: omitted
+    kind: str  # "fit", "lower_bound" (mu above y), "upper_bound" (mu below y) or "omitted"
+    diverged: bool = False  # some of its runs diverged (a red cross where y is drawn)
+    err: float = 0.0  # the reported error of mu (fits; 0 where there is none)
+    partial: bool = False  # a fit of a partial drop (hollow marker)
+    log_fit: bool = False  # fitted on the log10 axis (its error bar is symmetric in decades)
+    segment: int = 0  # fits with the same segment are joined by the curve's line
+
+
+@dataclass
+class CurveMarks:
+    """One curve of a Fig. 2 panel: its legend label, style and points in the order of the injection points."""
+
+    label: str
+    color: str
+    marker: str
+    line: str
+    points: list[PointMark]
+
+    @property
+    def fits(self) -> list[PointMark]:
+        return [m for m in self.points if m.kind == "fit"]
+
+
+@dataclass
+class WalkingMarks:
+    """What one Fig. 2 panel shows: its curves, the points named below it, and which legend notes it needs."""
+
+    curves: list[CurveMarks]
+    omitted: list[str] = field(default_factory=list)
+    shown: dict[str, bool] = field(  # which kinds of marker the panel has, so that the legend explains only those
+        default_factory=lambda: dict.fromkeys(("bound", "partial", "diverged", "overflow"), False))
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the panel has anything to draw: a fit or a bound at some point."""
+        return any(m.y is not None for c in self.curves for m in c.points)
+
+
+def walking_marks(group: list[Series], rows: list[Any]) -> WalkingMarks:
+    """Sort the walking series of one panel into marks (plain data, no drawing): ``rows[i]`` is the row of
+    :func:`walking_fit_table` of ``group[i]``. The marks say which points are midpoints, bounds, partial drops,
+    diverged or omitted, and where a curve's line breaks (at every point without a converged fit)."""
+    curves = _curves(group)
+    sites = {c[1] for c in curves}
+    out = WalkingMarks([])
+    for r_i, c in enumerate(curves):
+        members = sorted([(s, row) for s, row in zip(group, rows) if curve(s.key) == c],
+                         key=lambda t: t[0].key["noise.injection_layer"])
+        shift = (r_i - (len(curves) - 1) / 2) * 0.12
+        color, marker, line = _curve_style(c, sites)
+        marks = CurveMarks(curve_label(c, sites), color, marker, line, [])
+        segment = 0  # the curve is drawn only between neighbouring points that both have a fit
+        for s, row in members:
+            mark = _point_mark(row, float(s.key["noise.injection_layer"]) + shift, segment)
+            segment = mark.segment
+            marks.points.append(mark)
+            if mark.kind == "omitted":
+                out.omitted.append(f"{row['point']} ({marks.label}): {str(row['reason'])[:70]}")
+            out.shown["bound"] |= mark.kind in ("lower_bound", "upper_bound")
+            out.shown["overflow"] |= mark.kind == "lower_bound" and _overflowed(row)
+            out.shown["diverged"] |= mark.diverged
+            out.shown["partial"] |= mark.partial
+        out.curves.append(marks)
+    return out
+
+
+def _point_mark(row: Any, x: float, segment: int) -> PointMark:
+    """The mark of one fit-table row; ``segment`` counts the breaks of the line before it."""
+    segment += not row["converged"]  # a bound or an omitted point: no line passes it
+    if row["converged"]:
+        return PointMark(x, row["mu"], "fit", bool(row["n_diverged"]), float(np.nan_to_num(row["mu_err_reported"])),
+                         bool(row["partial_drop"]), row.get("axis") == "log10", segment)
+    if row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
+        return PointMark(x, row["mu_lower_bound"], "lower_bound", bool(row["n_diverged"]), segment=segment)
+    if row.get("mu_upper_bound") is not None and np.isfinite(row["mu_upper_bound"]):
+        return PointMark(x, row["mu_upper_bound"], "upper_bound", bool(row["n_diverged"]), segment=segment)
+    return PointMark(x, None, "omitted", segment=segment)
+
+
+def _overflowed(row: Any) -> bool:
+    """Levels of this point were left out as float32 overflow (its bound says "mu above the last level kept")."""
+    return row.get("overflow_from") is not None and np.isfinite(row["overflow_from"])
+
+
+def _draw_walking_marks(ax: Any, marks: WalkingMarks) -> None:
+    """Draw the curves of one Fig. 2 panel and the legend entries that explain its kinds of marker."""
+    for c in marks.curves:
+        for m in c.points:
+            if m.kind in ("lower_bound", "upper_bound"):
+                ax.plot([m.x], [m.y], "^" if m.kind == "lower_bound" else "v", mfc="none", mec=c.color, ms=8)
+            if m.diverged:
+                ax.plot([m.x], [m.y], "x", color="tab:red", ms=10, mew=1.5)
+        fits = c.fits
+        if not fits:
+            ax.plot([], [], c.marker, color=c.color, label=f"{c.label} (no converged fit)")
+            continue
+        xs_a, ys_a = np.array([m.x for m in fits]), np.array([m.y for m in fits])
+        es_a, part = np.array([m.err for m in fits]), np.array([m.partial for m in fits])
+        ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array([m.log_fit for m in fits])), fmt="none",
+                    lw=1, color=c.color, capsize=3)
+        breaks = np.flatnonzero(np.diff([m.segment for m in fits])) + 1
+        ax.plot(np.insert(xs_a, breaks, np.nan), np.insert(ys_a, breaks, np.nan), lw=1, color=c.color, ls=c.line)
+        ax.plot(xs_a[~part], ys_a[~part], c.marker, ms=5, color=c.color, ls="none")
+        ax.plot([], [], c.marker, ms=5, lw=1, color=c.color, ls=c.line, label=c.label)  # the legend's sample
+        if part.any():
+            ax.plot(xs_a[part], ys_a[part], c.marker, ms=7, mfc="white", mec=c.color, mew=1.5, ls="none")
+    # explain each kind of marker only where the figure has one
+    if marks.shown["partial"]:
+        ax.plot([], [], "o", mfc="white", mec="gray", mew=1.5, label="partial drop: fitted a_min > chance + 10 "
+                                                                       "points (mu of a smaller drop)")
+    if marks.shown["bound"]:
+        ax.plot([], [], "^", mfc="none", mec="gray", label="no converged fit: a bound on mu (up: mu above it, "
+                                                           "down: below)" + ("; float32 overflow levels left out"
+                                                                             if marks.shown["overflow"] else ""))
+    if marks.shown["diverged"]:
+        ax.plot([], [], "x", color="tab:red", mew=1.5, label="some runs diverged (scored at chance)")
+
+
 def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "additive") -> list[Path]:
     """Fig. 2 (and 10, 11): walking midpoint noise level mu per injection point, log y axis.
 
@@ -133,8 +258,9 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     plateau: mu > largest level measured, triangle up, also where levels beyond were left out as float32 overflow;
     or started at chance: mu < smallest, triangle down; or only the observed half-way crossing bounds mu). Red
     crosses: the point's runs include diverged ones (scored at chance). Points without a fit or bound are omitted
-    and named below the plot. A curve's line joins only neighbouring points that both have a converged fit: across
-    a bound or an omitted point it breaks. One PNG per dataset/model/BatchNorm
+    and named below the plot (a panel whose every point is omitted is not drawn). A curve's line joins only
+    neighbouring points that both have a converged fit: across a bound or an omitted point it breaks. One PNG per
+    dataset/model/BatchNorm
     (``fig2_walking_mu_<kind>_<dataset>_<model>_<bn|nobn>.png``) and a CSV of all fits.
     """
     out_dir = Path(out_dir)
@@ -147,75 +273,20 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
     extra = varying(series)
     by_id = {id(s): i for i, s in enumerate(series)}
     for key, group in figure_groups(series):
+        marks = walking_marks(group, [table.iloc[by_id[id(s)]] for s in group])
+        if not marks.drawn:  # no point of the panel has a fit or a bound (its rows stay in the CSV): no empty figure
+            continue
         fig = new_figure(7.5, 5.2)
         ax = fig.subplots()
-        runs = pd.concat([s.runs for s in group])
-        omitted: list[str] = []
-        curves = _curves(group)
-        sites = {c[1] for c in curves}
-        shown = {"bound": False, "partial": False, "diverged": False, "overflow": False}
-        for r_i, c in enumerate(curves):
-            members = sorted([s for s in group if curve(s.key) == c], key=lambda s: s.key["noise.injection_layer"])
-            shift = (r_i - (len(curves) - 1) / 2) * 0.12
-            color, marker, line = _curve_style(c, sites)
-            r = curve_label(c, sites)
-            xs, ys, es, partial, log_fit = [], [], [], [], []
-            segment, segments = 0, []  # the curve is drawn only between neighbouring points that both have a fit
-            for s in members:
-                row = table.iloc[by_id[id(s)]]
-                x = float(s.key["noise.injection_layer"]) + shift
-                y = None
-                segment += not row["converged"]  # a bound or an omitted point: no line passes it
-                if row["converged"]:
-                    y = row["mu"]
-                    xs.append(x), ys.append(y), es.append(float(np.nan_to_num(row["mu_err_reported"])))
-                    partial.append(bool(row["partial_drop"]))
-                    log_fit.append(row.get("axis") == "log10")
-                    segments.append(segment)
-                elif row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
-                    y = row["mu_lower_bound"]
-                    ax.plot([x], [y], "^", mfc="none", mec=color, ms=8)
-                    shown["bound"] = True
-                    shown["overflow"] |= row.get("overflow_from") is not None and np.isfinite(row["overflow_from"])
-                elif row.get("mu_upper_bound") is not None and np.isfinite(row["mu_upper_bound"]):
-                    y = row["mu_upper_bound"]
-                    ax.plot([x], [y], "v", mfc="none", mec=color, ms=8)
-                    shown["bound"] = True
-                else:
-                    omitted.append(f"{row['point']} ({r}): {str(row['reason'])[:70]}")
-                if y is not None and row["n_diverged"]:
-                    ax.plot([x], [y], "x", color="tab:red", ms=10, mew=1.5)
-                    shown["diverged"] = True
-            if xs:
-                xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
-                ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array(log_fit)), fmt="none", lw=1,
-                            color=color, capsize=3)
-                breaks = np.flatnonzero(np.diff(segments)) + 1
-                ax.plot(np.insert(xs_a, breaks, np.nan), np.insert(ys_a, breaks, np.nan), lw=1, color=color, ls=line)
-                ax.plot(xs_a[~part], ys_a[~part], marker, ms=5, color=color, ls="none")
-                ax.plot([], [], marker, ms=5, lw=1, color=color, ls=line, label=r)  # the legend's sample of the curve
-                if part.any():
-                    ax.plot(xs_a[part], ys_a[part], marker, ms=7, mfc="white", mec=color, mew=1.5, ls="none")
-                    shown["partial"] = True
-            else:
-                ax.plot([], [], marker, color=color, label=f"{r} (no converged fit)")
-        # explain each kind of marker only where the figure has one
-        if shown["partial"]:
-            ax.plot([], [], "o", mfc="white", mec="gray", mew=1.5, label="partial drop: fitted a_min > chance + 10 "
-                                                                           "points (mu of a smaller drop)")
-        if shown["bound"]:
-            ax.plot([], [], "^", mfc="none", mec="gray", label="no converged fit: a bound on mu (up: mu above it, "
-                                                               "down: below)" + ("; float32 overflow levels left out"
-                                                                                 if shown["overflow"] else ""))
-        if shown["diverged"]:
-            ax.plot([], [], "x", color="tab:red", mew=1.5, label="some runs diverged (scored at chance)")
-        _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        _draw_walking_marks(ax, marks)
+        _point_axis(ax, pd.concat([s.runs for s in group]), {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
         ax.set_title("Walking noise: " + group_title(key, extra), fontsize=9)
         ax.grid(alpha=0.3, which="both")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+        omitted = marks.omitted
         if omitted:
             ax.text(0.0, -0.32, "omitted (fit not converged): " + "; ".join(omitted[:4])
                     + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="top",
