@@ -9,7 +9,7 @@ export; no training.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -63,4 +63,8 @@ def main(path: str = "results/mnist/gap/runs.csv", out: str | None = None) -> No
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export", nargs="?", default="results/mnist/gap/runs.csv", help="the per-run export to read")
+    parser.add_argument("out", nargs="?", default=None, help="Markdown file to write (default: print)")
+    args = parser.parse_args()
+    main(args.export, args.out)

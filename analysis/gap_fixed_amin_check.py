@@ -6,7 +6,7 @@ fitting it move the 100-epoch multiplicative MLP midpoints? Reads the committed 
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import numpy as np
 import pandas as pd
@@ -35,4 +35,7 @@ def main(path: str = "results/mnist/gap/runs.csv") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export", nargs="?", default="results/mnist/gap/runs.csv", help="the per-run export to read")
+    args = parser.parse_args()
+    main(args.export)

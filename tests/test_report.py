@@ -163,6 +163,7 @@ def test_preserved_accuracy_compares_every_point_at_one_noise_level(campaign, tm
     for point, (_, a_min) in PARTIAL.items():  # at s = 1e4 every curve sits on its floor: a_min / a_max
         row = table[table["noise.injection_layer"] == point].iloc[0]
         assert row["preserved_accuracy"] == pytest.approx(a_min / 0.95, abs=0.02)
+        assert row["chance_preserved"] == pytest.approx(0.1 / 0.95, abs=0.01)  # the dashed floor: chance / clean
 
 
 def test_table2_is_the_mean_weight_magnitude_ratio_unclamped_over_clamped(campaign, tmp_path):

@@ -45,6 +45,8 @@ addEventListener("load", () => {
     ids: [...document.querySelectorAll("[id]")].map((e) => e.id),
     remote: [...document.querySelectorAll("[src],[href]")].map((e) => e.getAttribute("src") || e.getAttribute("href"))
       .filter((u) => /^[a-z][a-z0-9+.-]*:/i.test(u)),
+    items: [...document.querySelectorAll("li")].map((li) => li.textContent),
+    paragraphs: [...document.querySelectorAll("p")].map((para) => para.textContent),
     tables: [...document.querySelectorAll("table")].map((t) => ({
       cells: [...t.rows].map((r) => r.cells.length), headers: t.rows[0].querySelectorAll("th").length,
       width: box(t).width, height: box(t).height})),
@@ -183,6 +185,32 @@ def test_the_page_says_what_a_reader_needs_first(report: Path, page: dict) -> No
     # Fig. 1 has its fit parameters beside it, taken from the Table I CSV
     fig1 = text.split("## Fig. 1")[1].split("\n## ")[0]
     assert "**Fit parameters**" in fig1 and "mu ± err" in fig1 and "table1_global_mu.csv" in fig1
+
+
+def markdown_items(text: str) -> list[str]:
+    """The text of every list item of a Markdown text, its hard-wrapped continuation lines joined, as a browser
+    shows it (no ** or backticks)."""
+    items: list[str] = []
+    open_item = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("- "):
+            items.append(line.lstrip()[2:])
+            open_item = True
+        elif open_item and line.startswith("  ") and line.strip():
+            items[-1] += " " + line.strip()
+        else:
+            open_item = False
+    return [re.sub(r"\*\*|`|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", i) for i in items if i]
+
+
+def test_a_hard_wrapped_list_item_renders_as_one_item(report: Path, page: dict) -> None:
+    made = (report / "index.md").read_text().split("## How these outputs were made")[1]
+    wrapped = markdown_items(made)
+    assert len(wrapped) >= 3 and any(len(i) > 120 for i in wrapped), "the section has long, wrapped items"
+    for item in wrapped:
+        assert item in page["items"], f"not one list item on the page: {item[:60]}..."
+    tails = [line.strip() for line in made.splitlines() if line.startswith("  ")]
+    assert not [p for p in page["paragraphs"] if p.strip() in tails], "a continuation line became a paragraph"
 
 
 def test_a_missing_image_a_broken_link_and_a_missing_anchor_are_caught(tmp_path: Path) -> None:

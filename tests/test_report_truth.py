@@ -315,3 +315,24 @@ def test_a_walking_panel_whose_every_point_is_omitted_is_not_drawn(tmp_path):
                                                     "injection_layer": 2})]  # a second panel with one level only
     paths = report.fig2_walking_mu(runs_frame(docs), tmp_path, kind="multiplicative")
     assert [p.suffix for p in paths].count(".png") == 1 and len(pd.read_csv(paths[0])) == 2
+
+
+def test_the_report_states_the_final_accuracy_rule_its_runs_applied(tmp_path):
+    docs = [_doc(0.9 - 0.1 * i, seed=0, noise={"kind": "additive", "noise_std": s}, training={"epochs": 4})
+            for i, s in enumerate((0.01, 0.1, 1.0, 10.0))]
+    text = report.write_report(runs_frame(docs), tmp_path, only=["table1"]).read_text()
+    assert "final accuracy (mean over the last 2 of 4 epochs)" in text
+    assert "mean of the last five" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(p.name for p in (__import__("pathlib").Path(__file__).resolve().parents[1]
+                                                           / "analysis").glob("[!_]*.py")))
+def test_every_analysis_script_starts(script):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "analysis" / script), "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-500:]

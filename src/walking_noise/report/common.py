@@ -211,6 +211,19 @@ def learnable_points(runs: pd.DataFrame) -> dict[int, tuple[int, str]]:
     return {}
 
 
+def wrap(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (at spaces): titles that fit their figure."""
+    words, lines, line = str(text).split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    return "\n".join(lines[:4])
+
+
 def chance_level(runs: pd.DataFrame) -> float | None:
     """1 / number of classes (from the logits' shape in the layer table), the accuracy of guessing."""
     for table in column(runs, "layer_table"):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from walking_noise.registry import display_model
+from walking_noise.registry import authors_epochs, display_model
 from walking_noise.report.common import (
     NOISE_STD, NotEnoughRuns, Series, fit_series, format_pm, markdown_table, new_figure, reported_error, save_figure,
     write_csv, write_text,
@@ -180,19 +180,32 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                                                 & (cells["batchnorm"] == bn)).any()]
     shown = present if model != "mlp" and present else list(CELLS)  # the MLP: all four Table I cells, always
     rows = 2 if len(shown) > 2 else 1
+    ours = cells[cells["model"] == model]
+    authors = authors_epochs("mnist", model)
+    ticks = sorted({int(e) for e in ours["epochs"]} | ({authors} if authors else set()))  # only epochs with data
     fig = new_figure(9.0, 3.0 * rows + 0.3)
     axes = np.atleast_1d(fig.subplots(rows, 2 if len(shown) > 1 else 1, squeeze=False)).ravel()
+    straight: list[tuple[pd.DataFrame, str, str, str]] = []
     for ax, (kind, bn) in zip(axes, shown):
         mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)
                      & (cells["grid"] == "adaptive")]
         drawn = 0  # midpoints drawn in this cell
+        span: list[float] = []  # the values the y range shows: autograd midpoints with errors, the paper's
         for backward, style, color in (("autograd", "o-", "tab:blue"), ("straight_through", "s--", "tab:green")):
             every = mine[mine["backward"] == backward].sort_values("epochs")
             part = every[every["finished"]]
             if not part.empty:
                 axis = part["native_axis"].iloc[0]
+                label = f"here, {backward.replace('_', '-')} ({axis} fit)"
+                if backward == "straight_through":  # far below: named with its values, drawn at the axis' edge
+                    label += ": mu = " + ", ".join(f"{m:.3g} ({e} ep.)" for m, e in zip(part[f"mu_{axis}"],
+                                                                                          part["epochs"]))
+                    straight.append((part, style, color, label))
+                    drawn += len(part)
+                    continue
+                span += list(part[f"mu_{axis}"] - part[f"err_{axis}"]) + list(part[f"mu_{axis}"] + part[f"err_{axis}"])
                 ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
-                            color=color, label=f"here, {backward.replace('_', '-')} ({axis} fit)")
+                            color=color, label=label)
                 drawn += len(part)
                 if kind == "additive" and "mu_linear" in part:
                     ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
@@ -212,12 +225,25 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                     ha="center", va="center", fontsize=8, color="0.4")
         paper = paper_mu("mnist", model, kind, bn)
         if paper:
-            ax.axhline(paper, color="tab:red", lw=1, label=f"paper: {paper:g} (100 epochs)")
+            ax.axhline(paper, color="tab:red", lw=1, label=f"paper: {paper:g} ({authors} epochs)")
+            span.append(paper)
+        if span:
+            low, high = min(span), max(span)
+            ax.set_ylim(low - 0.08 * (high - low + 1e-9), high + 0.08 * (high - low + 1e-9))
+        for part, style, color, label in straight:
+            axis = part["native_axis"].iloc[0]
+            bottom = ax.get_ylim()[0]
+            inside = part[f"mu_{axis}"] >= bottom
+            ax.errorbar(part["epochs"][inside], part[f"mu_{axis}"][inside], yerr=part[f"err_{axis}"][inside],
+                        fmt=style, capsize=3, color=color)
+            ax.plot(part["epochs"][~inside], [bottom] * int((~inside).sum()), "v", color=color, ms=8, clip_on=False,
+                    label=label + ("; below the axis" if (~inside).any() else ""))
+        straight.clear()
         ax.set_xscale("log")
-        ax.set_xlim(2.5, 120)
+        ax.set_xlim(min(ticks) / 1.3, max(ticks) * 1.3)
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks([3, 10, 30, 100])
-        ax.set_xticklabels(["3", "10", "30", "100"])
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
         ax.set_xlabel("epochs")
         ax.set_ylabel("midpoint noise level mu")
         ax.set_title(f"MNIST {display_model(model)}, {kind}, {'with' if bn else 'without'} BatchNorm", fontsize=9)

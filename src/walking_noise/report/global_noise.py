@@ -16,7 +16,7 @@ import pandas as pd
 from walking_noise.report.common import (
     MIN_LEVELS, MIN_LEVELS_DOUBLE, NOISE_STD, NotEnoughRuns, Series, accuracy_points, column,
     dataset_name, display, diverged_levels, overflow_levels, fit_row, fit_series, format_pm, markdown_table, model_name, new_figure, panel_grid,
-    paper_runs, reported_error, save_figure, series_of, short_name, sort_key, varying, write_csv, write_text,
+    paper_runs, reported_error, save_figure, series_of, short_name, sort_key, varying, wrap, write_csv, write_text,
 )
 
 KINDS = ("additive", "multiplicative")
@@ -156,7 +156,7 @@ def plot_fit(ax: Any, s: Series, fit: Any, title: str, *, second: Any = None) ->
         if f.converged and f.mu is not None:
             ax.axvline(f.mu, color=color, ls=":", lw=1)
     if not fit.converged:
-        ax.text(0.02, 0.03, "not converged: " + _wrap(fit.reason, 60), transform=ax.transAxes, fontsize=6,
+        ax.text(0.02, 0.03, "not converged: " + wrap(fit.reason, 60), transform=ax.transAxes, fontsize=6,
                 va="bottom", color="tab:red")
     if log:
         ax.set_xscale("log")
@@ -169,18 +169,6 @@ def plot_fit(ax: Any, s: Series, fit: Any, title: str, *, second: Any = None) ->
     ax.grid(alpha=0.3)
 
 
-def _wrap(text: str, width: int) -> str:
-    words, lines, line = str(text).split(), [], ""
-    for w in words:
-        if len(line) + len(w) + 1 > width and line:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    lines.append(line)
-    return "\n".join(lines[:4])
-
-
 def fig1_fit(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 12) -> list[Path]:
     """Fig. 1: accuracy vs global noise with error bars and the fitted logistic, one panel per series.
 
@@ -191,7 +179,7 @@ def fig1_fit(df: pd.DataFrame, out_dir: str | Path, *, max_panels: int = 12) -> 
     if not good:
         raise _too_few("Fig. 1", every, MIN_LEVELS)
     extra = varying(good)
-    return _panel_pages(good, lambda ax, s: plot_fit(ax, s, fit_series(s), _wrap(series_title(s, extra), 60)),
+    return _panel_pages(good, lambda ax, s: plot_fit(ax, s, fit_series(s), wrap(series_title(s, extra), 60)),
                         out_dir / "fig1_fit.png", "Fig. 1: accuracy vs globally injected noise, logistic fit (Eq. 1)",
                         max_panels=max_panels, max_cols=3, panel_size=(4.2, 3.3))
 
@@ -209,7 +197,7 @@ def _panel_pages(series: list[Series], draw: Any, path: Path, title: str, *, max
             draw(ax, s)
         for ax in axes[len(chunk):]:
             ax.set_visible(False)
-        fig.suptitle(_wrap(title, int(13 * panel_size[0] * cols)), fontsize=10)  # ~13 characters per inch
+        fig.suptitle(wrap(title, int(13 * panel_size[0] * cols)), fontsize=10)  # ~13 characters per inch
         name = path.name if page == 1 else f"{path.stem}_{page}{path.suffix}"
         paths.append(save_figure(fig, path.parent / name))
     return paths
@@ -242,10 +230,10 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
     if not usable:
         raise NotEnoughRuns("Fig. 6: no global-noise series with >= 2 noise levels and stored validation curves")
     extra = varying(usable)
-    from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
-    cmap = colormaps["viridis"]
+    styles = list(zip(("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                       "tab:olive", "tab:cyan", "tab:gray"), "osD^v<>ph*"))  # neighbours differ in colour and marker
 
     def draw(ax: Any, s: Series) -> None:
         levels = _curve_levels(s, max_levels)
@@ -256,8 +244,8 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
                 continue
             n = max(len(c) for c in curves)
             padded = 100 * np.array([c + [np.nan] * (n - len(c)) for c in curves], dtype=float)
-            epochs, color = np.arange(1, n + 1), cmap(i / max(1, len(levels) - 1))
-            ax.plot(epochs, np.nanmean(padded, axis=0), "-o", ms=3, color=color,
+            epochs, (color, marker) = np.arange(1, n + 1), styles[i % len(styles)]
+            ax.plot(epochs, np.nanmean(padded, axis=0), "-", marker=marker, ms=4, color=color,
                     label=f"s = {level:.3g} ({len(curves)})")
             if len(curves) > 1:  # the spread over seeds
                 ax.fill_between(epochs, np.nanmin(padded, axis=0), np.nanmax(padded, axis=0), color=color,
@@ -265,8 +253,8 @@ def fig6_training_curves(df: pd.DataFrame, out_dir: str | Path, *, max_levels: i
         ax.set_xlabel("epoch", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("validation accuracy (%)", fontsize=8)
-        ax.set_title(_wrap(series_title(s, extra), 48), fontsize=8)
-        ax.legend(fontsize=6, ncol=3, title="noise std (seeds); band: min..max over seeds", title_fontsize=6,
+        ax.set_title(wrap(series_title(s, extra), 48), fontsize=8)
+        ax.legend(fontsize=7, ncol=2, title="noise std (seeds); band: min..max over seeds", title_fontsize=7,
                   loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         ax.grid(alpha=0.3)
 
@@ -340,15 +328,18 @@ def fig7_double_logistic(df: pd.DataFrame, out_dir: str | Path, *, max_panels: i
                         f"(s = {min(on_plateau):.3g}..{max(on_plateau):.3g})")
         else:
             evidence = f"no plateau in the data ({len(on_plateau)} level(s) between the steps)"
-        plot_fit(ax, s, double, _wrap(series_title(s, extra), 70) + f"\nAIC prefers the {auto.model}; {evidence}",
+        plot_fit(ax, s, double, wrap(series_title(s, extra), 70) + f"\nAIC prefers the {auto.model}; {evidence}",
                  second=single)
         for f in (double, single):
             table.append({**fit_row(s, f), "plateau_levels": len(on_plateau) if f is double else None})
     for ax in axes[len(chosen):]:
         ax.set_visible(False)
     n_plateau = sum(c[0] for c in chosen)
-    fig.suptitle(f"Fig. 7: two stacked logistics vs one, on the series the double fits best "
-                 f"({n_plateau} of {len(chosen)} show an intermediate plateau)", fontsize=10)
+    fig.suptitle(wrap(f"Fig. 7 style: two stacked logistics vs one, on the series of these runs the double fits best "
+                      f"({n_plateau} of {len(chosen)} show an intermediate plateau). mu of the double: where it "
+                      f"crosses half-way between its outer plateaus, not either step's midpoint. (The paper's Fig. 7 "
+                      f"is LeNet-5 on CIFAR-10 without BatchNorm, multiplicative noise at its third layer.)",
+                      int(13 * 5.2 * cols)), fontsize=9)
     return [save_figure(fig, out_dir / "fig7_double_logistic.png"),
             write_csv(pd.DataFrame(table), out_dir / "fig7_double_logistic.csv")]
 

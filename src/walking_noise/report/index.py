@@ -133,12 +133,24 @@ def _not_converged(files: list[Path]) -> list[str]:
     return lines
 
 
+def accuracy_rule(df: pd.DataFrame) -> str:
+    """What the final accuracy of the runs in ``df`` averages, as the runs recorded it (``final_epochs_averaged``
+    of ``training.epochs``): the paper's last five epochs, or the second half of a shorter training."""
+    pairs = df[["training.epochs", "final_epochs_averaged"]].dropna() if {"training.epochs", "final_epochs_averaged"} \
+        <= set(df.columns) else pd.DataFrame()
+    if pairs.empty:
+        return "the mean of the last five epochs, or of the second half of a run shorter than ten epochs"
+    seen = sorted({(int(e), int(a)) for e, a in pairs.itertuples(index=False)})
+    parts = [f"the last {a} of {e} epochs" if a > 1 else f"the last epoch of {e}" for e, a in seen]
+    return "mean over " + "; ".join(parts[:4]) + (f"; and {len(parts) - 4} more" if len(parts) > 4 else "")
+
+
 DECISIONS = """\
 ## How these outputs were made
 
-- **Fits**: Eq. 1 fitted with `walking_noise.fit.fit_midpoint` to the final accuracy (mean of the last five
-  epochs) of every run of a series, weighted by the seed spread per noise level. A series is every run with the
-  same config except seed and noise std.
+- **Fits**: Eq. 1 fitted with `walking_noise.fit.fit_midpoint` to the final accuracy ({accuracy_rule}) of every
+  run of a series, weighted by the seed spread per noise level. A series is every run with the same config except
+  seed and noise std.
 - **Fit axis**: log10 when the positive noise levels span >= 2 decades and are more evenly spaced on a log
   scale than on a linear one, else linear (decided per series by its grid, not by the noise kind). mu is always in
   noise-std units.
@@ -249,7 +261,7 @@ def _index_text(df: pd.DataFrame, done: list[Output], out_dir: Path, export: Pat
     lines.append("")
     bad = _not_converged([p for o in made for p in o.files])
     lines += ["## Fits that did not converge", ""] + (bad or ["None."]) + [""]
-    lines.append(DECISIONS)
+    lines.append(DECISIONS.replace("{accuracy_rule}", accuracy_rule(df)))
     return "\n".join(lines)
 
 
@@ -397,29 +409,43 @@ def markdown_to_html(text: str, title: str) -> str:
             out.append("<div class='table'><table>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table></div>")
             table.clear()
 
+    block: list[str] = []  # the open list item or paragraph: [opening tag, text, closing tag]
+
+    def close_block() -> None:
+        if block:
+            out.append(f"{block[0]}{inline(block[1])}{block[2]}")
+            block.clear()
+
     for line in text.splitlines():
         if line.startswith("|"):
+            close_block()
             table.append(re.split(r"(?<!\\)\|", line.strip())[1:-1])
             continue
         flush()
         item = line.lstrip().startswith("- ")
+        heading, image = re.match(r"(#+) (.*)", line), re.match(r"!\[(.*?)\]\((.+?)\)", line)
+        if line.strip() and block and not (item or heading or image):  # a hard-wrapped continuation line
+            block[1] += " " + line.strip()
+            continue
+        close_block()
         if in_list and not item:
             out.append("</ul>")
             in_list = False
-        if m := re.match(r"(#+) (.*)", line):
-            level = min(len(m.group(1)), 6)
-            out.append(f"<h{level} id='{_anchor(m.group(2))}'>{inline(m.group(2))}</h{level}>")
-        elif m := re.match(r"!\[(.*?)\]\((.+?)\)", line):
-            out.append(f"<p><img src=\"{html.escape(m.group(2))}\" alt=\"{html.escape(m.group(1))}\"></p>")
+        if heading:
+            level = min(len(heading.group(1)), 6)
+            out.append(f"<h{level} id='{_anchor(heading.group(2))}'>{inline(heading.group(2))}</h{level}>")
+        elif image:
+            out.append(f"<p><img src=\"{html.escape(image.group(2))}\" alt=\"{html.escape(image.group(1))}\"></p>")
         elif item:
             if not in_list:
                 out.append("<ul>")
                 in_list = True
             indent = (len(line) - len(line.lstrip())) // 2
             style = f" style='margin-left:{1.5 * indent}em'" if indent else ""
-            out.append(f"<li{style}>{inline(line.lstrip()[2:])}</li>")
+            block.extend([f"<li{style}>", line.lstrip()[2:], "</li>"])
         elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
+            block.extend(["<p>", line.strip(), "</p>"])
+    close_block()
     flush()
     if in_list:
         out.append("</ul>")

@@ -21,7 +21,7 @@ from walking_noise.report.common import (
     fit_row, fit_series, half_drop_level, layer_labels, learnable_points, markdown_table, model_name,
     new_figure, overflow_levels, paper_runs, plain_log_ticks, save_figure, series_of, short_name, slug, sort_key,
     varying,
-    write_csv, write_text,
+    wrap, write_csv, write_text,
 )
 from walking_noise.sites import SITES
 
@@ -86,12 +86,28 @@ def figure_groups(series: list[Series]) -> list[tuple[dict[str, Any], list[Serie
     return out
 
 
-def group_title(key: dict[str, Any], extra: list[str]) -> str:
+def group_title(key: dict[str, Any], extra: list[str], runs: pd.DataFrame | None = None) -> str:
+    """A per-point figure's title: model, dataset, BatchNorm, noise kind, what else sets the figure apart and, from
+    ``runs``, how long they trained and how many seeds each point has."""
     bn = "with BatchNorm" if key.get("batchnorm") else "without BatchNorm"
     more = [f"{short_name(c)}={display(key.get(c))}" for c in extra if c not in ("dataset", "model", "batchnorm")
             and c not in WITHIN_FIGURE]
     return (f"{model_name(key.get('model'))} on {dataset_name(key.get('dataset'))}, {bn}, "
-            f"{key.get('noise.kind')} walking noise" + (f" ({', '.join(more)})" if more else ""))
+            f"{key.get('noise.kind')} walking noise" + (f" ({', '.join(more)})" if more else "")
+            + (f"; {training_note(runs)}" if runs is not None else ""))
+
+
+def training_note(runs: pd.DataFrame) -> str:
+    """``10 epochs, 3 seeds`` (ranges where the runs differ): what a reader needs to weigh a figure's points."""
+    def span(values: Any, unit: str) -> str:
+        vals = sorted({int(v) for v in values if pd.notna(v)})
+        if not vals:
+            return f"? {unit}"
+        return f"{vals[0]} {unit}" if len(vals) == 1 else f"{vals[0]}-{vals[-1]} {unit}"
+
+    seeds = runs.groupby([c for c in ("noise.injection_layer", NOISE_STD) if c in runs.columns])["seed"].nunique() \
+        if "seed" in runs.columns else pd.Series(dtype=int)
+    return f"{span(column(runs, 'training.epochs'), 'epochs')}, {span(seeds, 'seeds')} per level"
 
 
 def group_slug(key: dict[str, Any], extra: list[str]) -> str:
@@ -283,7 +299,8 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
-        ax.set_title("Walking noise: " + group_title(key, extra), fontsize=9)
+        ax.set_title(wrap("Walking noise: " + group_title(key, extra, pd.concat([s.runs for s in group])), 95),
+                     fontsize=9)
         ax.grid(alpha=0.3, which="both")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         omitted = marks.omitted
@@ -323,6 +340,7 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         runs = pd.concat([s.runs for s in group])
         curves = _curves(group)
         sites = {c[1] for c in curves}
+        levels: list[tuple[str, str]] = []
         for r_i, c in enumerate(curves):
             members = sorted([s for s in group if curve(s.key) == c], key=lambda s: s.key["noise.injection_layer"])
             shift = (r_i - (len(curves) - 1) / 2) * 0.12
@@ -335,23 +353,29 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 amin = np.array([row["a_min"] if o else np.nan for row, o in zip(rows, ok)], dtype=float)
                 err = np.array([np.nan_to_num(float(row["a_min_err"] if row["a_min_err"] is not None else 0.0))
                                 if o else np.nan for row, o in zip(rows, ok)], dtype=float)
-                ax.errorbar(x[ok], 100 * amin[ok], yerr=100 * err[ok], fmt="o", ms=5, capsize=3, color=color,
-                            label=f"{r}: fitted a_min")
+                ax.errorbar(x[ok], 100 * amin[ok], yerr=100 * err[ok], fmt="o", ms=5, capsize=3, color=color)
             smallest = np.array([row["acc_smallest_noise"] for row in rows], dtype=float)
-            ax.plot(x, 100 * smallest, "_", color=color, ms=12, mew=2,
-                    label=f"{r}: measured at s = {_levels_text(rows, 'smallest_noise')}")
+            ax.plot(x, 100 * smallest, "_", color=color, ms=12, mew=2)
             largest = np.array([row["acc_largest_noise"] for row in rows], dtype=float)
-            ax.plot(x, 100 * largest, "s--", mfc="none", mec=color, color=color, lw=0.8, ms=6,
-                    label=f"{r}: measured at s = {_levels_text(rows, 'largest_noise')}")
+            ax.plot(x, 100 * largest, "s--", mfc="none", mec=color, color=color, lw=0.8, ms=6)
+            ax.plot([], [], "s", color=color, ms=8, label=r)  # one legend entry per curve: its colour
+            levels.append((_levels_text(rows, "smallest_noise"), _levels_text(rows, "largest_noise")))
+        # what each kind of mark means, once (the levels where every curve shares them)
+        lows, highs = {lo for lo, _ in levels}, {hi for _, hi in levels}
+        ax.errorbar([], [], yerr=[], fmt="o", color="gray", ms=5, capsize=3, label="fitted a_min ± error")
+        ax.plot([], [], "_", color="gray", ms=12, mew=2,
+                label=f"measured at the smallest noise (s = {lows.pop() if len(lows) == 1 else 'per curve, see CSV'})")
+        ax.plot([], [], "s--", mfc="none", mec="gray", color="gray", lw=0.8, ms=6,
+                label=f"measured at the largest noise (s = {highs.pop() if len(highs) == 1 else 'per curve, see CSV'})")
         chance = chance_level(runs)
         if chance:
             ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance level")
         _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_ylim(0, 105)
         ax.set_ylabel("accuracy (%)")
-        ax.set_title("Lower accuracy bound a_min: " + group_title(key, extra), fontsize=9)
+        ax.set_title(wrap("Lower accuracy bound a_min: " + group_title(key, extra, runs), 95), fontsize=9)
         ax.grid(alpha=0.3)
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=6, frameon=False)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
         paths.append(save_figure(fig, out_dir / f"fig3_amin_{group_slug(key, extra)}.png"))
     return paths
 
@@ -398,8 +422,9 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
 
     Preserved accuracy = mean accuracy at the largest noise level tested at every point of the figure (else at the
     point's largest) / mean accuracy at noise 0 (or, without runs at 0, at the smallest tested noise); error bar
-    from the seed spreads of both (relative errors added in quadrature). One series per dataset, one PNG per model
-    and BatchNorm (``fig5_preserved_accuracy_<model>_<bn|nobn>.png``), and a CSV.
+    from the seed spreads of both (relative errors added in quadrature). Dashed: chance level / clean accuracy, what
+    a model that only guesses keeps. One series per dataset, one PNG per model and BatchNorm
+    (``fig5_preserved_accuracy_<model>_<bn|nobn>.png``), and a CSV.
     """
     out_dir = Path(out_dir)
     runs = paper_runs(df, "multiplicative", "walking")
@@ -417,9 +442,12 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
         rel = np.hypot(e["std_largest_noise"] / max(e["acc_largest_noise"], 1e-12),
                        e["std_smallest_noise"] / max(e["acc_smallest_noise"], 1e-12))
         point = int(s.key["noise.injection_layer"])
+        chance = chance_level(s.runs)
         rows.append({**s.key, "point": layer_labels(s.runs).get(point, str(point)), **e,
                      "largest_tested_noise": float(s.levels.max()),
-                     "preserved_accuracy": ratio, "preserved_accuracy_err": abs(ratio) * rel})
+                     "preserved_accuracy": ratio, "preserved_accuracy_err": abs(ratio) * rel,
+                     "chance_preserved": chance / e["acc_smallest_noise"] if chance and e["acc_smallest_noise"] > 0
+                     else np.nan})
     table = pd.DataFrame(rows)
     paths = [write_csv(table, out_dir / "fig5_preserved_accuracy.csv")]
     extra = [c for c in varying(series) if c not in WITHIN_FIGURE and c != "dataset"]
@@ -439,10 +467,15 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
             sub = table.iloc[idx]
             shift = (d_i - (len(datasets) - 1) / 2) * 0.1
             where = f", {site} site" if len(sites) > 1 or site != "activation" else ""
-            ax.errorbar(sub["noise.injection_layer"].astype(float) + shift, sub["preserved_accuracy"],
-                        yerr=sub["preserved_accuracy_err"], fmt=SITE_MARKERS[site] + "-", ms=5, capsize=3,
-                        label=f"{dataset_name(dataset)}{where} (s = {_levels_text(sub.to_dict('records'), 'largest_noise')}"
-                              f" vs {_levels_text(sub.to_dict('records'), 'smallest_noise')})")
+            drawn = ax.errorbar(sub["noise.injection_layer"].astype(float) + shift, sub["preserved_accuracy"],
+                                yerr=sub["preserved_accuracy_err"], fmt=SITE_MARKERS[site] + "-", ms=5, capsize=3,
+                                label=f"{dataset_name(dataset)}{where} (s = "
+                                      f"{_levels_text(sub.to_dict('records'), 'largest_noise')} vs "
+                                      f"{_levels_text(sub.to_dict('records'), 'smallest_noise')})")
+            floor = float(sub["chance_preserved"].mean())
+            if np.isfinite(floor):  # a model that guesses keeps chance / clean accuracy: the floor of this ratio
+                ax.axhline(floor, color=drawn[0].get_color(), ls="--", lw=0.8,
+                           label=f"chance level / clean accuracy, {dataset_name(dataset)}{where}: {floor:.2f}")
         runs_here = pd.concat([series[i].runs for i in members])
         _point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
         ax.set_ylim(bottom=0)
@@ -450,8 +483,9 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
         ax.set_ylabel("preserved accuracy (largest noise / no noise)")
         bn = "with" if first.get("batchnorm") else "without"
         more = [f"{short_name(c)}={display(first.get(c))}" for c in extra]
-        ax.set_title(f"Preserved accuracy, multiplicative walking noise: {model_name(first.get('model'))} {bn} "
-                     f"BatchNorm" + (f" ({', '.join(more)})" if more else ""), fontsize=9)
+        ax.set_title(wrap(f"Preserved accuracy, multiplicative walking noise: {model_name(first.get('model'))} "
+                                 f"{bn} BatchNorm" + (f" ({', '.join(more)})" if more else "")
+                                 + f"; {training_note(runs_here)}", 95), fontsize=9)
         ax.grid(alpha=0.3)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         name = slug(first.get("model"), bool(first.get("batchnorm")), *[first.get(c) for c in extra])
