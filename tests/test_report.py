@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy.special import expit
 
 from walking_noise import report
@@ -58,7 +57,6 @@ def campaign_configs(checkpoints):
 def campaign(tmp_path_factory):
     """(store path, runs DataFrame) of the real campaign, trained once for the whole module as the local runner
     trains it (compatible configs packed, inference-only configs trained once and evaluated many times)."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("campaign")
     with LocalStore(root / "store") as store:
         for unit in plan_units(campaign_configs(root / "checkpoints")):
