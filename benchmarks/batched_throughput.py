@@ -1,14 +1,15 @@
 """Training throughput of the one-model path vs the batched engine, printed as ratios measured in one run.
 
     .venv/bin/python benchmarks/batched_throughput.py [--threads 2] [--quick] [--device cuda] [--members 1,8,128]
+        [--no-twin]
 
 Rows, for the MLP on MNIST-sized input (1x28x28, real mnist_5k digits) and LeNet-5 on CIFAR-sized input (3x32x32,
 random tensors: throughput does not depend on pixel values), all with BatchNorm and global additive noise:
 - ``dataloader``: the one-model loop as a plain SEML experiment runs it (torch DataLoader over a TensorDataset);
 - ``tensor``: the one-model path of ``training.train_run`` (data as tensors, no DataLoader);
 - ``batched K``: ``batched.train_members`` with K members.
-- ``batched K, torch.randn noise``: the same with the noise drawn by torch's CPU generator instead of the compiled
-  one of ``walking_noise.gaussian`` (what the generator is worth).
+- ``batched K, torch twin noise``: the same with the noise drawn by the torch twin of ``walking_noise.gaussian``
+  instead of its compiled generator (what the compiled generator is worth; ``--no-twin`` skips these rows).
 Throughput is trained member-samples per second, per epoch with its evaluation and in the training loop alone
 (``in-loop``: the steps, no evaluation); ratios are epoch rates against ``dataloader``. Every row runs with
 ``training.keep_freed_memory`` in effect (the library sets it in every training process; setting it here first
@@ -140,6 +141,9 @@ def main() -> None:
                              "for the MLP, 1,8,32 for LeNet-5)")
     parser.add_argument("--members-mlp", default=None, help="K values for the MLP alone")
     parser.add_argument("--members-conv", default=None, help="K values for LeNet-5 alone")
+    parser.add_argument("--no-twin", action="store_true",
+                        help="skip the torch-twin noise rows (on the CPU they take most of the run's time; "
+                             "benchmarks/generator_rate.py gives the generator's own rates)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -174,11 +178,12 @@ def main() -> None:
         for k in ks:
             configs = [cfg(s) for s in range(k)]
             rows.append((f"batched K={k}", *rates(lambda: train_members(configs, data), k, repeats=1)))
-        configs = [cfg(s) for s in range(ks[-1] if model_name == "mlp" else ks[1])]
-        os.environ[gaussian.BACKEND_ENV] = "torch"
-        rows.append((f"batched K={len(configs)}, torch twin noise",
-                     *rates(lambda: train_members(configs, data), len(configs), repeats=1)))
-        del os.environ[gaussian.BACKEND_ENV]
+        if not args.no_twin:
+            configs = [cfg(s) for s in range(ks[-1] if model_name == "mlp" else ks[1])]
+            os.environ[gaussian.BACKEND_ENV] = "torch"
+            rows.append((f"batched K={len(configs)}, torch twin noise",
+                         *rates(lambda: train_members(configs, data), len(configs), repeats=1)))
+            del os.environ[gaussian.BACKEND_ENV]
         base = rows[0][1]
         print(f"\n{model_name} on {data.input_shape}, {n} samples/epoch, {flops / 1e6:.2f} MFLOP/sample trained")
         print(f"{'path':<30}{'epoch samples/s':>16}{'ratio':>7}{'% peak':>8}{'in-loop samples/s':>19}{'% peak':>8}")

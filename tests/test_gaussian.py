@@ -4,8 +4,12 @@ draws, and the torch twin that must give bit-identical numbers (GPU, no compiler
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import platform
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +169,89 @@ def test_keep_freed_memory_is_idempotent() -> None:
     assert keep_freed_memory() == first
     if platform.libc_ver()[0] == "glibc":
         assert first  # glibc: the setting takes effect
+
+
+# Draws recorded from _gaussian.c as of 59254db (before the vector path): SHA-256 of the (K, n) float32 array's
+# little-endian bytes, and the first three draws of the last row. Stored runs were computed with these numbers.
+RECORDED = [
+    (([0], (0, 0, 0), 1, None),
+     "7068e6dbcafe889d8b2fa3dc1dd1679f4785bef71bc3f02fd53ab0969c590b57", ["0x1.fb765ep-1"]),
+    (([1, 2**64 - 1, 2**63 + 12345], (9, 8, 0xFFFFFFFF), 1000, None),
+     "523acbc62e07a68a71d8ab9133279c080b889a930157eaab1ab2e5d478bc7be5",
+     ["0x1.a2093cp-3", "0x1.9b2384p-1", "0x1.7c3004p-1"]),
+    (([42, 43, 44], (1, 2, 3), 70_001, [True, False, True]),
+     "6df02723c159e4bc2139dafd92575905b7b1a256b31717cc5b8b51d211b75c41",
+     ["0x1.879decp-1", "0x1.19245ap-2", "0x1.073eeep-2"]),
+    (([2024], (5, 0, 7), 256 * 1000 + 17, None),
+     "8784ece70cdad8f193b64ba84c2eb194650d4aa211c6698ccf70cb124bf43be0",
+     ["0x1.055214p+0", "-0x1.88f0b6p+0", "0x1.8073bep+0"]),
+    (([0xDEADBEEFCAFEF00D, 7], (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), 255, [False, True]),
+     "47b3811ea604ea85ad613d77c82aeed89b1379185b5ace7c6ef13dece505bfc8",
+     ["0x1.62624cp-2", "-0x1.d098a4p-2", "-0x1.e05dc8p-1"]),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_build(tmp_path_factory) -> ctypes.CDLL:
+    """The generator built with -DWN_NO_SIMD: the plain C reference path the torch twin mirrors."""
+    if gaussian._load() is None:
+        pytest.skip("no compiled generator")
+    return gaussian.compile_generator(tmp_path_factory.mktemp("reference") / "reference.so",
+                                      extra_flags=("-DWN_NO_SIMD",))
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "reference build", "torch twin"])
+@pytest.mark.parametrize("case", range(len(RECORDED)))
+def test_draws_are_those_recorded_before_the_vector_path(implementation: str, case: int, request) -> None:
+    (keys, counter, n, active), digest, head = RECORDED[case]
+    if implementation == "compiled":
+        if gaussian.backend() != "fast":
+            pytest.skip("no compiled generator")
+        z = gaussian.philox_normal(keys, counter, n, active=active)
+    elif implementation == "reference build":
+        z = gaussian.philox_normal_compiled(request.getfixturevalue("reference_build"), keys, counter, n, active)
+    else:
+        z = torch.zeros(len(keys), n)
+        rows = [m for m in range(len(keys)) if active is None or active[m]]
+        z[rows] = gaussian.philox_normal_torch([keys[m] for m in rows], counter, n)
+    assert z[-1, :len(head)].tolist() == [float.fromhex(h) for h in head]
+    assert hashlib.sha256(z.numpy().astype("<f4").tobytes()).hexdigest() == digest
+
+
+@needs_compiler
+def test_the_cached_build_uses_the_vector_path_where_the_cpu_has_avx2() -> None:
+    if "avx2" not in _cpu_flags():
+        pytest.skip("no AVX2 on this CPU")
+    assert gaussian.simd_lanes() in (8, 16)
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 4097, 100_003])
+def test_the_reference_build_gives_the_vector_builds_draws(reference_build: ctypes.CDLL, n: int) -> None:
+    assert reference_build.wn_lanes_per_vector() == 1
+    keys = [5, 2**64 - 2, 2**40 + 3]
+    for active in (None, [True, False, True]):
+        fast = gaussian.philox_normal(keys, (7, 0, 2**31), n, active=active)
+        assert torch.equal(gaussian.philox_normal_compiled(reference_build, keys, (7, 0, 2**31), n, active), fast)
+
+
+@needs_compiler
+def test_the_avx512_path_compiles_and_where_the_cpu_has_it_gives_the_same_draws(tmp_path) -> None:
+    probe = tmp_path / "probe.c"
+    probe.write_text("int main(void) { return 0; }\n")
+    if subprocess.run([os.environ.get("CC", "cc"), "-mavx512f", str(probe), "-o", str(tmp_path / "probe")],
+                      capture_output=True).returncode != 0:
+        pytest.skip("the C compiler does not accept -mavx512f")
+    lib = gaussian.compile_generator(tmp_path / "avx512.so", extra_flags=("-mavx512f",))
+    assert lib.wn_lanes_per_vector() == 16  # a constant return: safe to call on any x86-64 CPU
+    if "avx512f" in _cpu_flags():
+        keys = [3, 2**63 + 1]
+        assert torch.equal(gaussian.philox_normal_compiled(lib, keys, (1, 2, 3), 70_001),
+                           gaussian.philox_normal(keys, (1, 2, 3), 70_001))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":")[1].split()}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from _synthetic import synthetic_doc
 from scipy.special import expit
 
@@ -89,7 +88,6 @@ def campaign(tmp_path_factory):
     with LocalStore(root / "store") as store:
         for doc in synthetic_campaign():
             store.put(doc)
-        torch.set_num_threads(1)
         for run in pair:
             assert [o["status"] for o in execute_unit([run], "small", store)] == ["COMPLETED"]
     return root / "store", runs_from_store(root / "store")

@@ -8,7 +8,6 @@ import mongomock
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from walking_noise.units import execute
 
@@ -40,7 +39,6 @@ def _configs():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Six real runs, plus a failure that was retried and a config that only failed."""
-    torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("results") / "store"
     configs = _configs()
     with LocalStore(path) as st:

@@ -10,11 +10,12 @@ on the run's own config (its key) and on where in training the draw happens (its
 Two implementations give bit-identical float32 draws (tested):
 
 - ``_gaussian.c``, compiled at first use with the machine's C compiler (``-O3 -march=native -ffp-contract=off``),
-  cached under ``~/.cache/walking_noise`` (or ``$WALKING_NOISE_CACHE``) per CPU-flags hash and loaded with ctypes;
-  vectorised, it is the fast path for float32 CPU tensors;
+  cached under ``~/.cache/walking_noise`` (or ``$WALKING_NOISE_CACHE``) per CPU-flags hash and loaded with ctypes:
+  the fast path for float32 CPU tensors. It holds a plain C reference and an AVX2 / AVX-512 vector path that gives
+  the same bits (:func:`simd_lanes` says which one a build uses);
 - :func:`philox_normal_torch`, the same arithmetic as torch tensor operations, one IEEE operation at a time: used on
   GPUs, where no compiler works, and with ``WALKING_NOISE_RNG=torch``. It is several times slower on the CPU
-  (``benchmarks/batched_throughput.py`` prints both rates).
+  (``benchmarks/generator_rate.py`` prints both rates, per core).
 
 The radius uses 31 random bits, so |z| <= sqrt(-2 ln 2^-32) = 6.66.
 """
@@ -65,7 +66,7 @@ def _cache_dir() -> Path:
     return Path(base)
 
 
-def _compile(target: Path) -> None:
+def _compile(target: Path, source: Path = SOURCE, extra_flags: Sequence[str] = ()) -> None:
     """Build ``target`` atomically (parallel workers may race; the loser's rename is harmless)."""
     compiler = os.environ.get("CC", "cc")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def _compile(target: Path) -> None:
         out = Path(tmp) / target.name
         errors = []
         for flags in (["-march=native"], []):
-            cmd = [compiler, *CFLAGS, *flags, "-fPIC", "-shared", str(SOURCE), "-o", str(out)]
+            cmd = [compiler, *CFLAGS, *flags, *extra_flags, "-fPIC", "-shared", str(source), "-o", str(out)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True)
             except OSError as err:  # no such compiler
@@ -83,6 +84,28 @@ def _compile(target: Path) -> None:
                 return
             errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-500:]}")
         raise RuntimeError("; ".join(errors))
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the C signatures of a loaded generator library."""
+    lib.wn_philox_normal.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
+    lib.wn_philox_normal.restype = None
+    lib.wn_philox4x32_10.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.wn_philox4x32_10.restype = None
+    if hasattr(lib, "wn_lanes_per_vector"):  # absent from builds of older sources (benchmarks compare them)
+        lib.wn_lanes_per_vector.argtypes = []
+        lib.wn_lanes_per_vector.restype = ctypes.c_int32
+    return lib
+
+
+def compile_generator(target: Path, source: Path = SOURCE, extra_flags: Sequence[str] = ()) -> ctypes.CDLL:
+    """Build the C generator from ``source`` into the shared library ``target`` (flags as for the cached build, plus
+    ``extra_flags``) and load it: for comparing builds, e.g. the reference path (``-DWN_NO_SIMD``) with the vector
+    path in the tests, or an older version of the source in ``benchmarks/generator_rate.py``. Raises RuntimeError
+    with the compiler's message when no build succeeds."""
+    _compile(target, source, extra_flags)
+    return _bind(ctypes.CDLL(str(target)))
 
 
 def _load() -> ctypes.CDLL | None:
@@ -103,13 +126,7 @@ def _load() -> ctypes.CDLL | None:
                     target = Path(tempfile.gettempdir()) / "walking_noise" / target.name
                     if not target.exists():
                         _compile(target)
-            lib = ctypes.CDLL(str(target))
-            lib.wn_philox_normal.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p,
-                                             ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
-            lib.wn_philox_normal.restype = None
-            lib.wn_philox4x32_10.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-            lib.wn_philox4x32_10.restype = None
-            _library = lib
+            _library = _bind(ctypes.CDLL(str(target)))
         except (OSError, RuntimeError) as err:
             warnings.warn(f"walking_noise: the compiled CPU Gaussian generator is unavailable ({err}); noise is "
                           f"drawn by its torch twin (the same numbers, slower on the CPU)", RuntimeWarning,
@@ -220,12 +237,7 @@ def philox_normal(keys: Sequence[int] | np.ndarray, counter: tuple[int, int, int
     keys = keys if isinstance(keys, np.ndarray) else key_array(keys)
     K = len(keys)
     if (device == "cpu" or torch.device(device).type == "cpu") and backend() == "fast":
-        out = torch.empty(K, n, dtype=torch.float32)
-        flags = None if active is None else np.asarray(active, dtype=np.uint8)
-        _library.wn_philox_normal(out.data_ptr(), n, K, keys.ctypes.data,  # type: ignore[union-attr]
-                                  None if flags is None else flags.ctypes.data,
-                                  counter[0] & MASK32, counter[1] & MASK32, counter[2] & MASK32)
-        return out
+        return philox_normal_compiled(_library, keys, counter, n, active)  # type: ignore[arg-type]
     key_list = [int(k) for k in keys]
     if active is None or all(active):
         return philox_normal_torch(key_list, counter, n, device)
@@ -235,6 +247,26 @@ def philox_normal(keys: Sequence[int] | np.ndarray, counter: tuple[int, int, int
         out[torch.tensor(chosen, device=device)] = philox_normal_torch([key_list[m] for m in chosen], counter, n,
                                                                        device)
     return out
+
+
+def philox_normal_compiled(library: ctypes.CDLL, keys: Sequence[int] | np.ndarray, counter: tuple[int, int, int],
+                           n: int, active: Sequence[bool] | None = None) -> torch.Tensor:
+    """:func:`philox_normal` on the CPU by a given compiled ``library`` (the cached one, or a
+    :func:`compile_generator` build): the same (K, n) float32 draws from every build."""
+    keys = keys if isinstance(keys, np.ndarray) else key_array(keys)
+    out = torch.empty(len(keys), n, dtype=torch.float32)
+    flags = None if active is None else np.asarray(active, dtype=np.uint8)
+    library.wn_philox_normal(out.data_ptr(), n, len(keys), keys.ctypes.data,
+                             None if flags is None else flags.ctypes.data,
+                             counter[0] & MASK32, counter[1] & MASK32, counter[2] & MASK32)
+    return out
+
+
+def simd_lanes() -> int:
+    """Float lanes per vector of the compiled generator in use: 16 (AVX-512), 8 (AVX2), 1 (the plain C reference),
+    0 when draws come from the torch twin."""
+    lib = _load() if backend() == "fast" else None
+    return int(lib.wn_lanes_per_vector()) if lib is not None else 0
 
 
 def philox4x32_10(counter: Sequence[int], key: Sequence[int], implementation: str = "c") -> tuple[int, ...]:
