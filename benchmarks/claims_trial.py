@@ -139,18 +139,19 @@ def trial_slurm(folder: Path, rng: random.Random) -> dict[str, float]:
     jobs = [submit(load_study(study_path), store, tasks=3, overrides=overrides)]
     jobs.append(submit(load_study(study_path), store, tasks=2, overrides=overrides))  # while the first runs
     cancelled = 0
-    for _ in range(20):
-        live = [j for j in jobs if j is not None]
+    active = ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING")
+    deadline = time.time() + 3600
+    while time.time() < deadline:
+        live = [j.job_id for j in jobs if j is not None]
         time.sleep(rng.uniform(2.0, 6.0))
-        states = array_states([j.job_id for j in live]) if live else {}
+        states = array_states(live) if live else {}
         running = [(job, i) for job, tasks in states.items() for i, s in tasks.items() if s == "RUNNING"]
         if running and cancelled < 3:
             job, index = rng.choice(running)
             subprocess.run(["scancel", f"{job}_{index}"], timeout=30)
             cancelled += 1
-        if not any(s in ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING") for tasks in
-                   array_states([j.job_id for j in live]).values() for s in tasks.values()):
-            again = submit(load_study(study_path), store, overrides=overrides)
+        elif not any(s in active for tasks in states.values() for s in tasks.values()):
+            again = submit(load_study(study_path), store, overrides=overrides)  # what the cancels left
             if again is None:
                 break
             jobs.append(again)

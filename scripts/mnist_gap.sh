@@ -34,7 +34,8 @@ for block in "mlp 10" "mlp 30" "mlp 100" "lenet5 3" "lenet5 10" "lenet5 30" "len
   .venv/bin/walking-noise run "$study" --set "data_dir=$data_dir" --store "$store" --workers "$workers" \
     --filter "model=$model" --filter "training.epochs=$epochs"
   echo "$model, $epochs epochs: $(($(date +%s) - started)) s (this call)"
-  # the per-run export grows with every block: commit it, and a later session resumes from it (walking-noise import)
-  .venv/bin/walking-noise export --store "$store" --study "$study" --set "data_dir=$data_dir" --out "$out/runs.csv"
+  # the per-run export grows with every block: commit it, and a later session resumes from it (walking-noise import).
+  # Every run of the store, not only those the current searches choose: a run an earlier design chose is kept.
+  .venv/bin/walking-noise export --store "$store" --out "$out/runs.csv"
 done
 .venv/bin/python analysis/mnist_gap.py --store "$store" --study "$study" --set "data_dir=$data_dir" --out "$out"
