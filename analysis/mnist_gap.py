@@ -3,7 +3,7 @@
     python analysis/mnist_gap.py --store runs/mnist_gap --study seml_configs/mnist_gap.yaml [--out results/mnist/gap]
 """
 
-from _source import parse, show
+from _source import parse
 
 if __name__ == "__main__":
     args, runs = parse(__doc__.splitlines()[0], out="results/mnist/gap")
@@ -12,4 +12,5 @@ if __name__ == "__main__":
     from walking_noise.report.gap import write_gap
     from walking_noise.study import load_study, parse_filters
 
-    show(write_gap(runs, load_study(args.study, overrides=parse_filters(args.set)), args.out))
+    for path in write_gap(runs, load_study(args.study, overrides=parse_filters(args.set)), args.out):
+        print(path)

@@ -16,16 +16,18 @@ turns that fit into an interval on the fit axis (log10 mu or mu):
 * ``jackknife, normal`` and ``jackknife, t(n-1)``: the leave-one-seed-out jackknife, normal or Student t quantiles;
 * ``quoted (default)``: what the library quotes now (``FitResult.mu_lo68`` ...): the jackknife with t, the bracket
   where no level lies on the slope, the covariance where there are no seeds;
-* ``seed bootstrap, percentile`` (``--bootstrap``; all multisets of 3 seeds with their weights, else 100 draws);
-* ``psignifit 4, beta-binomial`` (``--psignifit``, where it imports): the counts accuracy x n_test pooled over seeds
-  per level, its 68/95 % credible intervals of the threshold (see ``analysis/psignifit_check.py``).
+* ``seed bootstrap, percentile`` (``--bootstrap N``, on the first N campaigns; all multisets of 3 seeds with their
+  weights, else 50 draws);
+* ``psignifit 4, beta-binomial`` (``--psignifit N``, on the first N campaigns, where it imports; 10-200 s a fit):
+  the counts accuracy x n_test pooled over seeds per level, its 68/95 % credible intervals of the threshold
+  (:mod:`walking_noise.fit.crosscheck`); its pull reads the 95 % interval as normal.
 
 Printed per design and method: the coverage of the nominal 68 % and 95 % intervals (with the binomial standard error
 of the 95 % one), the rms of the pulls z = Phi^-1(F((mu_hat - mu) / se)) with F the method's law (Student t or
 normal): N(0, 1) when calibrated, so rms 1; for reference the rms of the plain (mu_hat - mu) / se, which for a t law
 of 2 dof has no finite rms; and the median 95 % width on the fit axis. Brackets have no pull. The target (issue 27):
 95 % coverage 93-97 % and pull rms 0.9-1.1 on every design with >= 3 seeds. Writes ``coverage.md`` and
-``coverage.csv`` under ``--out``.
+``coverage.csv`` under ``--out`` (``--name``: another file name).
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ DESIGNS = [
 
 #: The "68 %" interval: one standard deviation of a normal law (as the library's, ``walking_noise.fit.errors``).
 ONE_SIGMA = LEVELS["68"]
-#: A method's law of mu on the fit axis: ("t", centre, se, dof) with dof None for normal, ("bracket", lo, hi), or
-#: ("sample", values, weights) for a bootstrap distribution; None when it has none for this fit.
+#: A method's law of mu on the fit axis: ("t", centre, se, dof) with dof None for normal, ("bracket", lo, hi),
+#: ("sample", values, weights) for a bootstrap distribution, or ("intervals", centre, lo68, hi68, lo95, hi95); None
+#: when it has none for this fit.
 Law = tuple
 Method = Callable[[FitResult, Design, np.ndarray, np.ndarray, np.ndarray], "Law | None"]
 
@@ -140,7 +143,7 @@ def _quoted(fit, *_):
 
 def _bootstrap(fit, design, x, y, seeds):
     """Seed bootstrap: refit on seeds drawn with replacement (each draw a new seed label); all multisets of <= 3
-    seeds with their multinomial weights, else 100 random draws."""
+    seeds with their multinomial weights, else 50 random draws."""
     labels = np.unique(seeds)
     k = len(labels)
     if k < 2:
@@ -150,7 +153,7 @@ def _bootstrap(fit, design, x, y, seeds):
         weights = [math.factorial(k) / np.prod([math.factorial(d.count(i)) for i in set(d)]) for d in draws]
     else:
         rng = np.random.default_rng(hash(y.tobytes()) % 2**32)
-        draws = [tuple(rng.integers(0, k, k)) for _ in range(100)]
+        draws = [tuple(rng.integers(0, k, k)) for _ in range(50)]
         weights = [1.0] * len(draws)
     values, kept = [], []
     for d, wgt in zip(draws, weights):
@@ -165,20 +168,23 @@ def _bootstrap(fit, design, x, y, seeds):
 
 
 def _psignifit(fit, design, x, y, seeds):
-    """psignifit 4 (beta-binomial, flat-ish priors) on the counts pooled over seeds per level; its credible
-    intervals of the threshold at half-way between its asymptotes, on the fit axis."""
-    from walking_noise.fit.compare import psignifit_interval
+    """psignifit 4 (beta-binomial, its default priors) on the counts pooled over seeds per level: its credible
+    intervals of the threshold (half-way between its asymptotes), on the fit axis."""
+    from walking_noise.fit.crosscheck import psignifit_midpoint
 
-    return psignifit_interval(x, y, design.n_test, design.axis)
+    found = psignifit_midpoint(x, y, design.n_test, design.axis)
+    pos = np.log10 if design.axis == "log10" else float
+    return ("intervals", float(pos(found["mu"])), *(float(pos(found[k])) for k in ("lo68", "hi68", "lo95", "hi95")))
 
 
+BEFORE, QUOTED = "before: max(cov, jackknife), normal", "quoted (default)"
 METHODS: dict[str, Method] = {
-    "before: max(cov, jackknife), normal": _before,
+    BEFORE: _before,
     "covariance, chi2-scaled, normal": _covariance,
     "covariance, unscaled, normal": _unscaled,
     "jackknife, normal": _jackknife(False),
     "jackknife, t(n-1)": _jackknife(True),
-    "quoted (default)": _quoted,
+    QUOTED: _quoted,
 }
 
 
@@ -195,6 +201,11 @@ def judge(law: Law, truth: float) -> dict[str, float]:
         lo, hi = law[1], law[2]
         inside = float(lo <= truth <= hi)
         return dict(in68=inside, in95=inside, z=np.nan, plain=np.nan, width95=hi - lo)
+    if law[0] == "intervals":  # credible intervals without a law: the pull from the 95 % one read as normal
+        centre, lo68, hi68, lo95, hi95 = law[1:]
+        se = (hi95 - lo95) / (2 * stats.norm.ppf(0.975))
+        return dict(in68=float(lo68 <= truth <= hi68), in95=float(lo95 <= truth <= hi95),
+                    z=(centre - truth) / se if se > 0 else np.nan, plain=np.nan, width95=hi95 - lo95)
     if law[0] == "sample":
         values, weights = law[1], law[2]
         bounds = {p: (_weighted_quantile(values, weights, 0.5 - p / 2), _weighted_quantile(values, weights,
@@ -261,12 +272,26 @@ def markdown(summary: pd.DataFrame, info: dict[str, dict], args: argparse.Namesp
              "se)), F the method's law (t or normal), 1 when calibrated. plain rms: rms of (mu_hat - mu) / se, for "
              "reference (no finite value for a t law of 2 dof). width95: median 95 % width on the fit axis. "
              "Target: cover95 93-97 %, pull rms 0.9-1.1 on every design with >= 3 seeds and a level on the slope.", ""]
+    lines += ["## Summary: the error quoted before and now", "",
+              "| design | before: cover95 | before: pull rms | now: cover95 | now: pull rms | now: flag |",
+              "|---|---|---|---|---|---|"]
+    for design, part in summary.groupby("design", sort=False):
+        by = part.set_index("method")
+        cells = []
+        for method in (BEFORE, QUOTED):
+            r = by.loc[method]
+            cells += [f"{100 * r['cover95']:.1f} ± {100 * r['cover95_se']:.1f} %",
+                      f"{r['pull_rms']:.2f}" if np.isfinite(r["pull_rms"]) else "n/a (bracket)"]
+        flags = ", ".join(f"{k}: {v}" for k, v in sorted(info[design]["flags"].items()) if k)
+        lines.append(f"| {design} | {' | '.join(cells)} | {flags} |")
+    lines.append("")
     for design, part in summary.groupby("design", sort=False):
         meta = info[design]
         flags = ", ".join(f"{k or 'calibrated'}: {v}" for k, v in sorted(meta["flags"].items()))
         lines += [f"## {design}", "", f"{meta['failed']} of {args.campaigns} fits did not converge; quoted "
                   f"intervals: {flags}; {1000 * meta['fit_seconds']:.0f} ms per fit with its jackknife.", "",
-                  "| method | n | cover68 | cover95 | pull rms | plain rms | width95 |", "|---|---|---|---|---|---|---|"]
+                  "| method | n | cover68 | cover95 | pull rms | plain rms | width95 |",
+                  "|---|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             lines.append(f"| {r['method']} | {r['n']} | {100 * r['cover68']:.1f} % | {100 * r['cover95']:.1f} ± "
                          f"{100 * r['cover95_se']:.1f} % | {r['pull_rms']:.2f} | {r['plain_rms']:.2f} | "
@@ -284,7 +309,8 @@ def main() -> None:
                         help="also the seed bootstrap, on the first N campaigns of each design")
     parser.add_argument("--psignifit", type=int, default=0, metavar="N",
                         help="also psignifit 4 (if it imports), on the first N campaigns of each design")
-    parser.add_argument("--out", type=Path, default=None, help="write coverage.md and coverage.csv here")
+    parser.add_argument("--out", type=Path, default=None, help="write NAME.md and NAME.csv here")
+    parser.add_argument("--name", default="coverage", help="file name of the outputs (default coverage)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     designs = [d for d in DESIGNS if not args.designs or any(s in d.name for s in args.designs)]
@@ -310,9 +336,9 @@ def main() -> None:
     summary = summarise(pd.concat(frames, ignore_index=True))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        summary.to_csv(args.out / "coverage.csv", index=False)
-        (args.out / "coverage.md").write_text(markdown(summary, info, args, seconds))
-        print(f"wrote {args.out / 'coverage.md'}")
+        summary.to_csv(args.out / f"{args.name}.csv", index=False)
+        (args.out / f"{args.name}.md").write_text(markdown(summary, info, args, seconds))
+        print(f"wrote {args.out / args.name}.md")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def test_the_gap_factor_table_claims_no_share_of_a_gap_that_was_already_closed()
                 "backward": "autograd", "grid": "adaptive", "finished": True, "native_axis": "linear",
                 "mu_linear": mu, "err_linear": err, "mu_eq2": mu, "err_eq2": err}
 
-    paper = 0.942  # within 0.5 sigma of the 30-epoch value below: a further step closes no measured gap
+    paper = 0.942  # inside the 95 % interval of the 30-epoch value below: a further step closes no measured gap
     table = factor_table(pd.DataFrame([row(10, 0.80, 0.008), row(30, 0.940, 0.006), row(100, 0.950, 0.006)]))
     table = table.set_index("factor")
     assert np.isfinite(table.loc["epochs 10 -> 30", "closes_gap"])
@@ -318,3 +318,28 @@ def test_a_walking_panel_whose_every_point_is_omitted_is_not_drawn(tmp_path):
                                                     "injection_layer": 2})]  # a second panel with one level only
     paths = report.fig2_walking_mu(runs_frame(docs), tmp_path, kind="multiplicative")
     assert [p.suffix for p in paths].count(".png") == 1 and len(pd.read_csv(paths[0])) == 2
+
+
+def test_fig2_letters_group_the_points_that_cannot_be_told_apart(tmp_path):
+    """Points 1 and 2 drop at the same noise, point 3 a decade later: 1 and 2 share a letter, 3 shares none, and
+    the table of differences says which pairs differ (Holm over the figure)."""
+    levels = np.logspace(-2, 4, 13)
+    drop = lambda mid: (lambda s: 0.1 + 0.85 * expit(-(np.log10(s) - mid) / 0.2))  # noqa: E731
+    docs = _walking(1, levels, drop(0.5)) + _walking(2, levels, drop(0.5)) + _walking(3, levels, drop(1.5))
+    report.fig2_walking_mu(runs_frame(docs), tmp_path, kind="multiplicative")
+    letters = pd.read_csv(tmp_path / "fig2_walking_mu_multiplicative.csv").set_index("noise.injection_layer")["letters"]
+    assert set(letters[1]) & set(letters[2]) and not set(letters[3]) & (set(letters[1]) | set(letters[2]))
+    pairs = pd.read_csv(tmp_path / "fig2_walking_differences_multiplicative.csv")
+    differs = {(a.split()[-1], b.split()[-1]): d for a, b, d in zip(pairs["a"], pairs["b"], pairs["differs"])}
+    assert differs == {("1", "2"): False, ("1", "3"): True, ("2", "3"): True}
+
+
+def test_a_quoted_mu_shows_its_interval_asymmetric_on_a_log_axis_and_its_flag():
+    from walking_noise.report.common import format_interval
+
+    assert format_interval(0.905, 0.901, 0.909) == "0.9050 ± 0.0040"  # two significant digits of the error
+    assert format_interval(1.60, 1.46, 1.75, "log10") == "1.60 +0.15/-0.14"
+    assert format_interval(1.680, 1.678, 1.682, "log10") == "1.6800 ± 0.0020"  # both sides alike to two digits
+    assert format_interval(0.51, 0.42, 0.60, flag="2 seeds: 1 dof") == "0.510 ± 0.090 (2 seeds: 1 dof)"
+    assert format_interval(1.3, 1.0, 1.78, "log10", "bracketed between levels") == \
+        "1.3 (bracketed between levels 1 and 1.78)"

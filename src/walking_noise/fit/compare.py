@@ -113,7 +113,7 @@ def difference(a: FitResult, b: FitResult) -> Difference | None:
             return None
         se, dof = math.hypot(sa, sb), None
         how = "quoted errors in quadrature, normal"
-        flag = flag or "no seed jackknife: error not calibrated"
+        flag = flag or "no seed jackknife: not calibrated"
     if not se > 0:
         return Difference(d, se, dof, 0.0 if d != 0 else 1.0, how, flag)
     return Difference(d, se, dof, _p_value(d / se, dof), how, flag)

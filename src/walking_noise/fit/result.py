@@ -57,8 +57,8 @@ class FitResult:
         Scale (fit-axis units: decades on the log10 axis) and degrees of freedom (None: normal) of the
         intervals' law.
     error_flag : str
-        Empty when the interval is calibrated; else why it is not ("2 seeds: error not calibrated",
-        "bracketed between levels", ...), printed beside the number.
+        Empty when the interval is calibrated; else why it is not ("2 seeds: 1 dof", "bracketed between
+        levels", "1 seed: error not calibrated", ...), printed beside the number.
     jackknife_mu : dict
         mu on the fit axis refitted without each seed, by seed label (str): what paired comparisons of two
         fits with the same seeds resample (:mod:`walking_noise.fit.compare`).

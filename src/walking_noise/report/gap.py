@@ -177,11 +177,11 @@ def _versus_paper(after: Law, paper: float | None) -> tuple[float, bool | None]:
 
 def _closes(before: Law, after: Law, paper: float | None) -> float:
     """The share of the log-distance to the paper's mu that going from ``before`` to ``after`` removes; NaN where
-    ``before`` already lies within its error of the paper (there is no measured gap to close, and dividing by the
-    tiny remaining distance would print a huge, meaningless share)."""
+    the paper's mu lies inside the 95 % interval of ``before`` (there is no measured gap to close, and dividing by
+    the tiny remaining distance would print a huge, meaningless share)."""
     if not paper or not (np.isfinite(before.mu) and np.isfinite(after.mu)) or before.mu <= 0 or after.mu <= 0:
         return np.nan
-    if abs(before.mu - paper) <= (before.err if np.isfinite(before.err) else 0.0):
+    if _versus_paper(before, paper)[1]:  # the paper's mu inside the 95 % interval of before: no measured gap
         return np.nan
     return math.log(after.mu / before.mu) / math.log(paper / before.mu)
 
@@ -346,9 +346,9 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
             "(conservative where both fit the same runs: fit axis, fit weights), p = two-sided p-value of 'no "
             "change' (one test per row; among many rows some p < 0.05 arise by chance); closes = share of the "
             "log-distance to the paper's mu that the change removes (1: all, 0: none, negative: away from the "
-            "paper; 'no gap before' where mu before lies within its error of the paper); paper = where the paper's "
-            "mu lies in the law of mu after, as a standard normal quantile (0: at mu, +-1.96: at the edges of the "
-            "95 % interval; the paper's own error is not published).\n\n"
+            "paper; 'no gap before' where the paper's mu lies in the 95 % interval of mu before); paper = where the "
+            "paper's mu lies in the law of mu after, as a standard normal quantile (0: at mu, +-1.96: at the edges "
+            "of the 95 % interval; the paper's own error is not published).\n\n"
             + markdown_table(["Cell", "Factor", "mu before", "mu after", "ratio", "p", "closes", "paper in mu after",
                               "paper"], body))
     cell_rows = [[r["model"], _cell(r), r["epochs"],

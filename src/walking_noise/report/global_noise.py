@@ -91,8 +91,9 @@ def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
              "Midpoint noise level mu (noise std at half the accuracy drop, Eq. 1) with its 68 % interval "
              "(leave-one-seed-out jackknife, Student t with seeds - 1 dof; on a log10 fit axis symmetric in "
              "log10 mu, so +up/-down in mu; the 95 % interval and the half-width in decades are in the CSV). "
-             "In parentheses where the interval is not calibrated: 2 seeds, or a drop between two levels "
-             "(then the bracket is the interval). "
+             "In parentheses where the interval cannot be calibrated: 2 seeds (1 dof: the scale is one "
+             "difference, so one interval can be far off), no seeds, or a drop between two levels (then the "
+             "bracket is the interval). "
              "n.c.: the fit did not converge (reasons below); > x: the curve never left its upper plateau up to x; "
              "†: some runs diverged (weights non-finite; scored at chance level, the levels are in the CSV).",
              ""]

@@ -146,8 +146,9 @@ DECISIONS = """\
 - **Errors**: mu is quoted with its 68 % interval: the leave-one-seed-out jackknife of the whole fit with Student t
   quantiles of (seeds - 1) dof, on the fit axis (on a log10 axis symmetric in log10 mu, so "+up/-down" in mu),
   checked on simulated campaigns (`benchmarks/fit_coverage.py`: 95 % intervals cover 93-97 % with >= 3 seeds).
-  Where it is not calibrated the number says so: "2 seeds: error not calibrated" (1 dof), "bracketed between
-  levels" (no level on the slope: the interval is the bracket). The 95 % intervals are in the CSVs.
+  Where it cannot be calibrated the number says so: "2 seeds: 1 dof" (the interval's scale is one difference),
+  "bracketed between levels" (no level on the slope: the interval is the bracket), "no seed labels" / "1 seed"
+  (the covariance error). The 95 % intervals are in the CSVs.
 - **Which points differ** (walking noise): differences of log10 mu with a paired seed jackknife, Student t tests,
   Holm-corrected over all the pairs of one figure; letters on the figure group the points of a curve that cannot
   be told apart.

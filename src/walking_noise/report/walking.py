@@ -276,8 +276,8 @@ def _draw_walking_marks(ax: Any, marks: WalkingMarks) -> None:
     if marks.shown["alike"]:
         ax.plot([], [], ":", color="0.35", lw=1.2, label="dotted: two curves at this point cannot be told apart")
     if marks.shown["flag"]:
-        ax.plot([], [], "--", color="gray", lw=1, label="dashed bar: interval not calibrated (2 seeds, or the drop "
-                                                         "lies between two levels: the bar is their bracket)")
+        ax.plot([], [], "--", color="gray", lw=1, label="dashed bar: interval not calibrated (2 seeds: 1 dof; or the "
+                                                         "drop lies between two levels: the bar is their bracket)")
     if marks.shown["partial"]:
         ax.plot([], [], "o", mfc="white", mec="gray", mew=1.5, label="partial drop: fitted a_min > chance + 10 "
                                                                        "points (mu of a smaller drop)")
