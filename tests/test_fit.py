@@ -360,10 +360,15 @@ def test_jackknife_filled_with_seeds():
     mus = np.array(mus)
     se = math.sqrt(3 / 4 * np.sum((mus - mus.mean()) ** 2))
     assert r.mu_err_jackknife == pytest.approx(se, rel=1e-3)
-    # fewer than 3 seeds -> no jackknife, with a note
+    # 2 seeds: a jackknife of 1 dof, flagged; 1 seed: none, with a note
     two = seeds < 2
     r2 = fit_midpoint(x[two], y[two], seeds=seeds[two])
-    assert r2.mu_err_jackknife is None and any("jackknife skipped" in n for n in r2.notes)
+    assert r2.mu_err_jackknife is not None and r2.interval_dof == 1
+    assert r2.error_flag == "2 seeds: 1 dof"
+    one = seeds == 0
+    r1 = fit_midpoint(x[one], y[one], seeds=seeds[one])
+    assert r1.mu_err_jackknife is None and any("jackknife skipped" in n for n in r1.notes)
+    assert r1.error_flag == "1 seed: error not calibrated"
     # string labels work, too
     r3 = fit_midpoint(x, y, seeds=np.array([f"seed{s}" for s in seeds]))
     assert r3.mu_err_jackknife == pytest.approx(r.mu_err_jackknife)

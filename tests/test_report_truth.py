@@ -142,12 +142,14 @@ def test_the_gap_factor_table_compares_finished_series_only():
     assert "epochs 30 -> 100" not in table.index  # the unfinished series enters no comparison
     epochs = table.loc["epochs 10 -> 30"]
     assert epochs["ratio"] == pytest.approx(1.1)
-    assert epochs["ratio_err"] == pytest.approx(1.1 * np.hypot(0.01, 0.0125))
+    # rows with a plain error: a normal law in log10 mu; the ratio's 68 % interval reaches 1.1 x exp(hypot(rel. errs))
+    assert epochs["ratio_err"] == pytest.approx(1.1 * np.expm1(np.hypot(0.01, 0.0125)))
     paper = 0.942  # Table I, MNIST MLP multiplicative w/o BN
     assert epochs["closes_gap"] == pytest.approx(np.log(0.88 / 0.80) / np.log(paper / 0.80))
     backward = table.loc["backward autograd -> straight-through (30 epochs)"]
     assert backward["ratio"] == pytest.approx(0.5 / 0.88) and backward["closes_gap"] < 0  # away from the paper
-    assert epochs["after_vs_paper_sigma"] == pytest.approx((0.88 - paper) / 0.011)
+    assert epochs["after_vs_paper_z"] == pytest.approx(np.log(0.88 / paper) / (0.011 / 0.88))  # in log10 mu
+    assert not epochs["paper_in_95"]
 
 
 def test_the_gap_factor_table_claims_no_share_of_a_gap_that_was_already_closed():
@@ -158,21 +160,22 @@ def test_the_gap_factor_table_claims_no_share_of_a_gap_that_was_already_closed()
                 "backward": "autograd", "grid": "adaptive", "finished": True, "native_axis": "linear",
                 "mu_linear": mu, "err_linear": err, "mu_eq2": mu, "err_eq2": err}
 
-    paper = 0.942  # within 0.5 sigma of the 30-epoch value below: a further step closes no measured gap
+    paper = 0.942  # inside the 95 % interval of the 30-epoch value below: a further step closes no measured gap
     table = factor_table(pd.DataFrame([row(10, 0.80, 0.008), row(30, 0.940, 0.006), row(100, 0.950, 0.006)]))
     table = table.set_index("factor")
     assert np.isfinite(table.loc["epochs 10 -> 30", "closes_gap"])
     assert np.isnan(table.loc["epochs 30 -> 100", "closes_gap"])  # not log(0.95/0.94)/log(0.942/0.94) = +4.9
-    assert table.loc["epochs 30 -> 100", "after_vs_paper_sigma"] == pytest.approx((0.950 - paper) / 0.006)
+    assert table.loc["epochs 30 -> 100", "after_vs_paper_z"] == pytest.approx(np.log(0.950 / paper) / (0.006 / 0.95))
+    assert bool(table.loc["epochs 30 -> 100", "paper_in_95"])
 
 
-def test_walking_error_bars_are_symmetric_in_decades_for_log_axis_fits():
-    from walking_noise.report.walking import _log_axis_bars
+def test_a_walking_error_bar_is_the_quoted_68_percent_interval_asymmetric_for_log_axis_fits():
+    from walking_noise.report.walking import walking_marks
 
-    mu, e = np.array([2.0, 2.0]), 0.5  # half a decade, as the fit reports it: mu_err = mu ln10 e
-    bars = _log_axis_bars(mu, mu * np.log(10.0) * e, np.array([True, False]))
-    assert mu[0] - bars[0, 0] == pytest.approx(2.0 / 10 ** 0.5) and mu[0] + bars[1, 0] == pytest.approx(2.0 * 10 ** 0.5)
-    assert 0 < mu[1] - bars[0, 1] < 0.01 and bars[1, 1] == pytest.approx(2.0 * np.log(10.0) * 0.5)  # linear: cut at 0
+    fit = {"converged": True, "mu": 2.0, "mu_lo68": 2.0 / 10**0.5, "mu_hi68": 2.0 * 10**0.5}  # half a decade
+    marks = walking_marks(*_mark_rows(fit))
+    (m,) = marks.curves[0].fits
+    assert (m.lo, m.hi) == pytest.approx((2.0 / 10**0.5, 2.0 * 10**0.5)) and not m.flag
 
 
 def test_the_gap_factor_table_compares_fit_weights_at_the_longest_training_only():
@@ -269,9 +272,9 @@ def _mark_rows(*rows):
     (missing numbers are NaN, as in the table)."""
     from walking_noise.report.common import Series
 
-    base = {"converged": False, "mu": np.nan, "mu_err_reported": np.nan, "partial_drop": False, "axis": "log10",
-            "mu_lower_bound": np.nan, "mu_upper_bound": np.nan, "overflow_from": np.nan, "n_diverged": 0,
-            "reason": "", "point": ""}
+    base = {"converged": False, "mu": np.nan, "mu_lo68": np.nan, "mu_hi68": np.nan, "partial_drop": False,
+            "axis": "log10", "mu_lower_bound": np.nan, "mu_upper_bound": np.nan, "overflow_from": np.nan,
+            "n_diverged": 0, "reason": "", "point": ""}
     group = [Series({"noise.injection_layer": i + 1}, pd.DataFrame()) for i in range(len(rows))]
     return group, [{**base, "point": f"{i + 1} FC", **row} for i, row in enumerate(rows)]
 
@@ -279,7 +282,7 @@ def _mark_rows(*rows):
 def test_walking_marks_break_the_line_at_a_point_that_only_bounds_mu():
     from walking_noise.report.walking import walking_marks
 
-    fit = {"converged": True, "mu": 10.0, "mu_err_reported": 1.0}
+    fit = {"converged": True, "mu": 10.0, "mu_lo68": 9.0, "mu_hi68": 11.0}
     marks = walking_marks(*_mark_rows(fit, {"mu_lower_bound": 1e4}, fit))
     (c,) = marks.curves
     assert [m.kind for m in c.points] == ["fit", "lower_bound", "fit"]
@@ -336,3 +339,28 @@ def test_every_analysis_script_starts(script):
     done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "analysis" / script), "--help"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-500:]
+
+
+def test_fig2_letters_group_the_points_that_cannot_be_told_apart(tmp_path):
+    """Points 1 and 2 drop at the same noise, point 3 a decade later: 1 and 2 share a letter, 3 shares none, and
+    the table of differences says which pairs differ (Holm over the figure)."""
+    levels = np.logspace(-2, 4, 13)
+    drop = lambda mid: (lambda s: 0.1 + 0.85 * expit(-(np.log10(s) - mid) / 0.2))  # noqa: E731
+    docs = _walking(1, levels, drop(0.5)) + _walking(2, levels, drop(0.5)) + _walking(3, levels, drop(1.5))
+    report.fig2_walking_mu(runs_frame(docs), tmp_path, kind="multiplicative")
+    letters = pd.read_csv(tmp_path / "fig2_walking_mu_multiplicative.csv").set_index("noise.injection_layer")["letters"]
+    assert set(letters[1]) & set(letters[2]) and not set(letters[3]) & (set(letters[1]) | set(letters[2]))
+    pairs = pd.read_csv(tmp_path / "fig2_walking_differences_multiplicative.csv")
+    differs = {(a.split()[-1], b.split()[-1]): d for a, b, d in zip(pairs["a"], pairs["b"], pairs["differs"])}
+    assert differs == {("1", "2"): False, ("1", "3"): True, ("2", "3"): True}
+
+
+def test_a_quoted_mu_shows_its_interval_asymmetric_on_a_log_axis_and_its_flag():
+    from walking_noise.report.common import format_interval
+
+    assert format_interval(0.905, 0.901, 0.909) == "0.9050 ± 0.0040"  # two significant digits of the error
+    assert format_interval(1.60, 1.46, 1.75, "log10") == "1.60 +0.15/-0.14"
+    assert format_interval(1.680, 1.678, 1.682, "log10") == "1.6800 ± 0.0020"  # both sides alike to two digits
+    assert format_interval(0.51, 0.42, 0.60, flag="2 seeds: 1 dof") == "0.510 ± 0.090 (2 seeds: 1 dof)"
+    assert format_interval(1.3, 1.0, 1.78, "log10", "bracketed between levels") == \
+        "1.3 (bracketed between levels 1 and 1.78)"

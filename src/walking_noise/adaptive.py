@@ -14,8 +14,14 @@ relative error (``mu_err / mu``):
    ``design="offsets"`` instead adds levels at ``mu + u * |sigma|`` for u in 0, -1, 1, -0.5, 0.5, -2, 2, ...;
 4. when no such run is left: add the seeds a level near mu lacks, or split the widest gap between levels within
    2 |sigma| of mu, instead of bisecting or widening a range whose transition is already found;
-5. stop when ``mu_err / mu <= target_rel_err`` and at least ``min_levels`` levels are measured, or after
-   ``max_runs`` runs.
+5. stop when the relative error of mu is at most ``target_rel_err`` and at least ``min_levels`` levels are measured,
+   or after ``max_runs`` runs.
+
+Which relative error is a versioned setting, ``error``: ``calibrated`` (the default) is the error the report quotes,
+:func:`walking_noise.fit.errors.reported_error` / mu (half the 68 % interval from the seed jackknife with Student t);
+``covariance`` is the rule before issue 27, the fit's chi2-scaled covariance error ``mu_err / mu``. The studies whose
+runs were chosen under the old rule pin ``adaptive.error: covariance`` in their YAML, so that replaying their
+searches against the stored runs (:func:`walking_noise.selection.search_runs`) still finds the runs they chose.
 
 Coarse levels (steps 1-2) are measured with the first ``coarse_seeds`` seeds, refinement levels with the first
 ``refine_seeds``:
@@ -34,9 +40,12 @@ import numpy as np
 
 from walking_noise.config import NOISE_CEILING
 from walking_noise.fit import FitResult, fit_midpoint
+from walking_noise.fit.errors import reported_error
 
 Measure = Callable[[Sequence[float], Sequence[int]], list[tuple[float, int, float]]]
 _OFFSETS = (0.0, -1.0, 1.0, -0.5, 0.5, -2.0, 2.0, -1.5, 1.5, -0.25, 0.25, -3.0, 3.0)
+#: ``AdaptiveGrid.error``: which relative error of mu the stopping rule reads (module docstring).
+ERRORS = ("calibrated", "covariance")
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class AdaptiveGrid:
     #: How a converged search places its next runs: ``variance`` (default), where they shrink the fit's predicted
     #: Var(mu) most per run (new levels or more seeds at measured ones); ``offsets``, at mu + u |sigma| for fixed u.
     design: str = "variance"
+    #: The error the stopping rule reads: ``calibrated`` (default), the report's quoted error; ``covariance``, the
+    #: fit's covariance error (the rule the studies run before issue 27 pin, so that their replays stay the same).
+    error: str = "calibrated"
 
     def __post_init__(self) -> None:
         if self.axis not in ("log10", "linear"):
@@ -71,6 +83,9 @@ class AdaptiveGrid:
                              f"represents; a search never widens past it either")
         if self.design not in ("variance", "offsets"):
             raise ValueError(f"unknown design {self.design!r}; valid choices: variance, offsets")
+        if self.error not in ERRORS:
+            raise ValueError(f"unknown error {self.error!r}; valid choices: {', '.join(ERRORS)} (a study whose "
+                             f"runs were chosen before issue 27 pins covariance)")
         if self.initial_levels < 4:
             raise ValueError("initial_levels must be at least 4 (a logistic has four parameters)")
 
@@ -100,11 +115,13 @@ class AdaptiveResult:
         return sorted({r[0] for r in self.rows})
 
 
-def relative_error(fit: FitResult) -> float:
-    """mu_err / mu of a converged fit (inf otherwise)."""
-    if not fit.converged or not fit.mu or fit.mu_err is None:
+def relative_error(fit: FitResult, error: str = "calibrated") -> float:
+    """The relative error of mu of a converged fit (inf otherwise) that the stopping rule reads: the quoted error
+    (``error="calibrated"``) or the chi2-scaled covariance error ``mu_err`` (``"covariance"``) over mu."""
+    err = reported_error(fit) if error == "calibrated" else fit.mu_err
+    if not fit.converged or not fit.mu or err is None:
         return math.inf
-    return fit.mu_err / fit.mu
+    return err / fit.mu
 
 
 def _fit(rows: list[tuple[float, int, float]], grid: AdaptiveGrid) -> FitResult:
@@ -245,8 +262,10 @@ def find_transition(measure: Measure, grid: AdaptiveGrid) -> AdaptiveResult:
     result = AdaptiveResult(_fit(rows, grid), rows, [first], steps=["coarse"])
     widened = 0
     while True:
-        if relative_error(result.fit) <= grid.target_rel_err and len(result.levels) >= grid.min_levels:
-            result.stopped_because = f"mu_err/mu {relative_error(result.fit):.3g} <= target {grid.target_rel_err}"
+        rel = relative_error(result.fit, grid.error)
+        if rel <= grid.target_rel_err and len(result.levels) >= grid.min_levels:
+            name = "mu_err/mu" if grid.error == "covariance" else "quoted error/mu"
+            result.stopped_because = f"{name} {rel:.3g} <= target {grid.target_rel_err}"
             return result
         levels, seeds, how = (_mu_variance_design(result.rows, grid, result.fit)
                               if grid.design == "variance" and result.fit.converged else ([], [], ""))

@@ -132,7 +132,9 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
                 logger.warning("adaptive search %d/%d failed: %s", number, len(found_all), found)
                 continue
             fit = found.fit
-            where = f"mu = {fit.mu:.4g} +- {fit.mu_err:.2g}" if fit.converged else f"not converged ({fit.reason})"
+            where = (f"mu = {fit.mu:.4g} (68 %: {fit.mu_lo68:.4g} .. {fit.mu_hi68:.4g}"
+                     + (f"; {fit.error_flag})" if fit.error_flag else ")")
+                     if fit.converged else f"not converged ({fit.reason})")
             logger.info("adaptive search %d/%d: %d runs, %s; %s", number, len(found_all), found.runs, where,
                         found.stopped_because)
     summary.wall_time_s = time.perf_counter() - started

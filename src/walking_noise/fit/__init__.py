@@ -9,8 +9,11 @@ Stages (one module each, in the order a fit passes through them):
 * :mod:`~walking_noise.fit.levels`: input checks, runs grouped into levels, the unit-box frame and axis.
 * :mod:`~walking_noise.fit.core`: weighted least squares in the unit box (Eq. 2), the spread floor.
 * :mod:`~walking_noise.fit.pipeline`: :func:`fit_midpoint`: flat curves, which model, is mu a measurement.
-* :mod:`~walking_noise.fit.errors`: the errors of mu (chi2-scaled covariance, grid resolution, seed jackknife).
+* :mod:`~walking_noise.fit.errors`: the errors of mu: the quoted interval (seed jackknife with Student t, the
+  bracket of a drop between two levels, flags where it is not calibrated) and the others (covariance, jackknife).
 * :mod:`~walking_noise.fit.result`: :class:`FitResult`.
+* :mod:`~walking_noise.fit.compare`: differences of log mu between fits (paired seed jackknife, Holm, letters).
+* :mod:`~walking_noise.fit.simulate`: simulated campaigns with a known mu (what the errors are checked against).
 
 Model (paper Eq. 1)::
 
@@ -46,15 +49,21 @@ Conventions a user must know
   the truth in 80-89 % of draws with a 1 % floor and 86-91 % with 2 % (same
   rms error of ``mu``). Larger floors make errors conservative when the real
   spread is smaller than the floor.
-* **Errors.** ``mu_err`` is the standard error from the covariance scaled by
+* **Errors.** The error to quote is the interval ``mu_lo68 .. mu_hi68`` (and
+  ``mu_lo95 .. mu_hi95``), half of whose 68 % width is
+  :func:`~walking_noise.fit.errors.reported_error`: the leave-one-seed-out
+  jackknife with Student t quantiles of n_seeds - 1 degrees of freedom, on the
+  fit axis (symmetric in log10 mu for a log-axis fit), calibrated by
+  ``benchmarks/fit_coverage.py``; ``error_flag`` says where it is not (2 seeds,
+  no seeds, a drop between two levels: then the interval is the bracket).
+  :mod:`walking_noise.fit.errors` explains the choice. The other errors stay:
+  ``mu_err`` is the standard error from the covariance scaled by
   ``max(1, chi2_red)`` (i.e. errors times ``sqrt(max(1, chi2_red))``);
   ``mu_err_unscaled`` is the plain ``absolute_sigma=True`` error;
-  ``mu_err_jackknife`` is the leave-one-seed-out jackknife standard error
-  (needs ``seeds`` with >= 3 distinct labels). With 2-5 repeats the spreads
-  are poorly known: the unscaled error is often far too small, and even
-  ``mu_err`` is somewhat optimistic with 3 repeats (2-sigma coverage ~86-91 %
-  instead of 95 % in simulation, because the weights themselves are noisy).
-  For a conservative error use ``max(mu_err, mu_err_jackknife)``.
+  ``mu_err_jackknife`` is the jackknife standard error (needs ``seeds`` with
+  >= 2 distinct labels). The covariance errors treat levels x seeds as
+  independent and do not see a seed's offset shared by its levels; they are
+  not calibrated where seed effects dominate (see the coverage study).
 * **Double logistic / auto.** ``model="auto"`` chooses the double logistic only
   if (a) ``ΔAIC = (chi2_single - chi2_double) / max(1, chi2_red_double) - 2*3 > 10``
   (weighted chi-square, rescaled by the double fit's reduced chi-square so that
@@ -79,7 +88,8 @@ Conventions a user must know
   [-0.25, 0.75] and ``delta_a`` within [0, 1.5] of the observed accuracy range,
   ``|sigma|`` in [0.1 x median level spacing, 2 x tested range]. A step
   sharper than the level spacing drives ``|sigma|`` to its lower bound; then
-  ``mu_err`` is raised to (gap of the levels bracketing mu) / sqrt(12). Only
+  ``mu_err`` is raised to (gap of the levels bracketing mu) / sqrt(12) (and where
+  no level lies on the slope the quoted interval is the bracket). Only
   programming errors (wrong shapes, negative or non-finite noise levels,
   unknown options) raise ``ValueError``.
 """
@@ -88,6 +98,7 @@ from __future__ import annotations
 
 from walking_noise.fit.core import DEFAULT_SPREAD_FLOOR_FRACTION, RESOLUTION_SIGMA_FRACTION
 from walking_noise.fit.curves import MIN_LEVELS_DOUBLE, MIN_LEVELS_SINGLE, MODELS, double_logistic, logistic
+from walking_noise.fit.errors import pull, reported_error
 from walking_noise.fit.levels import AXES, aggregate_repeats
 from walking_noise.fit.pipeline import (
     AUTO_MIN_DELTA_AIC, AUTO_MIN_STEP_FRACTION, FLAT_REL_DROP, FLAT_SPREAD_FACTOR, PLATEAU_TOLERANCE, fit_midpoint,
@@ -103,6 +114,8 @@ __all__ = [
     "aggregate_repeats",
     "fit_midpoint",
     "midpoint_noise_level",
+    "reported_error",
+    "pull",
     "AXES",
     "MODELS",
     "MIN_LEVELS_SINGLE",

@@ -211,12 +211,15 @@ class Core:
 
 
 def fit_model(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, direction: float, s_min: float,
-              extra_starts: Sequence[np.ndarray] = ()) -> tuple[Core | None, str]:
+              extra_starts: Sequence[np.ndarray] = (), standard_starts: bool = True) -> tuple[Core | None, str]:
     """Fit ``model`` in the unit box from its standard starts (after ``extra_starts``) and keep the lowest chi2;
-    None and the reason when no start converged to a finite chi2."""
+    None and the reason when no start converged to a finite chi2. ``standard_starts=False``: from ``extra_starts``
+    alone (a refit that should stay on the branch of the fit it starts from, as the jackknife's)."""
     lo, hi = _bounds(model, direction, s_min)
     starts = list(extra_starts)
-    starts += _single_starts(u, v, direction, s_min) if model == "single" else _double_starts(u, v, direction, s_min)
+    if standard_starts:
+        starts += (_single_starts(u, v, direction, s_min) if model == "single"
+                   else _double_starts(u, v, direction, s_min))
     best, err = _run_curve_fit(model, u, v, w, starts, lo, hi)
     if best is None:
         return None, f"curve_fit did not converge for the {model} logistic ({err or 'no finite solution'})"

@@ -16,7 +16,7 @@ import numpy as np
 
 from walking_noise.fit.core import Core, crossings, fit_model
 from walking_noise.fit.curves import KINDS, MIN_LEVELS_DOUBLE, NAMES
-from walking_noise.fit.errors import covariance_method, mu_errors
+from walking_noise.fit.errors import covariance_method, mu_errors, reported_error
 from walking_noise.fit.levels import (
     Frame, Levels, axis_to_noise, check_arguments, fit_frame, noise_error, p0_internal, prepare_levels, validate,
 )
@@ -58,8 +58,10 @@ def fit_midpoint(
         NaN/inf (a diverged run) marks that run invalid; it is dropped and
         counted in ``n_dropped_nonfinite``.
     seeds : array_like, shape (n_runs,), optional
-        Seed (repeat) label of each run. With >= 3 distinct labels a
-        leave-one-seed-out jackknife error ``mu_err_jackknife`` is computed.
+        Seed (repeat) label of each run. With >= 2 distinct labels a
+        leave-one-seed-out jackknife gives the quoted interval (calibrated
+        from 3 seeds on; see :mod:`walking_noise.fit.errors`); without them
+        the interval is the covariance error's, flagged as not calibrated.
     axis : {"linear", "log10"}
         Fit axis. ``"log10"`` fits in ``t = log10(noise_std)`` (for curves
         spanning many decades); runs at noise 0 are dropped (noted), and
@@ -309,11 +311,12 @@ def midpoint_noise_level(noise_std: Any, accuracy: Any, **kw: Any) -> tuple[floa
 
     Returns
     -------
-    (mu, mu_err) : tuple of float or None
-        Midpoint noise level and its (chi2-scaled) error in noise-std units;
-        ``(None, None)`` when the fit did not converge.
+    (mu, error) : tuple of float or None
+        Midpoint noise level and its quoted error in noise-std units
+        (:func:`walking_noise.fit.errors.reported_error`: half the 68 %
+        interval); ``(None, None)`` when the fit did not converge.
     """
     r = fit_midpoint(noise_std, accuracy, **kw)
     if not r.converged:
         return None, None
-    return r.mu, r.mu_err
+    return r.mu, reported_error(r)

@@ -46,7 +46,22 @@ class FitResult:
     mu_err_unscaled : float or None
         Error from the covariance with ``absolute_sigma=True``, no scaling.
     mu_err_jackknife : float or None
-        Leave-one-seed-out jackknife standard error (needs >= 3 seeds).
+        Leave-one-seed-out jackknife standard error (needs >= 2 seeds).
+    mu_lo68, mu_hi68, mu_lo95, mu_hi95 : float or None
+        The quoted 68 % and 95 % intervals of mu (noise-std units; on a log10 axis symmetric in log10 mu, so
+        asymmetric in mu): :mod:`walking_noise.fit.errors` says how they are made and why.
+        :func:`walking_noise.fit.errors.reported_error` is half the 68 % interval.
+    interval_method : str
+        How the intervals were made (seed jackknife with Student t, the bracketing levels, the covariance).
+    interval_se, interval_dof : float or None, int or None
+        Scale (fit-axis units: decades on the log10 axis) and degrees of freedom (None: normal) of the
+        intervals' law.
+    error_flag : str
+        Empty when the interval is calibrated; else why it is not ("2 seeds: 1 dof", "bracketed between
+        levels", "1 seed: error not calibrated", ...), printed beside the number.
+    jackknife_mu : dict
+        mu on the fit axis refitted without each seed, by seed label (str): what paired comparisons of two
+        fits with the same seeds resample (:mod:`walking_noise.fit.compare`).
     log10_mu, log10_mu_err, log10_mu_err_jackknife : float or None
         The same on the log10 scale (filled for ``axis="log10"`` only).
     sigma, sigma_err : float or None
@@ -111,6 +126,15 @@ class FitResult:
     n_dropped_nonfinite: int = 0
     notes: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    mu_lo68: float | None = None
+    mu_hi68: float | None = None
+    mu_lo95: float | None = None
+    mu_hi95: float | None = None
+    interval_method: str = ""
+    interval_se: float | None = None
+    interval_dof: int | None = None
+    error_flag: str = ""
+    jackknife_mu: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """All fields as a JSON-serialisable dict (non-finite floats become None)."""
@@ -170,3 +194,4 @@ def not_converged(res: FitResult, reason: str, *, lower: float | None = None, up
     if upper is not None:
         res.mu_upper_bound = upper
     res.mu = res.mu_err = res.mu_err_unscaled = res.log10_mu = res.log10_mu_err = None
+    res.mu_lo68 = res.mu_hi68 = res.mu_lo95 = res.mu_hi95 = res.interval_se = res.interval_dof = None

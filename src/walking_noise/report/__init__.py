@@ -27,12 +27,12 @@ from typing import Any
 _HOMES = {
     "fig4_self_binarization": "activations",
     "NotEnoughRuns": "common", "choose_axis": "common", "fit_series": "common", "format_pm": "common",
-    "series_of": "common",
+    "format_fit": "common", "format_interval": "common", "series_of": "common",
     "fig1_fit": "global_noise", "fig6_training_curves": "global_noise", "fig7_double_logistic": "global_noise",
     "table1": "global_noise",
     "find_checkpoints": "index", "output_names": "index", "write_outputs": "index", "write_report": "index",
     "fig2_walking_mu": "walking", "fig3_amin": "walking", "fig5_preserved_accuracy": "walking",
-    "table2_weight_ratio": "walking",
+    "table2_weight_ratio": "weights",
 }
 __all__ = list(_HOMES)
 

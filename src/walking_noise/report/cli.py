@@ -49,13 +49,15 @@ def read_fit_csv(path: str | Path) -> Any:
 
 def fit_text(result: Any) -> str:
     """A fit result as a few lines of text (units: mu in noise std, sigma in fit-axis units)."""
-    from walking_noise.report.common import format_pm, reported_error
+    from walking_noise.report.common import format_fit, format_pm
 
     lines = []
     if result.converged:
-        lines.append(f"midpoint noise level mu = {format_pm(result.mu, reported_error(result))} (noise std; "
-                     f"mu_err {result.mu_err:.3g}"
-                     + (f", jackknife {result.mu_err_jackknife:.3g}" if result.mu_err_jackknife else "") + ")")
+        lines.append(f"midpoint noise level mu = {format_fit(result)} (noise std, 68 % interval)")
+        lines.append(f"95 % interval {result.mu_lo95:.4g} .. {result.mu_hi95:.4g}"
+                     + (f"; log10 mu = {result.log10_mu:.4f} ± {result.interval_se:.2g} decades x t"
+                        if result.axis == "log10" and result.interval_se else "")
+                     + f" ({result.interval_method}); covariance error {result.mu_err:.3g}")
     else:
         lines.append(f"not converged: {result.reason}")
     if result.sigma is not None:

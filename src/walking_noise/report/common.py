@@ -30,6 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from walking_noise import fit as wfit
+from walking_noise.fit.errors import FLAG_BRACKET, reported_error
 from walking_noise.identity import LOCATION_KEYS
 from walking_noise.registry import display_dataset, display_model
 from walking_noise.results import config_columns
@@ -45,7 +46,8 @@ MIN_LEVELS = wfit.MIN_LEVELS_SINGLE
 MIN_LEVELS_DOUBLE = wfit.MIN_LEVELS_DOUBLE
 
 #: Fit fields copied into every fit table (CSV), in this order.
-FIT_FIELDS = ("converged", "reason", "model", "axis", "mu", "mu_err", "mu_err_unscaled", "mu_err_jackknife",
+FIT_FIELDS = ("converged", "reason", "model", "axis", "mu", "mu_lo68", "mu_hi68", "mu_lo95", "mu_hi95", "error_flag",
+              "interval_method", "interval_se", "interval_dof", "mu_err", "mu_err_unscaled", "mu_err_jackknife",
               "sigma", "sigma_err", "delta_a", "delta_a_err", "a_min", "a_min_err", "chi2_red", "n_levels", "n_runs",
               "spread_floor", "error_method", "mu_lower_bound", "mu_upper_bound", "n_dropped_nonfinite")
 
@@ -313,12 +315,6 @@ def _cached_fit(x: tuple, y: tuple, seeds: tuple, axis: str, model: str, chance:
                               axis=axis, n_runs=len(x), n_levels=len(set(x)))
 
 
-def reported_error(fit: wfit.FitResult) -> float | None:
-    """The error quoted for mu: the larger of the chi2-scaled covariance error and the seed jackknife error."""
-    errs = [e for e in (fit.mu_err, fit.mu_err_jackknife) if e is not None and np.isfinite(e)]
-    return max(errs) if errs else None
-
-
 def fit_row(series: Series, fit: wfit.FitResult) -> dict[str, Any]:
     """One row of a fit table: the series' config values, its size and every fit field."""
     row: dict[str, Any] = dict(series.key)
@@ -364,6 +360,49 @@ def format_pm(mu: float | None, err: float | None) -> str:
         return f"({format_pm(mu / scale, err / scale)})e{exp}"
     decimals = max(0, 1 - int(math.floor(math.log10(err))))
     return f"{mu:.{decimals}f} ± {err:.{decimals}f}"
+
+
+def format_interval(mu: float | None, lo: float | None, hi: float | None, axis: str = "linear",
+                    flag: str = "") -> str:
+    """The quoted value of mu with its 68 % interval and flag: ``"0.905 ± 0.004"`` (linear fit), ``"1.60 +0.12/-0.10"``
+    (log10 fit: symmetric in log10 mu, so asymmetric in mu; ``± x`` where the two sides agree to two digits),
+    ``"1.4 (bracketed between levels 1 and 1.78)"``; a flag that the interval is not calibrated follows in
+    parentheses. Empty without a mu."""
+    if mu is None or not np.isfinite(mu):
+        return ""
+    if flag == FLAG_BRACKET and lo is not None and hi is not None:
+        return f"{mu:.3g} (bracketed between levels {lo:.3g} and {hi:.3g})"
+    note = f" ({flag})" if flag else ""
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{mu:.3g}{note}"
+    up, down = hi - mu, mu - lo
+    if axis != "log10" or format_pm(mu, up) == format_pm(mu, down):
+        return format_pm(mu, (up + down) / 2 if axis == "log10" else up) + note
+    return _format_asymmetric(mu, up, down) + note
+
+
+def _format_asymmetric(mu: float, up: float, down: float) -> str:
+    """``"1.60 +0.12/-0.10"``: both sides to two significant digits of the smaller, mu to the same place."""
+    small = min(up, down)
+    if not small > 0:
+        return f"{mu:.3g}"
+    if mu != 0 and (abs(mu) >= 1e5 or abs(mu) < 1e-3):
+        exp = int(math.floor(math.log10(abs(mu))))
+        scale = 10.0**exp
+        return f"({_format_asymmetric(mu / scale, up / scale, down / scale)})e{exp}"
+    decimals = max(0, 1 - int(math.floor(math.log10(small))))
+    return f"{mu:.{decimals}f} +{up:.{decimals}f}/-{down:.{decimals}f}"
+
+
+def format_fit(fit: wfit.FitResult | dict[str, Any]) -> str:
+    """:func:`format_interval` of a fit, or of a fit-table row (a dict or pandas row with the FIT_FIELDS)."""
+    get = (lambda k: getattr(fit, k)) if isinstance(fit, wfit.FitResult) else (lambda k: _none_if_nan(fit.get(k)))
+    return format_interval(get("mu"), get("mu_lo68"), get("mu_hi68"), get("axis") or "linear",
+                           get("error_flag") or "")
+
+
+def _none_if_nan(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -8,23 +8,28 @@ Each Table I cell (noise kind x BatchNorm) is measured under the protocol's fact
 - grid density: the authors' dense grid against an adaptive grid at the same epochs;
 - fit weights: Eq. 2 as written (each level weighted by its repeats' spread alone) against this project's default
   (spreads floored at 2 % of the accuracy range), on the same runs, at the longest training of each cell.
-A factor's effect is the ratio of the two midpoints with its error (errors of independent fits added in quadrature
-in the log); the shift toward the paper is how much of the log-distance to the paper's value it removes.
+A factor's effect is the ratio of the two midpoints with its error: the two fits' seed-jackknife errors of log10 mu
+added in quadrature (Welch-Satterthwaite degrees of freedom, Student t). That treats them as independent: right for
+different trainings (epochs, backward, grid), conservative for the same runs fitted twice (fit axis, fit weights),
+whose errors are positively correlated. The shift toward the paper is how much of the log-distance to the paper's
+value it removes; the paper's value is tested against each midpoint's own law (:mod:`walking_noise.fit.errors`).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from walking_noise.fit.errors import LEVELS
 from walking_noise.registry import authors_epochs, display_model
 from walking_noise.report.common import (
-    NOISE_STD, NotEnoughRuns, Series, fit_series, format_pm, markdown_table, new_figure, reported_error, save_figure,
-    write_csv, write_text,
+    NOISE_STD, NotEnoughRuns, Series, fit_series, format_interval, format_pm, markdown_table, new_figure,
+    reported_error, save_figure, write_csv, write_text,
 )
 from walking_noise.report.paper import paper_mu
 
@@ -75,12 +80,9 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
             if axis == "log10" and base["axis"] != "log10":
                 continue  # a linear grid from 0: no log fit
             fit = fit_series(series, axis=axis)
-            row[f"mu_{axis}"] = fit.mu if fit.converged else np.nan
-            row[f"err_{axis}"] = reported_error(fit) if fit.converged else np.nan
+            row.update(_law_columns(fit, axis))
             row[f"reason_{axis}"] = "ok" if fit.converged else fit.reason
-        eq2 = fit_series(series, axis=base["axis"], spread_floor=EQ2_SPREAD_FLOOR)
-        row["mu_eq2"] = eq2.mu if eq2.converged else np.nan
-        row["err_eq2"] = reported_error(eq2) if eq2.converged else np.nan
+        row.update(_law_columns(fit_series(series, axis=base["axis"], spread_floor=EQ2_SPREAD_FLOOR), "eq2"))
         rows.append(row)
     if not rows:
         raise NotEnoughRuns("gap: no runs of the study in the store")
@@ -88,15 +90,52 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
                                           ignore_index=True)
 
 
+def _law_columns(fit: Any, name: str) -> dict[str, Any]:
+    """A fit's midpoint and quoted law as the columns ``mu_<name>`` (noise std), ``err_<name>`` (half the 68 %
+    interval), ``lo68_<name>``, ``hi68_<name>``, ``se_<name>`` (its scale in log10 mu, decades), ``dof_<name>`` and
+    ``flag_<name>``; NaN where the fit did not converge."""
+    ok = fit.converged and fit.mu
+    se = fit.interval_se
+    if ok and se is not None and fit.axis != "log10":
+        se = se / (fit.mu * math.log(10.0))  # the law of a linear fit, in decades near mu
+    return {f"mu_{name}": fit.mu if ok else np.nan, f"err_{name}": reported_error(fit) if ok else np.nan,
+            f"lo68_{name}": fit.mu_lo68 if ok else np.nan, f"hi68_{name}": fit.mu_hi68 if ok else np.nan,
+            f"se_{name}": se if ok and se is not None else np.nan,
+            f"dof_{name}": fit.interval_dof if ok and fit.interval_dof is not None else np.nan,
+            f"flag_{name}": fit.error_flag if ok else ""}
+
+
+class Law(NamedTuple):
+    """A midpoint and its quoted law: mu (noise std), half its 68 % interval, its scale in log10 mu (decades) and
+    degrees of freedom (NaN: normal)."""
+
+    mu: float
+    err: float
+    se: float
+    dof: float
+
+    @classmethod
+    def of(cls, row: pd.Series, name: str) -> "Law":
+        """The law in ``row``'s columns ``<field>_<name>``; a row with only ``mu`` and ``err`` (NaN ``se``) reads
+        its error as a normal standard error."""
+        mu, err = float(row.get(f"mu_{name}", np.nan)), float(row.get(f"err_{name}", np.nan))
+        se, dof = float(row.get(f"se_{name}", np.nan)), float(row.get(f"dof_{name}", np.nan))
+        if not np.isfinite(se) and mu > 0:
+            se, dof = err / (mu * math.log(10.0)), np.nan
+        return cls(mu, err, se, dof)
+
+    def quantile(self, q: float) -> float:
+        return float(stats.norm.ppf(q) if not np.isfinite(self.dof) else stats.t.ppf(q, self.dof))
+
+
 def _cell(row: pd.Series) -> str:
     """A Table I cell as the tables name it: ``additive w/t BN``."""
     return f"{row['noise.kind']} {'w/t' if row['batchnorm'] else 'w/o'} BN"
 
 
-def _mu(row: pd.Series) -> tuple[float, float]:
-    """(mu, err) on the row's native axis."""
-    axis = row["native_axis"]
-    return float(row.get(f"mu_{axis}", np.nan)), float(row.get(f"err_{axis}", np.nan))
+def _mu(row: pd.Series) -> Law:
+    """The midpoint and its law on the row's native axis."""
+    return Law.of(row, row["native_axis"])
 
 
 def resolved_midpoint(mu: float, err: float) -> bool:
@@ -105,30 +144,54 @@ def resolved_midpoint(mu: float, err: float) -> bool:
     return bool(np.isfinite(mu) and np.isfinite(err) and 0 < err < abs(mu))
 
 
-def _ratio(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
-    """a / b with the error of the ratio (independent relative errors in quadrature)."""
-    if not (np.isfinite(a[0]) and np.isfinite(b[0])) or b[0] == 0:
-        return np.nan, np.nan
-    r = a[0] / b[0]
-    return r, abs(r) * math.hypot(a[1] / a[0], b[1] / b[0])
+def _ratio(a: Law, b: Law) -> tuple[float, Law]:
+    """a / b and the law of log10(a / b): the two scales in quadrature (independent fits), Welch-Satterthwaite
+    degrees of freedom (normal where either law is)."""
+    if not (np.isfinite(a.mu) and np.isfinite(b.mu)) or a.mu <= 0 or b.mu <= 0:
+        return np.nan, Law(np.nan, np.nan, np.nan, np.nan)
+    r = a.mu / b.mu
+    se = math.hypot(a.se, b.se)
+    dof = (se**4 / (a.se**4 / a.dof + b.se**4 / b.dof)
+           if np.isfinite(a.dof) and np.isfinite(b.dof) and se > 0 else np.nan)
+    law = Law(r, np.nan, se, dof)
+    return r, law._replace(err=r * (10.0 ** (law.quantile(0.5 + LEVELS["68"] / 2) * se) - 1.0) if se > 0 else 0.0)
 
 
-def _closes(before: tuple[float, float], after: tuple[float, float], paper: float | None) -> float:
+def _p_no_change(ratio: float, law: Law) -> float:
+    """Two-sided p-value of "the factor changes nothing" (ratio 1) under the ratio's law."""
+    if not (np.isfinite(ratio) and ratio > 0 and law.se > 0):
+        return np.nan
+    t = abs(math.log10(ratio)) / law.se
+    return float(2 * (stats.norm.sf(t) if not np.isfinite(law.dof) else stats.t.sf(t, law.dof)))
+
+
+def _versus_paper(after: Law, paper: float | None) -> tuple[float, bool | None]:
+    """Where the paper's mu lies in the law of ``after``, as a standard normal quantile (as a pull: 0 at mu, +-1.96
+    at the edges of the 95 % interval), and whether it lies inside the 95 % interval."""
+    if not paper or not (np.isfinite(after.mu) and after.mu > 0 and after.se > 0):
+        return np.nan, None
+    t = (math.log10(after.mu) - math.log10(paper)) / after.se
+    cdf = stats.norm.cdf(t) if not np.isfinite(after.dof) else stats.t.cdf(t, after.dof)
+    return float(stats.norm.ppf(np.clip(cdf, 1e-16, 1 - 1e-16))), bool(abs(t) <= after.quantile(0.975))
+
+
+def _closes(before: Law, after: Law, paper: float | None) -> float:
     """The share of the log-distance to the paper's mu that going from ``before`` to ``after`` removes; NaN where
-    ``before`` already lies within its error of the paper (there is no measured gap to close, and dividing by the
-    tiny remaining distance would print a huge, meaningless share)."""
-    if not paper or not (np.isfinite(before[0]) and np.isfinite(after[0])) or before[0] <= 0 or after[0] <= 0:
+    the paper's mu lies inside the 95 % interval of ``before`` (there is no measured gap to close, and dividing by
+    the tiny remaining distance would print a huge, meaningless share)."""
+    if not paper or not (np.isfinite(before.mu) and np.isfinite(after.mu)) or before.mu <= 0 or after.mu <= 0:
         return np.nan
-    if abs(before[0] - paper) <= (before[1] if np.isfinite(before[1]) else 0.0):
+    if _versus_paper(before, paper)[1]:  # the paper's mu inside the 95 % interval of before: no measured gap
         return np.nan
-    return math.log(after[0] / before[0]) / math.log(paper / before[0])
+    return math.log(after.mu / before.mu) / math.log(paper / before.mu)
 
 
 def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
-    """Per cell and factor: the midpoint ratio it causes, its error, the share of the log-distance to the
-    paper it closes (1: all of it, 0: none, < 0: it moves away) and how far the result lies from the paper in units
-    of its own error. Only finished series enter: a search cut short has a midpoint from its first rounds, which
-    says too little to compare."""
+    """Per cell and factor: the midpoint ratio it causes, its error and p-value (module docstring), the share of the
+    log-distance to the paper it closes (1: all of it, 0: none, < 0: it moves away), where the paper lies in the
+    law of the result (``after_vs_paper_z``, a standard normal quantile) and whether inside its 95 % interval. Only
+    finished series enter: a search cut short has a midpoint from its first rounds, which says too little to
+    compare."""
     out = []
     done = cells[cells["finished"]]
     for kind, bn in CELLS:
@@ -138,19 +201,18 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
         paper = paper_mu("mnist", model, kind, bn)
         auto = mine[(mine["grid"] == "adaptive") & (mine["backward"] == "autograd")].set_index("epochs")
         epochs = sorted(auto.index)
-        factors: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
+        factors: list[tuple[str, Law, Law]] = []
         for low, high in zip(epochs, epochs[1:]):
             factors.append((f"epochs {low} -> {high}", _mu(auto.loc[high]), _mu(auto.loc[low])))
         if kind == "additive":
             for ep in epochs:
                 row = auto.loc[ep]
-                factors.append((f"fit axis log10 -> linear ({ep} epochs)",
-                                (float(row.get("mu_linear", np.nan)), float(row.get("err_linear", np.nan))),
-                                (float(row.get("mu_log10", np.nan)), float(row.get("err_log10", np.nan)))))
+                factors.append((f"fit axis log10 -> linear ({ep} epochs)", Law.of(row, "linear"),
+                                Law.of(row, "log10")))
         if epochs:
             row = auto.loc[epochs[-1]]
-            factors.append((f"fit weights 2 % floor -> Eq. 2 as written ({epochs[-1]} epochs)",
-                            (float(row["mu_eq2"]), float(row["err_eq2"])), _mu(row)))
+            factors.append((f"fit weights 2 % floor -> Eq. 2 as written ({epochs[-1]} epochs)", Law.of(row, "eq2"),
+                            _mu(row)))
         straight = mine[(mine["grid"] == "adaptive") & (mine["backward"] == "straight_through")]
         for _, st in straight.iterrows():
             if st["epochs"] in auto.index:
@@ -161,12 +223,14 @@ def factor_table(cells: pd.DataFrame, model: str = "mlp") -> pd.DataFrame:
                 factors.append((f"grid adaptive -> authors' ({dense['epochs']} epochs)", _mu(dense),
                                 _mu(auto.loc[dense["epochs"]])))
         for name, after, before in factors:
-            ratio, err = _ratio(after, before)
-            out.append({"noise.kind": kind, "batchnorm": bn, "factor": name, "mu_before": before[0],
-                        "err_before": before[1], "mu_after": after[0], "err_after": after[1], "ratio": ratio,
-                        "ratio_err": err, "closes_gap": _closes(before, after, paper),
-                        "after_vs_paper_sigma": (after[0] - paper) / after[1] if paper and after[1] > 0 else np.nan,
-                        "paper_mu": paper})
+            ratio, law = _ratio(after, before)
+            z, inside = _versus_paper(after, paper)
+            out.append({"noise.kind": kind, "batchnorm": bn, "factor": name, "mu_before": before.mu,
+                        "err_before": before.err, "mu_after": after.mu, "err_after": after.err, "ratio": ratio,
+                        "ratio_err": law.err, "ratio_se_log10": law.se, "ratio_dof": law.dof,
+                        "ratio_p": _p_no_change(ratio, law),
+                        "closes_gap": _closes(before, after, paper), "after_vs_paper_z": z,
+                        "paper_in_95": inside, "paper_mu": paper})
     return pd.DataFrame(out)
 
 
@@ -203,15 +267,16 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                     straight.append((part, style, color, label))
                     drawn += len(part)
                     continue
-                span += list(part[f"mu_{axis}"] - part[f"err_{axis}"]) + list(part[f"mu_{axis}"] + part[f"err_{axis}"])
-                ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=part[f"err_{axis}"], fmt=style, capsize=3,
+                bars = _bars(part, axis)
+                span += list(part[f"mu_{axis}"] - bars[0]) + list(part[f"mu_{axis}"] + bars[1])
+                ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=bars, fmt=style, capsize=3,
                             color=color, label=label)
                 drawn += len(part)
                 if kind == "additive" and "mu_linear" in part:
-                    ax.errorbar(part["epochs"], part["mu_linear"], yerr=part["err_linear"], fmt="^:", capsize=3,
+                    ax.errorbar(part["epochs"], part["mu_linear"], yerr=_bars(part, "linear"), fmt="^:", capsize=3,
                                 color="tab:gray", label="here, linear fit of the same runs")
             for _, row in every[~every["finished"]].iterrows():
-                mu, err = _mu(row)
+                mu, err = _mu(row).mu, _mu(row).err
                 label = f"{backward.replace('_', '-')}, search unfinished ({row['runs']} runs)"
                 if resolved_midpoint(mu, err):  # a search cut short: its midpoint so far, drawn hollow and named
                     ax.errorbar([row["epochs"]], [mu], yerr=[err], fmt=style[0], mfc="none", color=color,
@@ -234,7 +299,7 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
             axis = part["native_axis"].iloc[0]
             bottom = ax.get_ylim()[0]
             inside = part[f"mu_{axis}"] >= bottom
-            ax.errorbar(part["epochs"][inside], part[f"mu_{axis}"][inside], yerr=part[f"err_{axis}"][inside],
+            ax.errorbar(part["epochs"][inside], part[f"mu_{axis}"][inside], yerr=_bars(part[inside], axis),
                         fmt=style, capsize=3, color=color)
             ax.plot(part["epochs"][~inside], [bottom] * int((~inside).sum()), "v", color=color, ms=8, clip_on=False,
                     label=label + ("; below the axis" if (~inside).any() else ""))
@@ -256,6 +321,19 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                  + ("; hollow: search not finished" if drew_unfinished else ""), fontsize=10)
     name = "gap_mu_vs_epochs.png" if model == "mlp" else f"gap_mu_vs_epochs_{model}.png"
     return save_figure(fig, out_dir / name)
+
+
+def _interval_cell(row: pd.Series, axis: str) -> str:
+    return format_interval(row[f"mu_{axis}"], row.get(f"lo68_{axis}"), row.get(f"hi68_{axis}"), axis,
+                           row.get(f"flag_{axis}") or "")
+
+
+def _bars(part: pd.DataFrame, axis: str) -> np.ndarray:
+    """(2, n) error bars of the 68 % intervals (asymmetric for log10 fits); +-err where the rows have no interval."""
+    mu, err = part[f"mu_{axis}"].to_numpy(float), part[f"err_{axis}"].to_numpy(float)
+    lo = part.get(f"lo68_{axis}", pd.Series(mu - err)).to_numpy(float)
+    hi = part.get(f"hi68_{axis}", pd.Series(mu + err)).to_numpy(float)
+    return np.vstack([mu - lo, hi - mu])
 
 
 def study_table(study: Any) -> str:
@@ -284,27 +362,31 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
     factors = pd.concat([factor_table(cells, m).assign(model=m) for m in models], ignore_index=True)
     body = [[f"{display_model(r['model'])}, {_cell(r)}", r["factor"],
              format_pm(r["mu_before"], r["err_before"]), format_pm(r["mu_after"], r["err_after"]),
-             format_pm(r["ratio"], r["ratio_err"]),
+             format_pm(r["ratio"], r["ratio_err"]), f"{r['ratio_p']:.2g}" if np.isfinite(r["ratio_p"]) else "",
              f"{r['closes_gap']:+.2f}" if np.isfinite(r["closes_gap"]) else "no gap before",
-             f"{r['after_vs_paper_sigma']:+.1f} sigma" if np.isfinite(r["after_vs_paper_sigma"]) else "",
+             (f"{r['after_vs_paper_z']:+.1f} ({'inside' if r['paper_in_95'] else 'outside'} 95 %)"
+              if np.isfinite(r["after_vs_paper_z"]) else ""),
              f"{r['paper_mu']:g}"] for _, r in factors.iterrows()]
     text = ("# The gap to Table I, factor by factor\n\n"
-            "Each row changes one factor of the protocol and keeps the rest. ratio = mu after / mu before (its error "
-            "from both fits); closes = share of the log-distance to the paper's mu that the change removes (1: all, "
-            "0: none, negative: away from the paper; 'no gap before' where mu before lies within its error of the "
-            "paper); after - paper = (mu after - paper) / error of mu after (the paper's own error is not "
-            "published).\n\n"
-            + markdown_table(["Cell", "Factor", "mu before", "mu after", "ratio", "closes", "after - paper", "paper"],
-                             body))
+            "Each row changes one factor of the protocol and keeps the rest. mu ± half its 68 % interval (seed "
+            "jackknife, Student t); ratio = mu after / mu before, its error from both fits' errors in quadrature "
+            "(conservative where both fit the same runs: fit axis, fit weights), p = two-sided p-value of 'no "
+            "change' (one test per row; among many rows some p < 0.05 arise by chance); closes = share of the "
+            "log-distance to the paper's mu that the change removes (1: all, 0: none, negative: away from the "
+            "paper; 'no gap before' where the paper's mu lies in the 95 % interval of mu before); paper = where the "
+            "paper's mu lies in the law of mu after, as a standard normal quantile (0: at mu, +-1.96: at the edges "
+            "of the 95 % interval; the paper's own error is not published).\n\n"
+            + markdown_table(["Cell", "Factor", "mu before", "mu after", "ratio", "p", "closes", "paper in mu after",
+                              "paper"], body))
     cell_rows = [[r["model"], _cell(r), r["epochs"],
                   r["backward"].replace("_", "-"), r["grid"], "yes" if r["finished"] else "no",
                   f"{r['runs']} / {r['levels']} / {r['seeds']}",
-                  format_pm(r.get("mu_log10", np.nan), r.get("err_log10", np.nan))
-                  if np.isfinite(r.get("mu_log10", np.nan)) else "",
-                  format_pm(r["mu_linear"], r["err_linear"]) if np.isfinite(r["mu_linear"]) else "n.c.",
+                  _interval_cell(r, "log10") if np.isfinite(r.get("mu_log10", np.nan)) else "",
+                  _interval_cell(r, "linear") if np.isfinite(r["mu_linear"]) else "n.c.",
                   f"{r['paper_mu']:g}" if r["paper_mu"] else ""] for _, r in cells.iterrows()]
     cells_text = ("# Every measured series of the gap study\n\nfinished: the search ran to its end (or every grid "
-                  "run is stored); an unfinished search's mu comes from its first rounds only.\n\n"
+                  "run is stored); an unfinished search's mu comes from its first rounds only. mu with its 68 % "
+                  "interval (seed jackknife, Student t; +up/-down where a log10 fit makes it asymmetric).\n\n"
                   + markdown_table(["model", "cell", "epochs", "backward", "grid", "finished", "runs / levels / seeds",
                                     "mu, log10 fit", "mu, linear fit", "paper"], cell_rows))
     return [write_csv(cells, out_dir / "gap_cells.csv"), write_text(cells_text, out_dir / "gap_cells.md"),

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from walking_noise.report.common import (
-    MIN_LEVELS, MIN_LEVELS_DOUBLE, NOISE_STD, NotEnoughRuns, Series, accuracy_points, column,
-    dataset_name, display, diverged_levels, overflow_levels, fit_row, fit_series, format_pm, markdown_table, model_name, new_figure, panel_grid,
-    paper_runs, reported_error, save_figure, series_of, short_name, sort_key, varying, wrap, write_csv, write_text,
+    MIN_LEVELS, MIN_LEVELS_DOUBLE, NOISE_STD, NotEnoughRuns, Series, accuracy_points, column, dataset_name, display,
+    diverged_levels, overflow_levels, fit_row, fit_series, format_fit, markdown_table, model_name,
+    new_figure, panel_grid, paper_runs, save_figure, series_of, short_name, sort_key, varying, wrap,
+    write_csv, write_text,
 )
 
 KINDS = ("additive", "multiplicative")
@@ -54,7 +55,7 @@ def series_title(s: Series, extra: list[str] | None = None) -> str:
 
 def _cell(fit_row_: dict[str, Any]) -> str:
     if fit_row_["converged"]:
-        return format_pm(fit_row_["mu"], fit_row_["mu_err_reported"])
+        return format_fit(fit_row_)
     if fit_row_.get("mu_lower_bound") is not None:
         return f"> {fit_row_['mu_lower_bound']:.3g} (n.c.)"
     if fit_row_.get("mu_upper_bound") is not None:
@@ -65,8 +66,9 @@ def _cell(fit_row_: dict[str, Any]) -> str:
 def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Table I: the midpoint noise level mu of global noise per dataset, model, BatchNorm and noise kind.
 
-    Writes ``table1_global_mu.md`` (the paper's layout, "mu ± err", err = the larger of the chi2-scaled fit error
-    and the leave-one-seed-out jackknife error; "n.c." = not converged, with the reason below the table) and
+    Writes ``table1_global_mu.md`` (the paper's layout, mu with its 68 % interval from the seed jackknife, flagged
+    where it is not calibrated, see :mod:`walking_noise.fit.errors`; "n.c." = not converged, with the reason below
+    the table) and
     ``table1_global_mu.csv`` (one row per series with every fit field). Series that differ in anything but
     dataset, model, BatchNorm and kind (e.g. noise only at inference) get a table of their own.
     """
@@ -87,8 +89,12 @@ def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 bool(values.get("weight_clamping", False)), [sort_key(v) for v in variant])
 
     lines = ["# Table I: robustness mu to globally injected Gaussian noise", "",
-             "Midpoint noise level mu (noise std at half the accuracy drop, Eq. 1) ± its error "
-             "(the larger of the chi2-scaled fit error and the leave-one-seed-out jackknife error). "
+             "Midpoint noise level mu (noise std at half the accuracy drop, Eq. 1) with its 68 % interval "
+             "(leave-one-seed-out jackknife, Student t with seeds - 1 dof; on a log10 fit axis symmetric in "
+             "log10 mu, so +up/-down in mu; the 95 % interval and the half-width in decades are in the CSV). "
+             "In parentheses where the interval cannot be calibrated: 2 seeds (1 dof: the scale is one "
+             "difference, so one interval can be far off), no seeds, or a drop between two levels (then the "
+             "bracket is the interval). "
              "n.c.: the fit did not converge (reasons below); > x: the curve never left its upper plateau up to x; "
              "†: some runs diverged (weights non-finite; scored at chance level, the levels are in the CSV).",
              ""]
@@ -150,7 +156,7 @@ def plot_fit(ax: Any, s: Series, fit: Any, title: str, *, second: Any = None) ->
                                                                           second.model if second else "")):
         if f is None or f.params.get("a_min") is None:
             continue
-        text = f"{name} logistic: mu = {format_pm(f.mu, reported_error(f))}" if f.converged else \
+        text = f"{name} logistic: mu = {format_fit(f)}" if f.converged else \
             f"{name} logistic (not converged)"
         ax.plot(grid, 100 * f.predict(grid), style, color=color, lw=1.6, label=text)
         if f.converged and f.mu is not None:

@@ -27,12 +27,13 @@ import pandas as pd
 
 from walking_noise.report.activations import fig4_self_binarization
 from walking_noise.report.common import (
-    NOISE_STD, NotEnoughRuns, column, display, format_pm, markdown_table, paper_runs, select, series_of, short_name,
-    varying,
+    NOISE_STD, NotEnoughRuns, column, display, format_fit, format_pm, markdown_table, paper_runs, select, series_of,
+    short_name, varying,
 )
 from walking_noise.report.global_noise import fig1_fit, fig6_training_curves, fig7_double_logistic, table1
 from walking_noise.report.paper import table1_vs_paper
-from walking_noise.report.walking import fig2_walking_mu, fig3_amin, fig5_preserved_accuracy, table2_weight_ratio
+from walking_noise.report.walking import fig2_walking_mu, fig3_amin, fig5_preserved_accuracy
+from walking_noise.report.weights import table2_weight_ratio
 
 
 @dataclass
@@ -154,8 +155,15 @@ DECISIONS = """\
 - **Fit axis**: log10 when the positive noise levels span >= 2 decades and are more evenly spaced on a log
   scale than on a linear one, else linear (decided per series by its grid, not by the noise kind). mu is always in
   noise-std units.
-- **Errors**: "mu ± err" quotes the larger of the chi2-scaled covariance error and the leave-one-seed-out
-  jackknife error (the jackknife needs >= 3 seeds).
+- **Errors**: mu is quoted with its 68 % interval: the leave-one-seed-out jackknife of the whole fit with Student t
+  quantiles of (seeds - 1) dof, on the fit axis (on a log10 axis symmetric in log10 mu, so "+up/-down" in mu),
+  checked on simulated campaigns (`benchmarks/fit_coverage.py`: 95 % intervals cover 93-97 % with >= 3 seeds).
+  Where it cannot be calibrated the number says so: "2 seeds: 1 dof" (the interval's scale is one difference),
+  "bracketed between levels" (no level on the slope: the interval is the bracket), "no seed labels" / "1 seed"
+  (the covariance error). The 95 % intervals are in the CSVs.
+- **Which points differ** (walking noise): differences of log10 mu with a paired seed jackknife, Student t tests,
+  Holm-corrected over all the pairs of one figure; letters on the figure group the points of a curve that cannot
+  be told apart.
 - **Too few runs**: a single-logistic fit needs >= 4 distinct noise levels, the double logistic >= 8; preserved
   accuracy and training curves need >= 2 levels; Table II needs clamped and unclamped runs at the same learnable
   point and noise level; Fig. 4 needs a noisy and a clean checkpoint.
@@ -343,12 +351,16 @@ def _fit_parameters(path: Path, out_dir: Path) -> list[str]:
     err = "mu_err_reported" if "mu_err_reported" in table.columns else "mu_err"
     rows = []
     for _, row in table.head(MAX_ROWS).iterrows():
-        mu = format_pm(_number(row.get("mu")), _number(row.get(err))) if bool(row.get("converged", True)) else \
-            "not converged"
+        if not bool(row.get("converged", True)):
+            mu = "not converged"
+        elif "mu_lo68" in table.columns:
+            mu = format_fit(row)
+        else:  # a fit table written before the intervals
+            mu = format_pm(_number(row.get("mu")), _number(row.get(err)))
         rows.append([_cell(row[k]) for k in keys] + [mu] + [_cell(row[c]) for c, _ in fields])
     lines = [f"**Fit parameters** (Eq. 1, from [{path.name}]({_rel(path, out_dir)}); sigma in units of the fit "
              f"axis, every other field in the CSV):", "",
-             markdown_table([short_name(k) for k in keys] + ["mu ± err"] + [h for _, h in fields], rows)]
+             markdown_table([short_name(k) for k in keys] + ["mu (68 %)"] + [h for _, h in fields], rows)]
     if len(table) > MAX_ROWS:
         lines += [f"... and {len(table) - MAX_ROWS} more fits in {path.name}.", ""]
     return lines

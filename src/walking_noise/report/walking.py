@@ -1,5 +1,6 @@
-"""Walking noise (paper sections V-VI, appendix C-D): Fig. 2/10/11 (mu per injection point), Fig. 3 (a_min per
-point, multiplicative), Fig. 5/8/9 (preserved accuracy) and Table II (weight magnitude ratio).
+"""Walking noise (paper sections V-VI, appendix C-D): Fig. 2/10/11 (mu per injection point, with which points
+differ: :mod:`walking_noise.report.differences`), Fig. 3 (a_min per point, multiplicative) and Fig. 5/8/9 (preserved
+accuracy); Table II (weight magnitude ratio) is :mod:`walking_noise.report.weights`.
 
 Every walking series is one injection point (``noise.injection_layer``) in one setting: the *role* of a series is
 "noise only at inference" (``noise.phase = inference``), "noise in training" or "noise in training, clamped weights"
@@ -9,6 +10,7 @@ list of injection points, labelled "index name" from the stored layer table of t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,11 @@ import pandas as pd
 
 from walking_noise.report.common import (
     MIN_LEVELS, NOISE_STD, NotEnoughRuns, Series, accuracy_points, chance_level, column, dataset_name, display,
-    fit_row, fit_series, half_drop_level, layer_labels, learnable_points, markdown_table, model_name,
-    new_figure, overflow_levels, paper_runs, plain_log_ticks, save_figure, series_of, short_name, slug, sort_key,
-    varying,
-    wrap, write_csv, write_text,
+    fit_row, fit_series, layer_labels, model_name, new_figure,
+    overflow_levels, paper_runs, plain_log_ticks, save_figure, series_of, short_name, slug, sort_key, varying, wrap,
+    write_csv, write_text,
 )
+from walking_noise.report.differences import differences_markdown, figure_differences
 from walking_noise.sites import SITES
 
 #: Config columns that vary *within* one figure of walking noise (points and the three roles).
@@ -126,6 +128,10 @@ def _point_axis(ax: Any, runs: pd.DataFrame, used: set[int]) -> dict[int, str]:
     return labels
 
 
+def _point_of(s: Series) -> int:
+    return int(s.key["noise.injection_layer"])
+
+
 def walking_fit_table(series: list[Series]) -> pd.DataFrame:
     """One row per walking series: its config values, role, point label and every fit field."""
     rows = []
@@ -147,9 +153,11 @@ class PointMark:
     y: Any  # mu (kind "fit") or the bound on it; None: omitted
     kind: str  # "fit", "lower_bound" (mu above y), "upper_bound" (mu below y) or "omitted"
     diverged: bool = False  # some of its runs diverged (a red cross where y is drawn)
-    err: float = 0.0  # the reported error of mu (fits; 0 where there is none)
+    lo: float | None = None  # the quoted 68 % interval of mu (fits; None where there is none)
+    hi: float | None = None
     partial: bool = False  # a fit of a partial drop (hollow marker)
-    log_fit: bool = False  # fitted on the log10 axis (its error bar is symmetric in decades)
+    flag: str = ""  # why its interval is not calibrated (dashed error bar), empty if it is
+    letters: str = ""  # the points of its curve that cannot be told apart from it share a letter
     segment: int = 0  # fits with the same segment are joined by the curve's line
 
 
@@ -175,7 +183,9 @@ class WalkingMarks:
     curves: list[CurveMarks]
     omitted: list[str] = field(default_factory=list)
     shown: dict[str, bool] = field(  # which kinds of marker the panel has, so that the legend explains only those
-        default_factory=lambda: dict.fromkeys(("bound", "partial", "diverged", "overflow"), False))
+        default_factory=lambda: dict.fromkeys(("bound", "partial", "diverged", "overflow", "flag", "letters",
+                                               "alike"), False))
+    alike: list[tuple[PointMark, PointMark]] = field(default_factory=list)  # two curves' fits, not told apart
 
     @property
     def drawn(self) -> bool:
@@ -183,22 +193,26 @@ class WalkingMarks:
         return any(m.y is not None for c in self.curves for m in c.points)
 
 
-def walking_marks(group: list[Series], rows: list[Any]) -> WalkingMarks:
+def walking_marks(group: list[Series], rows: list[Any], alike: Sequence[tuple[int, int]] = ()) -> WalkingMarks:
     """Sort the walking series of one panel into marks (plain data, no drawing): ``rows[i]`` is the row of
-    :func:`walking_fit_table` of ``group[i]``. The marks say which points are midpoints, bounds, partial drops,
-    diverged or omitted, and where a curve's line breaks (at every point without a converged fit)."""
+    :func:`walking_fit_table` of ``group[i]`` (with its ``letters`` where the points were compared). The marks say
+    which points are midpoints, bounds, partial drops, diverged or omitted, where a curve's line breaks (at every
+    point without a converged fit), and which fits of two curves at one point (``alike``: pairs of indices into
+    ``group``) cannot be told apart."""
     curves = _curves(group)
     sites = {c[1] for c in curves}
     out = WalkingMarks([])
+    mark_of: dict[int, PointMark] = {}
     for r_i, c in enumerate(curves):
-        members = sorted([(s, row) for s, row in zip(group, rows) if curve(s.key) == c],
-                         key=lambda t: t[0].key["noise.injection_layer"])
+        members = sorted([(k, s, row) for k, (s, row) in enumerate(zip(group, rows)) if curve(s.key) == c],
+                         key=lambda t: t[1].key["noise.injection_layer"])
         shift = (r_i - (len(curves) - 1) / 2) * 0.12
         color, marker, line = _curve_style(c, sites)
         marks = CurveMarks(curve_label(c, sites), color, marker, line, [])
         segment = 0  # the curve is drawn only between neighbouring points that both have a fit
-        for s, row in members:
+        for k, s, row in members:
             mark = _point_mark(row, float(s.key["noise.injection_layer"]) + shift, segment)
+            mark_of[k] = mark
             segment = mark.segment
             marks.points.append(mark)
             if mark.kind == "omitted":
@@ -207,7 +221,12 @@ def walking_marks(group: list[Series], rows: list[Any]) -> WalkingMarks:
             out.shown["overflow"] |= mark.kind == "lower_bound" and _overflowed(row)
             out.shown["diverged"] |= mark.diverged
             out.shown["partial"] |= mark.partial
+            out.shown["flag"] |= bool(mark.flag)
+            out.shown["letters"] |= bool(mark.letters)
         out.curves.append(marks)
+    out.alike = [(mark_of[i], mark_of[j]) for i, j in alike
+                 if mark_of[i].kind == "fit" and mark_of[j].kind == "fit"]
+    out.shown["alike"] = bool(out.alike)
     return out
 
 
@@ -215,13 +234,18 @@ def _point_mark(row: Any, x: float, segment: int) -> PointMark:
     """The mark of one fit-table row; ``segment`` counts the breaks of the line before it."""
     segment += not row["converged"]  # a bound or an omitted point: no line passes it
     if row["converged"]:
-        return PointMark(x, row["mu"], "fit", bool(row["n_diverged"]), float(np.nan_to_num(row["mu_err_reported"])),
-                         bool(row["partial_drop"]), row.get("axis") == "log10", segment)
+        lo, hi = (_finite(row.get(name)) for name in ("mu_lo68", "mu_hi68"))
+        return PointMark(x, row["mu"], "fit", bool(row["n_diverged"]), lo, hi, bool(row["partial_drop"]),
+                         str(row.get("error_flag") or ""), str(row.get("letters") or ""), segment)
     if row.get("mu_lower_bound") is not None and np.isfinite(row["mu_lower_bound"]):
         return PointMark(x, row["mu_lower_bound"], "lower_bound", bool(row["n_diverged"]), segment=segment)
     if row.get("mu_upper_bound") is not None and np.isfinite(row["mu_upper_bound"]):
         return PointMark(x, row["mu_upper_bound"], "upper_bound", bool(row["n_diverged"]), segment=segment)
     return PointMark(x, None, "omitted", segment=segment)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
 
 
 def _overflowed(row: Any) -> bool:
@@ -242,16 +266,35 @@ def _draw_walking_marks(ax: Any, marks: WalkingMarks) -> None:
             ax.plot([], [], c.marker, color=c.color, label=f"{c.label} (no converged fit)")
             continue
         xs_a, ys_a = np.array([m.x for m in fits]), np.array([m.y for m in fits])
-        es_a, part = np.array([m.err for m in fits]), np.array([m.partial for m in fits])
-        ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array([m.log_fit for m in fits])), fmt="none",
-                    lw=1, color=c.color, capsize=3)
+        part = np.array([m.partial for m in fits])
+        for flagged in (False, True):  # a dashed bar: an interval that is not calibrated
+            bars = [m for m in fits if bool(m.flag) == flagged and m.lo is not None and m.hi is not None]
+            if bars:
+                drawn = ax.errorbar([m.x for m in bars], [m.y for m in bars], fmt="none", lw=1, color=c.color,
+                                    capsize=3, yerr=np.array([[m.y - m.lo for m in bars], [m.hi - m.y for m in bars]]))
+                if flagged:
+                    drawn[2][0].set_linestyle("--")
+        for m in fits:
+            if m.letters:
+                ax.annotate(m.letters, (m.x, m.hi if m.hi is not None else m.y), xytext=(0, 3),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=6, color=c.color)
         breaks = np.flatnonzero(np.diff([m.segment for m in fits])) + 1
         ax.plot(np.insert(xs_a, breaks, np.nan), np.insert(ys_a, breaks, np.nan), lw=1, color=c.color, ls=c.line)
         ax.plot(xs_a[~part], ys_a[~part], c.marker, ms=5, color=c.color, ls="none")
         ax.plot([], [], c.marker, ms=5, lw=1, color=c.color, ls=c.line, label=c.label)  # the legend's sample
         if part.any():
             ax.plot(xs_a[part], ys_a[part], c.marker, ms=7, mfc="white", mec=c.color, mew=1.5, ls="none")
+    for a, b in marks.alike:
+        ax.plot([a.x, b.x], [a.y, b.y], ":", color="0.35", lw=1.2)
     # explain each kind of marker only where the figure has one
+    if marks.shown["letters"]:
+        ax.plot([], [], " ", label="letters: points of one curve sharing a letter cannot be told apart (paired seed "
+                                   "jackknife, Holm over the figure, 5 %)")
+    if marks.shown["alike"]:
+        ax.plot([], [], ":", color="0.35", lw=1.2, label="dotted: two curves at this point cannot be told apart")
+    if marks.shown["flag"]:
+        ax.plot([], [], "--", color="gray", lw=1, label="dashed bar: interval not calibrated (2 seeds: 1 dof; or the "
+                                                         "drop lies between two levels: the bar is their bracket)")
     if marks.shown["partial"]:
         ax.plot([], [], "o", mfc="white", mec="gray", mew=1.5, label="partial drop: fitted a_min > chance + 10 "
                                                                        "points (mu of a smaller drop)")
@@ -285,11 +328,32 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         raise NotEnoughRuns(f"Fig. 2 ({kind}): no walking {kind} series with >= {MIN_LEVELS} noise levels "
                             f"({len(series)} series found)")
     table = walking_fit_table(series)
-    paths = [write_csv(table, out_dir / f"fig2_walking_mu_{kind}.csv")]
     extra = varying(series)
     by_id = {id(s): i for i, s in enumerate(series)}
+    pairs, pages, figures = [], [], []
     for key, group in figure_groups(series):
-        marks = walking_marks(group, [table.iloc[by_id[id(s)]] for s in group])
+        sites = {curve(s.key)[1] for s in group}
+        found = figure_differences(group, [fit_series(s) for s in group], _point_of, lambda s: curve(s.key),
+                                   lambda c, sites=sites: curve_label(c, sites))
+        for k, s in enumerate(group):
+            table.loc[by_id[id(s)], "letters"] = found.letters.get(k, "")
+        title = group_title(key, extra)
+        if not found.pairs.empty:
+            pairs.append(found.pairs.assign(figure=title))
+        pages += differences_markdown(title, found, group, _point_of, lambda s: curve(s.key),
+                                      lambda c, sites=sites: curve_label(c, sites))
+        figures.append((key, group, found.alike))
+    paths = [write_csv(table, out_dir / f"fig2_walking_mu_{kind}.csv")]
+    if pairs:
+        paths += [write_csv(pd.concat(pairs, ignore_index=True), out_dir / f"fig2_walking_differences_{kind}.csv"),
+                  write_text("\n".join([f"# Which points differ: walking {kind} noise", "",
+                                        "Differences of log10 mu (decades) between the points of a curve and "
+                                        "between curves at a point: paired seed jackknife, Student t, Holm over "
+                                        "the pairs of each figure (walking_noise.fit.compare); every pair is in "
+                                        f"fig2_walking_differences_{kind}.csv.", "", *pages]),
+                             out_dir / f"fig2_walking_differences_{kind}.md")]
+    for key, group, alike in figures:
+        marks = walking_marks(group, [table.iloc[by_id[id(s)]] for s in group], alike)
         if not marks.drawn:  # no point of the panel has a fit or a bound (its rows stay in the CSV): no empty figure
             continue
         fig = new_figure(7.5, 5.2)
@@ -493,103 +557,4 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
     return paths
 
 
-def _closest_level(levels: list[float], mu: float, axis: str) -> float:
-    if axis == "log10" and mu > 0 and any(v > 0 for v in levels):
-        positive = [v for v in levels if v > 0]
-        return min(positive, key=lambda v: abs(np.log10(v) - np.log10(mu)))
-    return min(levels, key=lambda v: abs(v - mu))
-
-
-def _mean_magnitude(runs: pd.DataFrame, level: float, label: str) -> tuple[float, int]:
-    values = [m[label] for m, x in zip(column(runs, "weight_magnitudes"), runs[NOISE_STD])
-              if x == level and isinstance(m, dict) and label in m]
-    return (float(np.mean(values)), len(values)) if values else (np.nan, 0)
-
-
-def table2_weight_ratio(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Table II: mean |w| of each learnable layer, unclamped / clamped, at the noise level closest to mu.
-
-    For every learnable layer (conv/FC) with additive walking noise injected at its output and trained with noise,
-    mu is fitted on the unclamped series (if that fit does not converge: the tested level whose accuracy is
-    closest to half-way between the highest and lowest, noted in ``mu_source``). Among the levels run both clamped
-    and unclamped, the one closest to mu (in log10 for a log-spaced grid) is used; the ratio is the mean over seeds
-    of ``weight_magnitudes[layer]`` of the unclamped runs divided by that of the clamped runs. Writes
-    ``table2_weight_ratio.md`` (the paper's layout) and ``table2_weight_ratio.csv``.
-    """
-    out_dir = Path(out_dir)
-    series = [s for s in walking_series(df, "additive") if s.key.get("noise.phase") != "inference"]
-    other = [c for c in varying(series) if c not in WITHIN_FIGURE and c not in ("dataset", "model", "batchnorm")]
-    pairs: dict[tuple, dict[bool, Series]] = {}
-    for s in series:
-        k = tuple(repr(s.key.get(c)) for c in ["dataset", "model", "batchnorm", *other, "noise.injection_layer"])
-        pairs.setdefault(k, {})[bool(s.key.get("weight_clamping"))] = s
-    rows = []
-    for found in pairs.values():
-        if False not in found or True not in found:
-            continue
-        free, clamped = found[False], found[True]
-        point = int(free.key["noise.injection_layer"])
-        learnable = learnable_points(free.runs)
-        if point not in learnable:
-            continue
-        label = layer_labels(free.runs).get(point, str(point))
-        fit = fit_series(free)
-        if fit.converged:
-            mu, source = fit.mu, "fit of the unclamped series"
-        else:
-            mu = half_drop_level(free)
-            source = f"half-drop level (unclamped fit not converged: {fit.reason})"
-        common = sorted(set(free.levels) & set(clamped.levels))
-        if mu is None or not common:
-            continue
-        level = _closest_level(common, mu, fit.axis)
-        w_free, n_free = _mean_magnitude(free.runs, level, label)
-        w_clamped, n_clamped = _mean_magnitude(clamped.runs, level, label)
-        ordinal, layer_type = learnable[point]
-        rows.append({**{c: free.key.get(c) for c in ["dataset", "model", "batchnorm", *other]},
-                     "injection_layer": point, "layer": label, "layer_id": ordinal, "layer_type": layer_type,
-                     "mu": mu, "mu_err": fit.mu_err if fit.converged else None, "mu_source": source,
-                     "noise_std": level, "mean_abs_w_unclamped": w_free, "mean_abs_w_clamped": w_clamped,
-                     "n_unclamped": n_free, "n_clamped": n_clamped,
-                     "ratio": w_free / w_clamped if w_clamped and np.isfinite(w_clamped) else np.nan})
-    if not rows:
-        raise NotEnoughRuns("Table II: needs walking additive runs trained with noise, with and without weight "
-                            "clamping, at the same learnable (conv/FC) injection point and noise level, with stored "
-                            "weight magnitudes")
-    table = pd.DataFrame(rows).sort_values(["dataset", "model", *other, "batchnorm", "layer_id"], key=lambda c: c.map(
-        sort_key) if c.dtype == object else c, ignore_index=True)
-    lines = ["# Table II: weight magnitude ratio between unclamped and clamped weights", "",
-             "Mean |w| of the layer at the walking injection point, unclamped / clamped (w in [-1, 1]), trained with "
-             "additive noise at that point, at the tested noise level closest to the unclamped series' mu; mean over "
-             "seeds. Levels and sources in `table2_weight_ratio.csv`.", ""]
-    for key, sub in table.groupby(["dataset", "model", *other], sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        lines += [f"## {model_name(key[1])} on {dataset_name(key[0])}"
-                  + "".join(f", {short_name(c)} = {display(v)}" for c, v in zip(other, key[2:])), ""]
-        ids = sorted(set(sub["layer_id"]))
-        types = {i: sub[sub["layer_id"] == i]["layer_type"].iloc[0] for i in ids}
-        body = [["Layer Type", *[types[i] for i in ids]]]
-        for bn, name in ((True, "with BatchNorm"), (False, "without BatchNorm")):
-            part = sub[sub["batchnorm"].astype(bool) == bn]
-            if part.empty:
-                continue
-            cells = []
-            for i in ids:
-                r = part[part["layer_id"] == i]
-                cells.append(f"{r['ratio'].iloc[0]:.2g}" if len(r) and np.isfinite(r["ratio"].iloc[0]) else "")
-            body.append([name, *cells])
-        lines.append(markdown_table(["Layer ID", *[str(i) for i in ids]], body))
-    return [write_text("\n".join(lines) + "\n", out_dir / "table2_weight_ratio.md"),
-            write_csv(table, out_dir / "table2_weight_ratio.csv")]
-
-
-def _log_axis_bars(mu: np.ndarray, err: np.ndarray, log_fit: np.ndarray) -> np.ndarray:
-    """(2, n) error bars for a log y axis. A log10-axis fit's error is symmetric in log10 s (``mu_err = mu ln10
-    e``), so it is drawn as mu / 10^e .. mu * 10^e; a linear fit's is drawn as is, cut above zero."""
-    e = np.where(mu > 0, err / (np.maximum(mu, 1e-300) * np.log(10.0)), 0.0)
-    lower = np.where(log_fit, mu * (1.0 - 10.0 ** -e), np.minimum(err, mu * 0.999))
-    upper = np.where(log_fit, mu * (10.0 ** e - 1.0), err)
-    return np.vstack([lower, upper])
-
-__all__ = ["fig2_walking_mu", "fig3_amin", "fig5_preserved_accuracy", "table2_weight_ratio", "role",
-           "walking_fit_table"]
+__all__ = ["fig2_walking_mu", "fig3_amin", "fig5_preserved_accuracy", "role", "walking_fit_table"]
