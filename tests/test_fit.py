@@ -471,3 +471,35 @@ def test_mu_errors_returns_the_errors_without_writing_them():
     assert res.mu_err_jackknife is None  # returned, not written
     assert found.mu_err_jackknife == pytest.approx(r.mu_err_jackknife, rel=1e-9)
     assert found.jackknife_n_seeds == 4 and found.mu_err == r.mu_err
+
+
+def test_observed_plateaus_hold_a_min_and_a_max_at_the_extreme_level_means_and_recover_mu():
+    """The paper's reading of a_min and a_max (the lowest and highest achieved accuracy): both are held at the
+    level means, only mu and sigma are fitted; on a curve that reaches both plateaus mu is recovered."""
+    levels = np.linspace(0.0, 2.0, 21)
+    x, y = exact_runs(levels, 5, lambda s: 0.1 + 0.88 * logistic(s, 0.9, -0.08, 1.0, 0.0), spread=0.01)
+    seeds = np.tile(np.arange(5), len(levels))
+    free = fit_midpoint(x, y, seeds=seeds)
+    held = fit_midpoint(x, y, seeds=seeds, plateaus="observed")
+    means = [y[x == lv].mean() for lv in levels]
+    assert held.converged and held.params["plateaus"] == "observed"
+    assert held.a_min == pytest.approx(min(means), abs=1e-9)
+    assert held.a_min + held.delta_a == pytest.approx(max(means), abs=1e-9)
+    assert held.mu == pytest.approx(0.9, abs=0.01) and free.mu == pytest.approx(0.9, abs=0.01)
+    assert held.params["dof"] == free.params["dof"] + 2  # two parameters fewer
+
+
+def test_observed_plateaus_move_mu_when_the_curve_has_not_reached_its_floor():
+    """Where the last levels still fall, the lowest level mean is above the fitted floor: held plateaus put the
+    half-drop higher up the curve, so mu comes out smaller than with free plateaus."""
+    levels = np.linspace(0.0, 1.2, 13)
+    x, y = exact_runs(levels, 3, lambda s: 0.1 + 0.88 * logistic(s, 0.9, -0.1, 1.0, 0.0), spread=0.01)
+    seeds = np.tile(np.arange(3), len(levels))
+    assert fit_midpoint(x, y, seeds=seeds, plateaus="observed").mu < fit_midpoint(x, y, seeds=seeds).mu - 0.01
+
+
+def test_observed_plateaus_are_for_the_single_logistic_only():
+    with pytest.raises(ValueError, match="plateaus"):
+        fit_midpoint([0, 1, 2, 3], [1, 0.9, 0.2, 0.1], model="double", plateaus="observed")
+    with pytest.raises(ValueError, match="plateaus must be one of"):
+        fit_midpoint([0, 1, 2, 3], [1, 0.9, 0.2, 0.1], plateaus="paper")

@@ -364,3 +364,17 @@ def test_a_quoted_mu_shows_its_interval_asymmetric_on_a_log_axis_and_its_flag():
     assert format_interval(0.51, 0.42, 0.60, flag="2 seeds: 1 dof") == "0.510 ± 0.090 (2 seeds: 1 dof)"
     assert format_interval(1.3, 1.0, 1.78, "log10", "bracketed between levels") == \
         "1.3 (bracketed between levels 1 and 1.78)"
+
+
+def test_the_combination_table_states_the_envelope_of_converged_fits_and_where_the_paper_lies():
+    from walking_noise.report.gap import combination_markdown
+
+    def row(mu, converged=True):
+        return {"batchnorm": False, "epochs": 100, "grid": "authors", "finished": True, "runs": 105, "levels": 21,
+                "seeds": 5, "axis": "linear", "weights": "floored (default)", "plateaus": "fitted",
+                "converged": converged, "chi2_red": 1.0, "paper_mu": 0.942, "mu_fit": mu, "lo68_fit": mu - 0.01,
+                "hi68_fit": mu + 0.01, "flag_fit": ""}
+    text = combination_markdown(pd.DataFrame([row(0.90), row(0.92), row(5.0, converged=False)]))
+    assert "mu = 0.9 .. 0.92 over 2 converged combinations" in text
+    assert "lies outside it" in text and "-4.5 % .. -2.3 %" in text
+    assert "lies inside it" in combination_markdown(pd.DataFrame([row(0.93), row(0.95)]))

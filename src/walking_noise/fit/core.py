@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
@@ -116,21 +116,37 @@ def _bounds(model: str, direction: float, s_min: float) -> tuple[np.ndarray, np.
 
 
 def _run_curve_fit(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, starts: list[np.ndarray],
-                   lo: np.ndarray, hi: np.ndarray) -> tuple[tuple | None, str]:
-    """Weighted least squares (Eq. 2: residuals over ``w``, absolute_sigma) from each start; the lowest chi2 wins."""
-    func = curve_function(model)
+                   lo: np.ndarray, hi: np.ndarray, pinned: Mapping[int, float] | None = None) -> tuple[tuple | None, str]:
+    """Weighted least squares (Eq. 2: residuals over ``w``, absolute_sigma) from each start; the lowest chi2 wins.
+    ``pinned`` parameters are held at their values: only the others are fitted, and their rows and columns of the
+    covariance are zero."""
+    full_func = curve_function(model)
+    pinned = dict(pinned or {})
+    free = np.array([j for j in range(lo.size) if j not in pinned], dtype=int)
+
+    def expand(values: np.ndarray) -> np.ndarray:
+        out = np.empty(lo.size)
+        out[free] = values
+        for j, value in pinned.items():
+            out[j] = value
+        return out
+
+    def func(x: np.ndarray, *values: float) -> np.ndarray:
+        return full_func(x, *expand(np.asarray(values)))
+
+    lo_f, hi_f = lo[free], hi[free]
     best = None
     last_err = ""
-    pad = 1e-9 * (hi - lo)
+    pad = 1e-9 * (hi_f - lo_f)
     for p0 in starts:
-        p0 = np.clip(np.asarray(p0, dtype=float), lo + pad, hi - pad)
+        p0 = np.clip(np.asarray(p0, dtype=float)[free], lo_f + pad, hi_f - pad)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
                 popt, pcov = curve_fit(
                     func, u, v, p0=p0, sigma=w, absolute_sigma=True,
-                    bounds=(lo, hi), method="trf", max_nfev=2000 * len(p0),
+                    bounds=(lo_f, hi_f), method="trf", max_nfev=2000 * len(p0),
                 )
         except (RuntimeError, ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
             last_err = str(exc)
@@ -140,7 +156,9 @@ def _run_curve_fit(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, star
         if not math.isfinite(chi2):
             continue
         if best is None or chi2 < best[2] - 1e-12:
-            best = (popt, pcov, chi2)
+            cov = np.zeros((lo.size, lo.size))
+            cov[np.ix_(free, free)] = pcov
+            best = (expand(popt), cov, chi2)
     return best, last_err
 
 
@@ -178,14 +196,16 @@ class Core:
     (:func:`walking_noise.fit.errors.covariance_method` says so in the result).
     """
 
-    def __init__(self, model: str, popt: np.ndarray, pcov: np.ndarray, chi2: float, n_points: int):
+    def __init__(self, model: str, popt: np.ndarray, pcov: np.ndarray, chi2: float, n_points: int,
+                 pinned: Mapping[int, float] | None = None):
         self.model = model
+        self.pinned = dict(pinned or {})
         if model == "double":
             popt, pcov = _order_double(popt, pcov)
         self.popt = np.asarray(popt, dtype=float)
         self.pcov = np.asarray(pcov, dtype=float)
         self.chi2 = chi2
-        self.k = self.popt.size
+        self.k = self.popt.size - len(self.pinned)  # free parameters
         self.dof = n_points - self.k
         self.chi2_red = chi2 / self.dof if self.dof > 0 else float("nan")
         self.scale = max(1.0, self.chi2_red) if self.dof > 0 else 1.0
@@ -210,17 +230,24 @@ class Core:
         return math.sqrt(var * (self.scale if scaled else 1.0))
 
 
+#: The unit-box values of the single logistic's scale and shift (indices 2, 3) that put its plateaus at the lowest
+#: and highest level means: the paper's "a_max and a_min being the maximal and minimal achieved accuracy".
+OBSERVED_PLATEAUS = {2: 1.0, 3: 0.0}
+
+
 def fit_model(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, direction: float, s_min: float,
-              extra_starts: Sequence[np.ndarray] = (), standard_starts: bool = True) -> tuple[Core | None, str]:
+              extra_starts: Sequence[np.ndarray] = (), standard_starts: bool = True,
+              pinned: Mapping[int, float] | None = None) -> tuple[Core | None, str]:
     """Fit ``model`` in the unit box from its standard starts (after ``extra_starts``) and keep the lowest chi2;
     None and the reason when no start converged to a finite chi2. ``standard_starts=False``: from ``extra_starts``
-    alone (a refit that should stay on the branch of the fit it starts from, as the jackknife's)."""
+    alone (a refit that should stay on the branch of the fit it starts from, as the jackknife's). ``pinned``:
+    parameter index -> unit-box value held fixed (e.g. :data:`OBSERVED_PLATEAUS`); not counted as free."""
     lo, hi = _bounds(model, direction, s_min)
     starts = list(extra_starts)
     if standard_starts:
         starts += (_single_starts(u, v, direction, s_min) if model == "single"
                    else _double_starts(u, v, direction, s_min))
-    best, err = _run_curve_fit(model, u, v, w, starts, lo, hi)
+    best, err = _run_curve_fit(model, u, v, w, starts, lo, hi, pinned)
     if best is None:
         return None, f"curve_fit did not converge for the {model} logistic ({err or 'no finite solution'})"
-    return Core(model, best[0], best[1], best[2], u.size), ""
+    return Core(model, best[0], best[1], best[2], u.size, pinned), ""

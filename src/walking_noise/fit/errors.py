@@ -269,9 +269,10 @@ def seed_jackknife(data: Levels, chosen: Core, axis: str) -> Jackknife:
                                            f"levels")
         u, v, w = unit_box(data.frame, axis, lv, mean, std, n, data.floor)
         core, err = fit_model(chosen.model, u, v, w, data.direction, data.s_min, [chosen.popt],
-                              standard_starts=False)
+                              standard_starts=False, pinned=chosen.pinned)
         if core is None:
-            core, err = fit_model(chosen.model, u, v, w, data.direction, data.s_min, [chosen.popt])
+            core, err = fit_model(chosen.model, u, v, w, data.direction, data.s_min, [chosen.popt],
+                                  pinned=chosen.pinned)
         if core is None or not math.isfinite(core.mu):
             return Jackknife(None, k, note=f"jackknife skipped: refit without seed {labels[i]!r} failed "
                                            f"({err or 'no midpoint'})")

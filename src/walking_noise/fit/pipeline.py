@@ -14,7 +14,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from walking_noise.fit.core import Core, crossings, fit_model
+from walking_noise.fit.core import OBSERVED_PLATEAUS, Core, crossings, fit_model
 from walking_noise.fit.curves import KINDS, MIN_LEVELS_DOUBLE, NAMES
 from walking_noise.fit.errors import covariance_method, mu_errors, reported_error
 from walking_noise.fit.levels import (
@@ -33,6 +33,8 @@ FLAT_REL_DROP = 0.05
 #: A fitted plateau further than this fraction of the observed accuracy range
 #: beyond the level means counts as "not reached within the data".
 PLATEAU_TOLERANCE = 0.2
+#: How Eq. 1's plateaus are found (:func:`fit_midpoint`'s ``plateaus``).
+PLATEAUS = ("fitted", "observed")
 
 
 def fit_midpoint(
@@ -45,6 +47,7 @@ def fit_midpoint(
     spread_floor: float | None = None,
     p0: Sequence[float] | Mapping[str, float] | None = None,
     chance_level: float | None = None,
+    plateaus: str = "fitted",
 ) -> FitResult:
     """Fit Eq. 1 (or two stacked logistics) and return the midpoint noise level.
 
@@ -81,6 +84,10 @@ def fit_midpoint(
         Accuracy of random guessing (same units as ``accuracy``). Only used to
         tell a flat curve at the upper plateau (``mu > max tested noise``) from
         one at chance level (``mu < min tested noise``).
+    plateaus : {"fitted", "observed"}
+        ``"fitted"``: a_min and delta_a are free parameters of Eq. 1 (the default). ``"observed"``: they are held
+        at the lowest and highest level means, the paper's words for them ("a_max and a_min being the maximal and
+        minimal achieved accuracy"), so only mu and sigma are fitted; ``model="single"`` only.
 
     Returns
     -------
@@ -94,6 +101,10 @@ def fit_midpoint(
         ``model``, invalid ``spread_floor`` or ``p0``.
     """
     check_arguments(axis, model, spread_floor, p0)
+    if plateaus not in PLATEAUS:
+        raise ValueError(f"plateaus must be one of {PLATEAUS}; got {plateaus!r}")
+    if plateaus == "observed" and model != "single":
+        raise ValueError(f"plateaus='observed' pins the plateaus of Eq. 1 (model='single'); got model={model!r}")
     x, y, s = validate(noise_std, accuracy, seeds)
     res = FitResult(axis=axis, model="double" if model == "double" else "single")
     data = prepare_levels(res, x, y, s, axis, model, spread_floor)
@@ -107,7 +118,7 @@ def fit_midpoint(
     data = fit_frame(data, axis)
     if data.direction > 0:
         res.notes.append("accuracy rises with noise: fitted with sigma > 0")
-    chosen = _choose_model(res, data, model, p0)
+    chosen = _choose_model(res, data, model, p0, OBSERVED_PLATEAUS if plateaus == "observed" else None)
     if chosen is None:
         return res
     _fill_from_core(res, chosen, data.frame, axis)
@@ -158,15 +169,21 @@ def flat_curve(data: Levels, chance_level: float | None) -> Flat | None:
     return None
 
 
-def _choose_model(res: FitResult, data: Levels, model: str, p0: Any) -> Core | None:
+def _choose_model(res: FitResult, data: Levels, model: str, p0: Any,
+                  pinned: dict[int, float] | None = None) -> Core | None:
     """Fit the single and/or the double logistic and keep the one asked for (``auto``: the better by AIC, see
-    :func:`_choose`); None (``res`` says why) when no fit succeeded."""
+    :func:`_choose`); None (``res`` says why) when no fit succeeded. ``pinned``: the single logistic's held
+    parameters (unit box)."""
     args = (data.u, data.v, data.w, data.direction, data.s_min)
     single = double = None
     err_single = err_double = ""
     if model in ("single", "auto"):
         start = p0_internal(p0, "single", data.frame, res.axis)
-        single, err_single = fit_model("single", *args, [start] if start is not None else [])
+        single, err_single = fit_model("single", *args, [start] if start is not None else [], pinned=pinned)
+        if pinned:
+            res.params["plateaus"] = "observed"
+            res.notes.append("a_min and a_min + delta_a held at the lowest and highest level means (plateaus "
+                             "'observed')")
     if model == "double" or (model == "auto" and data.levels.size >= MIN_LEVELS_DOUBLE):
         start = p0_internal(p0, "double", data.frame, res.axis)
         double, err_double = fit_model("double", *args, [start] if start is not None else [])

@@ -278,13 +278,14 @@ def diverged_levels(series: Series) -> list[float]:
 
 
 def fit_series(series: Series, *, axis: str | None = None, model: str = "single",
-               spread_floor: float | None = None) -> wfit.FitResult:
+               spread_floor: float | None = None, plateaus: str = "fitted") -> wfit.FitResult:
     """Fit Eq. 1 (or the double logistic) to one series; never raises (a failure is a non-converged result).
 
     Levels where a run's outputs overflowed float32 are left out (they measure the arithmetic, not the noise): a
     curve that drops only there gives a lower bound on mu, never a mu. Diverged runs stay in at chance level.
     Results are cached by the series' data, so Table I and Fig. 1 (or Fig. 2, 3 and Table II) fit each curve once.
-    ``spread_floor`` is :func:`walking_noise.fit.fit_midpoint`'s (None: its default, 2 % of the accuracy range).
+    ``spread_floor`` and ``plateaus`` are :func:`walking_noise.fit.fit_midpoint`'s (None: its default floor, 2 % of
+    the accuracy range).
     """
     runs = series.runs
     x = runs[NOISE_STD].to_numpy(dtype=float)
@@ -294,7 +295,7 @@ def fit_series(series: Series, *, axis: str | None = None, model: str = "single"
     keep = ~np.isin(x, bad)
     axis = axis or choose_axis(x[keep])
     fit = _cached_fit(tuple(x[keep].tolist()), tuple(y[keep].tolist()), tuple(seeds[keep].tolist()), axis, model,
-                      chance_level(runs), spread_floor)
+                      chance_level(runs), spread_floor, plateaus)
     if not bad:
         return fit
     from dataclasses import replace
@@ -306,10 +307,11 @@ def fit_series(series: Series, *, axis: str | None = None, model: str = "single"
 
 @lru_cache(maxsize=4096)
 def _cached_fit(x: tuple, y: tuple, seeds: tuple, axis: str, model: str, chance: float | None,
-                spread_floor: float | None = None) -> wfit.FitResult:
+                spread_floor: float | None = None, plateaus: str = "fitted") -> wfit.FitResult:
     try:
         return wfit.fit_midpoint(np.asarray(x, float), np.asarray(y, float), seeds=np.asarray(seeds, dtype=object),
-                                 axis=axis, model=model, chance_level=chance, spread_floor=spread_floor)
+                                 axis=axis, model=model, chance_level=chance, spread_floor=spread_floor,
+                                 plateaus=plateaus)
     except Exception as err:  # noqa: BLE001 - a fit that fails is a result, not a crash of the report
         return wfit.FitResult(converged=False, reason=f"fit failed: {type(err).__name__}: {err}", model=model,
                               axis=axis, n_runs=len(x), n_levels=len(set(x)))

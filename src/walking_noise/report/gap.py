@@ -43,10 +43,9 @@ def _series(runs: pd.DataFrame) -> Series:
     return Series({}, runs)
 
 
-def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
-    """One row per measured series of the study: its cell, model, epochs, backward mode, grid (``adaptive`` or
-    ``authors``), whether it is finished (its search ran to its end, or every grid run is stored) and mu on each fit
-    axis (log10 fits only where the grid is log-spaced)."""
+def measured_groups(df: pd.DataFrame, study: Any) -> list[tuple[str, dict[str, Any], pd.DataFrame, bool]]:
+    """The study's measured series: (grid ``adaptive`` or ``authors``, its base config with the native fit
+    ``axis``, its runs, whether it is finished: its search ran to its end, or every grid run is stored)."""
     from walking_noise.selection import search_runs
 
     latest = {h: {"status": st, "result": {"final_accuracy": acc}}
@@ -64,11 +63,19 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
         bases.setdefault(key, {**config, "axis": "log10" if config["noise"]["kind"] == "additive" else "linear"})
     completed = set(df.loc[df["status"] == "COMPLETED", "config_hash"])
     groups += [("authors", bases[key], hashes, hashes <= completed) for key, hashes in grid.items()]
-    rows = []
+    out = []
     for grid_name, base, hashes, finished in groups:
         runs = df[df["config_hash"].isin(hashes)]
-        if runs.empty:
-            continue
+        if not runs.empty:
+            out.append((grid_name, base, runs, finished))
+    return out
+
+
+def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
+    """One row per measured series of the study (:func:`measured_groups`): its cell, model, epochs, backward mode,
+    grid, whether it is finished and mu on each fit axis (log10 fits only where the grid is log-spaced)."""
+    rows = []
+    for grid_name, base, runs, finished in measured_groups(df, study):
         row = {"model": base["model"], "noise.kind": base["noise"]["kind"], "batchnorm": bool(base["batchnorm"]),
                "epochs": int(base["training"]["epochs"]), "backward": base["noise"]["backward"], "grid": grid_name,
                "finished": bool(finished), "runs": len(runs), "levels": int(runs[NOISE_STD].nunique()),
@@ -88,6 +95,69 @@ def measured_cells(df: pd.DataFrame, study: Any) -> pd.DataFrame:
         raise NotEnoughRuns("gap: no runs of the study in the store")
     return pd.DataFrame(rows).sort_values(["model", "noise.kind", "batchnorm", "grid", "backward", "epochs"],
                                           ignore_index=True)
+
+
+#: The analysis choices the multiplicative remainder is measured under (issue 24): fit axis, level weights
+#: (Eq. 2 as written, or spreads floored at 2 % of the range) and plateaus (fitted, or held at the extreme level
+#: means, the paper's words for a_min and a_max).
+COMBINATION_AXES = ("linear", "log10")
+COMBINATION_WEIGHTS = {"floored (default)": None, "Eq. 2 as written": EQ2_SPREAD_FLOOR}
+COMBINATION_PLATEAUS = ("fitted", "observed")
+
+
+def combination_table(df: pd.DataFrame, study: Any, kind: str = "multiplicative",
+                      model: str = "mlp") -> pd.DataFrame:
+    """mu of ``model``'s ``kind`` cells at their longest autograd training under every combination of grid, fit
+    axis, level weights and plateaus: one row each, with the 68 % interval and whether the fit converged. A log10
+    fit leaves out the runs at s = 0 (the fit says so in its notes)."""
+    chosen = [(g, b, r, f) for g, b, r, f in measured_groups(df, study)
+              if b["model"] == model and b["noise"]["kind"] == kind and b["noise"]["backward"] == "autograd"]
+    longest = {bool(b["batchnorm"]): max(int(b2["training"]["epochs"]) for _, b2, _, _ in chosen
+                                         if bool(b2["batchnorm"]) == bool(b["batchnorm"])) for _, b, _, _ in chosen}
+    rows = []
+    for grid_name, base, runs, finished in chosen:
+        bn = bool(base["batchnorm"])
+        if int(base["training"]["epochs"]) != longest[bn]:
+            continue
+        for axis in COMBINATION_AXES:
+            for weights, floor in COMBINATION_WEIGHTS.items():
+                for plateaus in COMBINATION_PLATEAUS:
+                    fit = fit_series(_series(runs), axis=axis, spread_floor=floor, plateaus=plateaus)
+                    rows.append({"model": model, "noise.kind": kind, "batchnorm": bn, "epochs": longest[bn],
+                                 "grid": grid_name, "finished": bool(finished), "runs": len(runs),
+                                 "levels": int(runs[NOISE_STD].nunique()), "seeds": int(runs["seed"].nunique()),
+                                 "axis": axis, "weights": weights, "plateaus": plateaus,
+                                 "converged": bool(fit.converged), "chi2_red": fit.params.get("chi2_red"),
+                                 "paper_mu": paper_mu("mnist", model, kind, bn), **_law_columns(fit, "fit")})
+    return pd.DataFrame(rows)
+
+
+def combination_markdown(table: pd.DataFrame) -> str:
+    """The combination table per cell, and its envelope (the smallest and largest converged mu) beside the
+    paper's value."""
+    parts = ["# The multiplicative remainder under every analysis choice\n\n"
+             "One row per grid (adaptive search or the authors' linspace(0, 2, 21)), fit axis (linear, or log10 "
+             "of s > 0), level weights (spreads floored at 2 % of the accuracy range, or Eq. 2 as written) and "
+             "plateaus (a_min and delta_a fitted, or held at the lowest and highest level means: the paper's "
+             "'maximal and minimal achieved accuracy'). mu ± half its 68 % interval (seed jackknife, Student t).\n"]
+    for (bn, epochs), part in table.groupby(["batchnorm", "epochs"], sort=True):
+        paper = part["paper_mu"].iloc[0]
+        body = [[r["grid"] + ("" if r["finished"] else " (unfinished)"), f"{r['runs']} / {r['levels']} / "
+                 f"{r['seeds']}", r["axis"], r["weights"], r["plateaus"],
+                 _interval_cell(r, "fit") if r["converged"] else "n.c.",
+                 f"{r['chi2_red']:.2g}" if r["converged"] and r["chi2_red"] is not None else "",
+                 f"{100 * (r['mu_fit'] / paper - 1):+.1f} %" if r["converged"] and paper else ""]
+                for _, r in part.iterrows()]
+        ok = part[part["converged"]]
+        envelope = (f"envelope: mu = {ok['mu_fit'].min():.3g} .. {ok['mu_fit'].max():.3g} over {len(ok)} converged "
+                    f"combinations ({100 * (ok['mu_fit'].min() / paper - 1):+.1f} % .. "
+                    f"{100 * (ok['mu_fit'].max() / paper - 1):+.1f} % of the paper's {paper:g}); "
+                    + ("the paper's value lies inside it" if ok["mu_fit"].min() <= paper <= ok["mu_fit"].max()
+                       else "the paper's value lies outside it")) if len(ok) and paper else "no converged fit"
+        parts.append(f"\n## MLP, multiplicative {'w/t' if bn else 'w/o'} BN, {epochs} epochs\n\n{envelope}.\n\n"
+                     + markdown_table(["grid", "runs / levels / seeds", "axis", "weights", "plateaus", "mu",
+                                       "chi2_red", "vs paper"], body) + "\n")
+    return "".join(parts)
 
 
 def _law_columns(fit: Any, name: str) -> dict[str, Any]:
@@ -323,6 +393,14 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
     return save_figure(fig, out_dir / name)
 
 
+def _combination_outputs(df: pd.DataFrame, study: Any, out_dir: Path) -> list[Path]:
+    table = combination_table(df, study)
+    if table.empty:
+        return []
+    return [write_csv(table, out_dir / "gap_combinations.csv"),
+            write_text(combination_markdown(table), out_dir / "gap_combinations.md")]
+
+
 def _interval_cell(row: pd.Series, axis: str) -> str:
     return format_interval(row[f"mu_{axis}"], row.get(f"lo68_{axis}"), row.get(f"hi68_{axis}"), axis,
                            row.get(f"flag_{axis}") or "")
@@ -392,7 +470,8 @@ def write_gap(df: pd.DataFrame, study: Any, out_dir: str | Path) -> list[Path]:
     return [write_csv(cells, out_dir / "gap_cells.csv"), write_text(cells_text, out_dir / "gap_cells.md"),
             write_csv(factors, out_dir / "gap_factors.csv"),
             write_text(text, out_dir / "gap_factors.md"), write_text(study_table(study), out_dir / "gap_study.md"),
+            *_combination_outputs(df, study, out_dir),
             *(gap_figure(cells, out_dir, m) for m in models)]
 
 
-__all__ = ["factor_table", "gap_figure", "measured_cells", "study_table", "write_gap"]
+__all__ = ["combination_markdown", "combination_table", "factor_table", "gap_figure", "measured_cells", "measured_groups", "study_table", "write_gap"]
