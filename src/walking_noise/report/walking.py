@@ -98,7 +98,7 @@ def group_slug(key: dict[str, Any], extra: list[str]) -> str:
     return slug(key.get("dataset"), key.get("model"), bool(key.get("batchnorm")), *more)
 
 
-def _point_axis(ax: Any, runs: pd.DataFrame, used: set[int]) -> dict[int, str]:
+def point_axis(ax: Any, runs: pd.DataFrame, used: set[int]) -> dict[int, str]:
     labels = layer_labels(runs) or {i: str(i) for i in sorted(used)}
     for i in used:
         labels.setdefault(i, str(i))
@@ -188,7 +188,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                     shown["diverged"] = True
             if xs:
                 xs_a, ys_a, es_a, part = np.array(xs), np.array(ys), np.array(es), np.array(partial)
-                ax.errorbar(xs_a, ys_a, yerr=_log_axis_bars(ys_a, es_a, np.array(log_fit)), fmt="none", lw=1,
+                ax.errorbar(xs_a, ys_a, yerr=log_axis_bars(ys_a, es_a, np.array(log_fit)), fmt="none", lw=1,
                             color=color, capsize=3)
                 breaks = np.flatnonzero(np.diff(segments)) + 1
                 ax.plot(np.insert(xs_a, breaks, np.nan), np.insert(ys_a, breaks, np.nan), lw=1, color=color, ls=line)
@@ -209,7 +209,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
                                                                                  if shown["overflow"] else ""))
         if shown["diverged"]:
             ax.plot([], [], "x", color="tab:red", mew=1.5, label="some runs diverged (scored at chance)")
-        _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
@@ -275,7 +275,7 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         chance = chance_level(runs)
         if chance:
             ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance level")
-        _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_ylim(0, 105)
         ax.set_ylabel("accuracy (%)")
         ax.set_title("Lower accuracy bound a_min: " + group_title(key, extra), fontsize=9)
@@ -373,7 +373,7 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
                         label=f"{dataset_name(dataset)}{where} (s = {_levels_text(sub.to_dict('records'), 'largest_noise')}"
                               f" vs {_levels_text(sub.to_dict('records'), 'smallest_noise')})")
         runs_here = pd.concat([series[i].runs for i in members])
-        _point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
+        point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
         ax.set_ylim(bottom=0)
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
         ax.set_ylabel("preserved accuracy (largest noise / no noise)")
@@ -478,7 +478,7 @@ def table2_weight_ratio(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             write_csv(table, out_dir / "table2_weight_ratio.csv")]
 
 
-def _log_axis_bars(mu: np.ndarray, err: np.ndarray, log_fit: np.ndarray) -> np.ndarray:
+def log_axis_bars(mu: np.ndarray, err: np.ndarray, log_fit: np.ndarray) -> np.ndarray:
     """(2, n) error bars for a log y axis. A log10-axis fit's error is symmetric in log10 s (``mu_err = mu ln10
     e``), so it is drawn as mu / 10^e .. mu * 10^e; a linear fit's is drawn as is, cut above zero."""
     e = np.where(mu > 0, err / (np.maximum(mu, 1e-300) * np.log(10.0)), 0.0)
