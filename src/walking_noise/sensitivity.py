@@ -230,16 +230,26 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @dataclass
+class _Call:
+    """One module call of a clean pass: its output, the last point position reached when it returned, and every
+    module's call count then (so that a pass that skips the call continues counting where the clean pass did)."""
+
+    output: Any
+    last: int
+    calls: Counter
+
+
+@dataclass
 class _Pass:
-    """The state of one forward pass through the evaluator's leaf overrides."""
+    """The state of one forward pass through the evaluator's module overrides."""
 
     R: int = 1
-    first: int = 0  # the first noisy position: leaves called before it return the recorded output
+    first: int = 0  # the first noisy position: module calls that end before it return their recorded output
     runs: list[_RunNoise] = field(default_factory=list)
-    record: dict[int, Any] | None = None  # a recording pass: position -> output
+    record: dict[tuple[int, int], _Call] | None = None  # a recording pass: (module, call) -> what the call gave
     inputs: dict[int, torch.Tensor] | None = None  # a recording pass: position -> input of a Linear/Conv call
-    children: dict[int, Any] | None = None  # a recording pass: top-level child -> output (nn.Sequential)
     calls: Counter = field(default_factory=Counter)
+    last: int = 0  # the last point position reached
     reached: set[int] = field(default_factory=set)
 
 
@@ -250,9 +260,8 @@ class _Batch:
     x: torch.Tensor
     y: torch.Tensor
     logits: torch.Tensor
-    outputs: dict[int, Any]
+    calls: dict[tuple[int, int], _Call]
     inputs: dict[int, torch.Tensor]
-    children: dict[int, Any]
 
 
 class Evaluator:
@@ -272,48 +281,57 @@ class Evaluator:
         self.weight = data.class_weights.to(device) if data.class_weights is not None else None
         self.points = net.injection_points
         self._position = {(id(p.layer), p.call): p.index for p in self.points[1:]}
-        self._leaves = list({id(p.layer): p.layer for p in self.points[1:]}.values())
         self._in_layer = {p.index for p in self.points if p.layer is not None and p.is_learnable}
-        self._children: list[nn.Module] = list(net.model) if isinstance(net.model, nn.Sequential) else []
-        self._child_positions: list[set[int]] = [set() for _ in self._children]
+        self._modules = [m for _, m in net.model.named_modules()]
         self._packs: dict[int, bool] = {}  # batch size -> whether packing computes exactly what one batch does
         self.cache_bytes_per_sample = 0
         self._pass = _Pass()
+        self._batch: _Batch | None = None
         self.clean_accuracy: float | None = None
 
-    # ---- leaf overrides ----
+    # ---- module overrides ----
 
-    def _install(self) -> list[nn.Module]:
-        for module in self._leaves:
+    def _install(self) -> None:
+        for module in self._modules:
             original = module.forward
-            module.forward = lambda *a, _m=module, _f=original, **k: self._leaf(_m, _f, *a, **k)
-        return self._leaves
+            module.forward = lambda *a, _m=module, _f=original, **k: self._call(_m, _f, *a, **k)
 
     def _uninstall(self) -> None:
-        for module in self._leaves:
+        for module in self._modules:
             module.__dict__.pop("forward", None)
 
-    def _leaf(self, module: nn.Module, original: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, module: nn.Module, original: Any, *args: Any, **kwargs: Any) -> Any:
+        """Every module call of the model during an evaluation: recorded (clean pass), skipped when it ends before
+        the pack's first noisy point (its recorded output, ``R`` times), or computed, with the runs' noise at a
+        point."""
         state = self._pass
         state.calls[id(module)] += 1
-        pos = self._position.get((id(module), state.calls[id(module)]))
-        if pos is None:  # a call the trace did not see: no point, computed as it is
-            return original(*args, **kwargs)
-        state.reached.add(pos)
+        key = (id(module), state.calls[id(module)])
+        pos = self._position.get(key)
+        if pos is not None:
+            state.last = pos
+            state.reached.add(pos)
         if state.record is not None:
             out = original(*args, **kwargs)
-            state.record[pos] = _tile(out, 1)
+            state.record[key] = _Call(_tile(out, 1), state.last, state.calls.copy())
             if state.inputs is not None and pos in self._in_layer:
                 state.inputs[pos] = args[0].clone()
             return out
-        if pos < state.first:
-            return _tile(self._batch.outputs[pos], state.R)
-        noisy = [run.injections[pos] if pos in run.active else None for run in state.runs]
-        if pos == state.first:  # every run of the pack starts here: the clean output and input are recorded
-            y, x = self._batch.outputs[pos], self._batch.inputs.get(pos)
+        done = self._batch.calls.get(key) if self._batch is not None else None
+        if done is not None and done.last < state.first:
+            state.calls = done.calls.copy()
+            state.last = done.last
+            return _tile(done.output, state.R)
+        if pos is not None and pos == state.first:  # every run of the pack starts here, from the clean output
+            y, x = done.output, self._batch.inputs.get(pos)
+            noisy = [run.injections[pos] for run in state.runs]
             return torch.cat([inj.after_layer(module, x, y) for inj in noisy]) if state.R > 1 else \
                 noisy[0].after_layer(module, x, y)
-        out = original(*args, **kwargs)
+        if type(module).forward is nn.Sequential.forward and len(args) == 1 and not kwargs:
+            out = self._sequential(module, args[0])
+        else:
+            out = original(*args, **kwargs)
+        noisy = [run.injections[pos] if pos in run.active else None for run in state.runs] if pos else []
         if not any(noisy):
             return out
         if state.R == 1:
@@ -322,34 +340,37 @@ class Evaluator:
         return torch.cat([inj.after_layer(module, x, y) if inj is not None else y
                           for inj, x, y in zip(noisy, xs, ys)])
 
+    def _sequential(self, module: nn.Sequential, x: Any) -> Any:
+        """An ``nn.Sequential`` that holds the first noisy point: its children that end before the point are not
+        called at all; the first one that does not starts from the recorded output of the one before."""
+        state, skipped = self._pass, None
+        for child in module:
+            done = self._batch.calls.get((id(child), state.calls[id(child)] + 1))
+            if done is not None and done.last < state.first:
+                skipped = done
+                continue
+            if skipped is not None:
+                state.calls, state.last = skipped.calls.copy(), skipped.last
+                x, skipped = _tile(skipped.output, state.R), None
+            x = child(x)
+        if skipped is not None:
+            state.calls, state.last = skipped.calls.copy(), skipped.last
+            x = _tile(skipped.output, state.R)
+        return x
+
     # ---- passes ----
 
     def _forward(self, x: torch.Tensor, state: _Pass) -> torch.Tensor:
-        """The model on ``x`` through the overrides; an ``nn.Sequential`` starts at the top-level child that calls
-        the leaf of position ``state.first`` (the recorded output of the child before is its input)."""
         self._pass = state
-        start = 0
-        if self._children and state.record is None:
-            start = 0 if state.first == 0 else next(k for k, positions in enumerate(self._child_positions)
-                                                    if state.first in positions)
-            if start > 0:
-                x = _tile(self._batch.children[start - 1], state.R)
-        if not self._children:
-            return self.net.model(x)
-        for k in range(start, len(self._children)):
-            before = set(state.reached)
-            x = self._children[k](x)
-            if state.record is not None:
-                state.children[k] = _tile(x, 1)
-                self._child_positions[k] |= state.reached - before
-        return x
+        return self.net.model(x)
 
     def _record(self, x: torch.Tensor, y: torch.Tensor, inputs: bool) -> _Batch:
-        """The clean pass of one test batch: every leaf call's output (and Linear/Conv inputs), and the logits."""
-        state = _Pass(record={}, inputs={} if inputs else None, children={})
+        """The clean pass of one test batch: every module call's output (and the Linear/Conv inputs), the logits."""
+        self._batch = None
+        state = _Pass(record={}, inputs={} if inputs else None)
         logits = self._forward(x, state)
-        batch = _Batch(x, y, logits, state.record, state.inputs or {}, state.children)
-        total = sum(_nbytes(v) for v in (*batch.outputs.values(), *batch.inputs.values(), *batch.children.values()))
+        batch = _Batch(x, y, logits, state.record, state.inputs or {})
+        total = sum(_nbytes(v) for v in (*(c.output for c in batch.calls.values()), *batch.inputs.values()))
         self.cache_bytes_per_sample = max(self.cache_bytes_per_sample, -(-total // len(x)))
         finite = torch.isfinite(logits).all(dim=-1)
         if not bool(finite.all()):
@@ -359,14 +380,19 @@ class Evaluator:
         return batch
 
     def _packs_exactly(self, batch: _Batch) -> bool:
-        """Whether a clean pack of :data:`CHECK_PACK` copies gives, at every leaf call and at the output, exactly
+        """Whether a clean pack of :data:`CHECK_PACK` copies gives, at every module call and at the output, exactly
         ``CHECK_PACK`` copies of what the batch alone gives (batch-invariant arithmetic, batch-first layouts)."""
         size = len(batch.x)
         if size not in self._packs:
-            state = _Pass(R=CHECK_PACK, record={}, children={})
-            logits = self._forward(_tile(batch.x, CHECK_PACK), state)
+            state = _Pass(R=CHECK_PACK, record={})
+            self._batch, kept = None, batch
+            try:
+                logits = self._forward(_tile(batch.x, CHECK_PACK), state)
+            finally:
+                self._batch = kept
             self._packs[size] = _same(logits, _tile(batch.logits, CHECK_PACK)) and all(
-                _same(out, _tile(batch.outputs[pos], CHECK_PACK)) for pos, out in state.record.items())
+                key in batch.calls and _same(call.output, _tile(batch.calls[key].output, CHECK_PACK))
+                for key, call in state.record.items())
             if not self._packs[size]:
                 logger.info("%s: packed runs would not compute exactly what one batch of %d computes on this device; "
                             "evaluating run by run", self.net.name, size)
