@@ -59,6 +59,22 @@ def test_the_scan_runs_as_a_study_through_walking_noise_run(checkpoint, tmp_path
     assert all(extra["evaluated"] for extra in runs["extra"])
 
 
+def test_a_scan_resumed_in_parts_measures_what_one_run_measures(checkpoint, tmp_path):
+    from walking_noise.campaign import run_campaign
+    from walking_noise.store import LocalStore
+    from walking_noise.study import load_study
+
+    study = write_scan("mlp", checkpoint, "mnist_5k", tmp_path, batchnorm=True, points=[1, 4], draws=2,
+                       target_rel_err=0.1, max_test=200)
+    run_campaign(load_study(study), LocalStore(tmp_path / "once"), progress=False)
+    parts = LocalStore(tmp_path / "parts")
+    run_campaign(load_study(study, {"noise.injection_layer": 4}), parts, progress=False)  # interrupted: one point
+    run_campaign(load_study(study), parts, progress=False)
+    once, resumed = (runs_from_store(tmp_path / name).set_index("config_hash")["final_accuracy"]
+                     for name in ("once", "parts"))
+    assert len(once) > 10 and resumed.sort_index().equals(once.sort_index())
+
+
 @pytest.mark.parametrize("change, says", [
     ({"sites": ("weight",), "points": [2]}, "injection_layer 2 is not an injection point of mlp"),
     ({"sites": ("activation",), "modes": ("leave-one-out",), "points": [2]}, "not a point global noise reaches"),
