@@ -3,7 +3,7 @@
 The config sections are exactly the keys of :class:`walking_noise.config.RunConfig` (``dataset``, ``model``,
 ``batchnorm``, ``noise.*``, ``training.*``, ``weight_clamping``, ``seed``, ...), so a SEML YAML, the command line
 and the local campaign runner describe a run the same way. An experiment is one run
-(:func:`walking_noise.training.train_run`), a bundle of runs (``bundle``: trained as the local runner batches them,
+(:func:`walking_noise.units.run_one`: trained, or a model's trained weights evaluated), a bundle of runs (``bundle``: trained as the local runner batches them,
 :func:`walking_noise.units.run_bundle`; ``walking-noise bundle`` writes a study in this form) or an adaptive search
 (``adaptive``: :func:`walking_noise.searches.train_search`). This file wires the config to those; the science lives in
 the library.
@@ -37,8 +37,7 @@ from walking_noise.files import to_plain
 from walking_noise.searches import train_search
 from walking_noise.store import CURVES
 from walking_noise.study import search_spec, study_run
-from walking_noise.training import train_run
-from walking_noise.units import MemoryStore, run_bundle
+from walking_noise.units import MemoryStore, run_bundle, run_one
 
 
 
@@ -133,7 +132,7 @@ def run(_config: dict[str, Any], _run: Any, _log: Any, db_collection: str | None
             summary["adaptive"] = to_plain({"fit": search.fit.to_dict(), "runs": search.runs,
                                             "rounds": search.rounds, "stopped_because": search.stopped_because})
         return summary
-    result = train_run(cfg, log_epochs=True)
+    result = run_one(cfg, log_epochs=True)  # trained, or for trained weights evaluated
     # train_run reports epochs as text while it trains; the numbers are logged here, one step per epoch.
     for name in CURVES:
         for epoch, value in enumerate(getattr(result, name)):

@@ -133,7 +133,7 @@ def test_out_of_range_injection_layer_is_rejected_when_the_run_is_made():
 
     base = {"dataset": "mnist_5k", "model": "mlp"}
     with pytest.raises(ValueError, match=r"injection_layer 8 is not an injection point of mlp without BatchNorm on "
-                                         r"mnist_5k: valid 0 Input, 1 FC, 2 ReLU"):
+                                         r"mnist_5k; valid: 0 Input, 1 FC, 2 ReLU"):
         study_run({**base, "noise": {"kind": "additive", "noise_std": 1.0, "placement": "walking",
                                      "injection_layer": 8}})
     assert study_run({**base, "batchnorm": True, "noise": {"kind": "additive", "noise_std": 1.0, "placement": "walking",

@@ -121,6 +121,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Scan a trained model's sensitivity to noise at inference, point by point (no training)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from walking_noise.scan import run_scan, save_built_model, write_scan
+
+    out = Path(args.out)
+    kwargs = _kwargs(args)
+    weights = args.weights or save_built_model(args.model, kwargs, args.dataset, out)
+    levels = (args.low, args.high) if args.low is not None or args.high is not None else None
+    if levels is not None and None in levels:
+        raise ValueError("--low and --high go together (the noise range every search starts from)")
+    study = write_scan(args.model, weights, args.dataset, out, model_kwargs=kwargs, sites=_items(args.sites),
+                       kinds=_items(args.kinds), modes=_items(args.modes), draws=args.draws,
+                       target_rel_err=args.target, max_runs=args.max_runs, levels=levels,
+                       batch_size=args.batch_size, max_test=args.max_test, data_dir=args.data_dir,
+                       batchnorm=args.batchnorm, device=args.device,
+                       points=[int(p) for p in _items(args.points)] if args.points else None)
+    _print(f"study {study} (runs into {out / 'store'}; an interrupted scan resumes)")
+    with logging_redirect_tqdm(loggers=[logging.getLogger("walking_noise")]):
+        table = run_scan(study, out, workers=args.workers, progress=not args.no_progress)
+    _print((out / "sensitivity.md").read_text())
+    _print(f"{len(table)} series; table, ranking, figure and per-run export in {out} (index.html)")
+    return 0
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 MODEL_HELP = ("mlp, lenet5, cnn_s, or any nn.Module as package.module:callable (e.g. torchvision.models:resnet18 "
               "with --model-kwargs '{\"num_classes\": 10}')")
 
@@ -210,6 +240,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "on CPU, 64 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sensitivity", help="how sensitive is a trained model: mu per injection point under noise at "
+                                           "inference (no training)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments of a package.module:callable model")
+    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after every learnable layer (paper models)")
+    p.add_argument("--weights", default=None, help="torch.save(model.state_dict()) file or a walking-noise "
+                                                   "checkpoint; omit when the model's callable returns it trained")
+    p.add_argument("--dataset", required=True, help="a registered dataset or package.module:callable returning "
+                                                    "(x, y) test tensors or a torch Dataset")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--sites", default="activation", help="comma-separated: activation, weight, mac")
+    p.add_argument("--kinds", default="additive", help="comma-separated: additive, multiplicative")
+    p.add_argument("--modes", default="walking", help="comma-separated: walking (one point noisy), leave-one-out "
+                                                      "(all but one), global (all)")
+    p.add_argument("--points", default=None, help="comma-separated injection points (default: every one the site "
+                                                  "can take)")
+    p.add_argument("--draws", type=int, default=5, help="independent noise draws per level at most (the repeats)")
+    p.add_argument("--target", type=float, default=0.05, help="target relative error of mu per point")
+    p.add_argument("--max-runs", type=int, default=100, help="evaluations per point at most")
+    p.add_argument("--low", type=float, default=None, help="noise range every search starts from (default 0.01)")
+    p.add_argument("--high", type=float, default=None, help="... to (default 100; searches widen it when needed)")
+    p.add_argument("--batch-size", type=int, default=None, help="test samples per forward pass (one weight draw per "
+                                                                "batch at the weight site; default 128)")
+    p.add_argument("--max-test", type=int, default=None, help="evaluate the first N test samples only")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--out", required=True, help="folder for the study YAML, the store and the outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("bundle", help="write a study as a SEML YAML of bundles: the local runner's batching on SEML")
     p.add_argument("study", help="a YAML file of seml_configs/")

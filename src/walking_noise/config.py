@@ -12,12 +12,15 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from walking_noise.files import file_sha256
 from walking_noise.identity import SEML_KEYS, config_hash, noise_key
-from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
+from walking_noise.registry import check_dataset_name, check_model_name, is_foreign, is_foreign_dataset
 from walking_noise.sites import DISTRIBUTIONS, SITES
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
-PLACEMENTS = ("global", "walking")
+PLACEMENTS = ("global", "walking", "leave_one_out")
+#: Placements that name one injection point (``injection_layer``): the only noisy one, or the only clean one.
+ONE_POINT_PLACEMENTS = ("walking", "leave_one_out")
 PHASES = ("train_and_inference", "inference")
 BACKWARD_MODES = ("autograd", "straight_through")
 MIXED_ORDERS = ("multiply_then_add", "add_then_multiply")
@@ -59,7 +62,9 @@ class NoiseConfig:
     or ``none``. ``noise_std`` is s in activation units (additive) or relative units (multiplicative).
     For ``mixed``, give ``additive_std`` and ``multiplicative_std`` directly, or a total ``amplitude`` A and a
     ``ratio`` r (additive std A*r, multiplicative std A*(1-r)), as the authors' combined sweeps did.
-    ``placement``: ``global`` (every point but BatchNorm outputs) or ``walking`` (only ``injection_layer``).
+    ``placement``: ``global`` (every point but BatchNorm outputs), ``walking`` (only ``injection_layer``) or
+    ``leave_one_out`` (every point of global placement except ``injection_layer``, which stays clean: which single
+    layer should stay digital?).
     ``phase``: ``train_and_inference`` or ``inference`` (model trained clean, evaluated noisy).
     ``backward``: ``autograd`` (the drawn noise is a constant of the chain rule; the authors' code) or
     ``straight_through`` (gradient w.r.t. the input is exactly the identity).
@@ -96,9 +101,11 @@ class NoiseConfig:
         check_choice(self.distribution, DISTRIBUTIONS, "noise distribution")
         SITES[self.site].check_distribution(self.distribution)
         object.__setattr__(self, "noise_std", check_std(self.noise_std, "noise_std"))
-        if self.placement == "walking" and self.kind != "none":
+        if self.placement in ONE_POINT_PLACEMENTS and self.kind != "none":
             if self.injection_layer is None or isinstance(self.injection_layer, bool):
-                raise ValueError("walking noise needs injection_layer (an integer index of an injection point)")
+                raise ValueError(f"{self.placement.replace('_', '-')} noise needs injection_layer (an integer index "
+                                 f"of an injection point: the noisy one for walking, the clean one for "
+                                 f"leave-one-out)")
             if int(self.injection_layer) != self.injection_layer:
                 raise ValueError(f"injection_layer must be an integer, got {self.injection_layer!r}")
             object.__setattr__(self, "injection_layer", int(self.injection_layer))
@@ -269,9 +276,12 @@ class RunConfig:
     max_test: int | None = None
     checkpoint: str | None = None
     device: str = "cpu"
+    weights: str | None = None
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
+        self._check_weights()
         check_model_name(self.model)
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {self.model_kwargs!r}")
@@ -292,6 +302,30 @@ class RunConfig:
         for name in ("max_train", "max_test"):
             if getattr(self, name) is not None:
                 _positive(getattr(self, name), name, integer=True)
+
+    def _check_weights(self) -> None:
+        """Trained weights: a readable file (its sha256 filled in), noise at inference only; a test set given as a
+        callable needs them (it has no training split)."""
+        if self.weights is not None:
+            if not isinstance(self.weights, str) or not self.weights:
+                raise ValueError(f"weights must be the path of a trained model's file, got {self.weights!r}")
+            if self.weights_sha256 is None:
+                try:
+                    object.__setattr__(self, "weights_sha256", file_sha256(self.weights))
+                except FileNotFoundError as err:
+                    raise ValueError(str(err)) from None
+        if self.evaluated and self.noise.in_training:
+            raise ValueError("a run with trained weights is evaluated, never trained: its noise acts at inference only "
+                             "(set noise.phase: inference)")
+        if is_foreign_dataset(self.dataset) and not self.evaluated:
+            raise ValueError(f"dataset {self.dataset} is a test set given as a callable: it can evaluate trained "
+                             f"weights (weights: PATH), not train a model; for training use one of the registered "
+                             f"datasets")
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether this run evaluates trained weights (never trains): :mod:`walking_noise.sensitivity`."""
+        return self.weights is not None or self.weights_sha256 is not None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:

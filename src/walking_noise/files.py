@@ -5,10 +5,12 @@ No import of the package: the store, the engine and the analysis all write files
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import uuid
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,24 @@ def to_plain(value: Any, nan_as_none: bool = False) -> Any:
     if hasattr(value, "tolist"):
         return to_plain(value.tolist(), nan_as_none)
     return str(value)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (e.g. trained weights: their identity, wherever the file lies); cached per
+    (path, size, modification time), so a study of thousands of runs on one weights file reads it once."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise FileNotFoundError(f"weights file {path} cannot be read ({err.strerror}); give the path of a file saved "
+                                f"with torch.save (a state_dict or a walking-noise checkpoint)") from err
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - size and mtime key the cache
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -22,8 +22,11 @@ import hashlib
 import json
 from typing import Any
 
-#: Config keys that say where or how a run was executed, not what it computed (left out of its identity).
-LOCATION_KEYS = ("data_dir", "checkpoint", "device")
+#: Config keys that say where or how a run was executed, not what it computed (left out of its identity). ``weights``
+#: is where a trained model's file lies: the weights themselves are identified by their content (``weights_sha256``),
+#: so the same weights copied to a cluster under another path are the same runs, and a file overwritten with other
+#: weights under the same path gives new runs.
+LOCATION_KEYS = ("data_dir", "checkpoint", "device", "weights")
 #: Keys SEML adds to every experiment's config.
 SEML_KEYS = ("db_collection", "overwrite")
 HASH_EXCLUDED_KEYS = frozenset(LOCATION_KEYS + SEML_KEYS)
@@ -45,6 +48,7 @@ LATER_KEYS: dict[str, Any] = {
     "noise.site": "activation",
     "model_kwargs": None,
     "noise.distribution": "gaussian",
+    "weights_sha256": None,
 }
 
 

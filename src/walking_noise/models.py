@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import torch
 from torch import nn
 
-from walking_noise.config import RunConfig
+from walking_noise.config import ONE_POINT_PLACEMENTS, RunConfig
+from walking_noise.data import dataset_shape
+from walking_noise.noise import noisy_points
 from walking_noise.points import NoisyNetwork, layer_table
-from walking_noise.registry import DATASETS, MODELS, check_model_name, is_foreign, resolve
+from walking_noise.registry import MODELS, check_model_name, is_foreign, resolve
 from walking_noise.sites import SITES
 
 LEARNABLE = (nn.Conv2d, nn.Linear)
@@ -119,36 +122,53 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batch
 
 @lru_cache(maxsize=64)
 def _point_table(name: str, dataset: str, batchnorm: bool, kwargs_json: str) -> str:
-    entry = DATASETS[dataset]
-    model = build_model(name, entry.input_shape, entry.num_classes, batchnorm, json.loads(kwargs_json) or None)
-    return json.dumps(layer_table(model))
+    input_shape, num_classes = dataset_shape(dataset)
+    model = build_model(name, input_shape, num_classes, batchnorm, json.loads(kwargs_json) or None)
+    return json.dumps({"rows": layer_table(model),
+                       "batchnorm": [p.index for p in model.injection_points if p.is_batchnorm]})
+
+
+def _cached_points(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True)))
 
 
 def layer_table_for(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None = None
                     ) -> list[dict]:
-    """The layer table (injection points) of a model on a dataset's input shape, without loading the data; cached,
-    since configs are validated by the thousand."""
-    return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True)))
+    """The layer table (injection points) of a model on a dataset's input shape, without loading the data (a test
+    set given as a callable is loaded once); cached, since configs are validated by the thousand."""
+    return _cached_points(name, dataset, batchnorm, model_kwargs)["rows"]
+
+
+@dataclass(frozen=True)
+class _TablePoint:
+    """An injection point as a row of a layer table describes it: what placement rules need, without the model."""
+
+    index: int
+    label: str
+    kind: str
+    is_batchnorm: bool
 
 
 def check_model(cfg: RunConfig) -> None:
     """The model of ``cfg`` must build on its dataset's input (a callable that takes its ``model_kwargs``), and its
-    injection point must exist there (a Linear/Conv point for the weight and MAC sites): say so when a study is
-    loaded or a SEML experiment added, not after the dataset is, in one ``ValueError`` naming the model and the
-    cause. Builds the model once per (model, dataset, BatchNorm, kwargs); an analysis of stored runs never needs it."""
-    rows = layer_table_for(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs)
+    injection point must exist there (a Linear/Conv point for the weight and MAC sites; for leave-one-out a point
+    global noise reaches): say so when a study is loaded or a SEML experiment added, not after the dataset is, in
+    one ``ValueError`` naming the model and the cause. Builds the model once per (model, dataset, BatchNorm,
+    kwargs); an analysis of stored runs never needs it."""
+    table = _cached_points(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs)
     noise = cfg.noise
-    if noise.kind == "none" or (noise.placement == "walking" and noise.injection_layer is None):
+    if noise.kind == "none" or (noise.placement in ONE_POINT_PLACEMENTS and noise.injection_layer is None):
         return
     site = SITES[noise.site]
-    valid = [r for r in rows if site.acts_at(r.get("kind"))]
-    if not valid:
+    points = [_TablePoint(r["index"], f"{r['index']} {r['name']}", r.get("kind"), r["index"] in table["batchnorm"])
+              for r in table["rows"]]
+    if not any(site.acts_at(p.kind) for p in points):
         raise ValueError(f"noise.site {site.name} exists at {site.points} only; {cfg.model} has none")
-    if noise.placement == "walking" and noise.injection_layer not in {r["index"] for r in valid}:
-        names = ", ".join(f"{r['index']} {r['name']}" for r in valid)
-        bn = "" if is_foreign(cfg.model) else f" {'with' if cfg.batchnorm else 'without'} BatchNorm"
-        raise ValueError(f"noise.injection_layer {noise.injection_layer} is not an injection point of "
-                         f"{cfg.model}{bn} on {cfg.dataset}{site.where}: valid {names}")
+    bn = "" if is_foreign(cfg.model) else f" {'with' if cfg.batchnorm else 'without'} BatchNorm"
+    try:
+        noisy_points(points, site, noise.placement, noise.injection_layer, f"{cfg.model}{bn} on {cfg.dataset}")
+    except ValueError as err:
+        raise ValueError(f"noise.{err}") from None
 
 
 def clamp_weights(model: nn.Module, limit: float = 1.0) -> None:

@@ -22,9 +22,9 @@ How a site applies its noise is one function of :data:`SITE_NOISE`, shared by th
 :class:`PointNoise`; how a distribution's draws come from the stream's standard normals is one function of
 :data:`UNIT_DRAWS`.
 
-:func:`configure_noise` sets every point of a model for the paper's two placements: *global* (every eligible point:
+:func:`configure_noise` sets every point of a model for the paper's two placements, *global* (every eligible point:
 every point but BatchNorm outputs for activations, every Linear/Conv point for weights and MACs) and *walking*
-(only ``injection_layer``). Noise is drawn in the forward pass only; with ``backward: straight_through`` the gradient
+(only ``injection_layer``), and for *leave-one-out* (every eligible point but ``injection_layer``). Noise is drawn in the forward pass only; with ``backward: straight_through`` the gradient
 w.r.t. the noisy quantity is exactly the identity, with ``autograd`` the drawn noise is a constant of the chain rule.
 """
 
@@ -351,29 +351,41 @@ def eligible_points(points: Sequence[Any], site: NoiseSite) -> list[Any]:
     return [p for p in points if site.placed_globally(p.kind, p.is_batchnorm)]
 
 
+def noisy_points(points: Sequence[Any], site: NoiseSite, placement: str, index: int | None,
+                 name: str = "the model") -> list[Any]:
+    """The points a placement puts noise at: global, every eligible point (:func:`eligible_points`); walking, the
+    point ``index``, where the site can act (it may be a BatchNorm output for activations, it must be a Linear/Conv
+    point for the weight and MAC sites); leave-one-out, every eligible point except ``index``, which must be
+    eligible. A bad ``index`` is a ``ValueError`` that names the valid points."""
+    if placement == "global":
+        return eligible_points(points, site)
+    valid = eligible_points(points, site) if placement == "leave_one_out" else [p for p in points
+                                                                                if site.acts_at(p.kind)]
+    if index is None or index not in {p.index for p in valid}:
+        names = ", ".join(p.label for p in valid)
+        if placement == "leave_one_out":
+            raise ValueError(f"injection_layer {index} is not a point global noise reaches in {name}{site.where}, so "
+                             f"it cannot be the one left clean; valid for leave-one-out: {names}")
+        raise ValueError(f"injection_layer {index} is not an injection point of {name}{site.where}; valid: {names}")
+    return [p for p in valid if p.index == index] if placement == "walking" else [p for p in valid
+                                                                                    if p.index != index]
+
+
 def configure_noise(model: HasInjectionPoints, config: NoiseConfig) -> list[int]:
     """Set every injection point of ``model`` from ``config``; return the indices that now inject.
 
     Global placement: every eligible point (:func:`eligible_points`). Walking placement: exactly
-    ``config.injection_layer``, which may be a BatchNorm output for activations and must be a Linear/Conv point for
-    the weight and MAC sites (where the site can act, :meth:`walking_noise.sites.NoiseSite.acts_at`; else a
-    ``ValueError`` names the valid points).
+    ``config.injection_layer``. Leave-one-out: every eligible point except ``config.injection_layer`` (which stays
+    clean). Where the site can act: :func:`noisy_points` (a bad point is a ``ValueError`` naming the valid ones).
     """
     points = model.injection_points
     site = SITES[config.site]
-    if config.placement == "walking" and config.kind != "none":
-        index = config.injection_layer
-        valid = [p for p in points if site.acts_at(p.kind)]
-        if index is None or index not in {p.index for p in valid}:
-            names = ", ".join(p.label for p in valid)
-            raise ValueError(f"injection_layer {index} is not an injection point of {model.name}{site.where}; "
-                             f"valid: {names}")
     additive, multiplicative = config.stds
-    hits = {p.index for p in eligible_points(points, site)} if config.placement == "global" else \
-        {config.injection_layer}
+    hits = set() if config.kind == "none" else {
+        p.index for p in noisy_points(points, site, config.placement, config.injection_layer, model.name)}
     active = []
     for point in points:
-        if point.index in hits and config.kind != "none" and (additive > 0 or multiplicative > 0):
+        if point.index in hits and (additive > 0 or multiplicative > 0):
             point.injection.set(additive, multiplicative, in_training=config.phase == "train_and_inference",
                                 order=config.mixed_order, backward=config.backward, site=config.site,
                                 distribution=config.distribution)

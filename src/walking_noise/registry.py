@@ -71,13 +71,19 @@ def authors_epochs(dataset: object, model: object) -> int | None:
     """The epochs the authors trained ``model`` on ``dataset`` for (None: not a pair of the paper)."""
     return AUTHORS_EPOCHS.get((str(dataset), str(model)))
 
-#: ``package.module:callable``: a model from outside the registry.
+#: ``package.module:callable``: a model (or a test set) from outside the registry.
 FOREIGN_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def is_foreign(model: str) -> bool:
     """Whether ``model`` names a callable outside the registry (``package.module:callable``)."""
     return model not in MODELS and bool(FOREIGN_MODEL.match(model))
+
+
+def is_foreign_dataset(dataset: str) -> bool:
+    """Whether ``dataset`` names a callable outside the registry that returns a test set
+    (:func:`walking_noise.data.load_test_set`): test data only, for evaluating trained weights."""
+    return isinstance(dataset, str) and dataset not in DATASETS and bool(FOREIGN_MODEL.match(dataset))
 
 
 def check_model_name(model: str) -> None:
@@ -89,8 +95,12 @@ def check_model_name(model: str) -> None:
 
 
 def check_dataset_name(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}")
+    """A registered name or ``package.module:callable`` (a test set, for trained weights); else an error naming
+    both forms."""
+    if dataset in DATASETS or is_foreign_dataset(dataset):
+        return
+    raise ValueError(f"unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}, or a test set as "
+                     f"package.module:callable (returning (x, y) tensors or a torch Dataset; with weights only)")
 
 
 def display_model(model: object) -> str:

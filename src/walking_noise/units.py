@@ -1,8 +1,9 @@
 """Work units: how configs are grouped to train together, and how a unit becomes stored run documents.
 
 A *unit* is a batch of compatible configs trained as one packed network (:mod:`walking_noise.batched`), or the
-inference-only configs of one seed, which share one clean training (train once, evaluate many), or one config on
-the one-model path. Every engine gives a run the same random draws (:class:`walking_noise.noise.NoiseStream`), so
+inference-only configs of one seed, which share one clean training (train once, evaluate many), or the runs that
+evaluate one model's trained weights on one test set (evaluated together, never trained:
+:mod:`walking_noise.sensitivity`), or one config on the one-model path. Every engine gives a run the same random draws (:class:`walking_noise.noise.NoiseStream`), so
 how a config is grouped never changes what it measures. A unit that fails as a whole is run config by config, with
 a warning and ``batch_fallback`` in its documents; a failing config is a FAILED document, never a crash.
 """
@@ -70,13 +71,36 @@ def dataset_for(cfg: RunConfig) -> Any:
     return cache[key]
 
 
-def execute(run: Run, study: str, store: LocalStore, batch_fallback: str | None = None) -> dict[str, Any]:
-    """Run one config and store its document, COMPLETED or FAILED; never raises for a failing run."""
+def evaluator_for(cfg: RunConfig) -> Any:
+    """This worker's :class:`walking_noise.sensitivity.Evaluator` of ``cfg``'s trained weights: kept between units
+    (the rounds of adaptive searches reach a worker one after the other), one at a time."""
+    from walking_noise.sensitivity import Evaluator, evaluation_key, trained_network
+
+    key = evaluation_key(cfg)
+    cached = WORKER.get("evaluator")
+    if cached is None or cached[0] != key:
+        WORKER["evaluator"] = None  # free the old one first
+        data = dataset_for(cfg)
+        WORKER["evaluator"] = (key, Evaluator(trained_network(cfg, data), data, cfg.training.batch_size))
+    return WORKER["evaluator"][1]
+
+
+def run_one(cfg: RunConfig, data: Any = None, log_epochs: bool = False) -> Any:
+    """What one config measures: trained (:func:`walking_noise.training.train_run`), or, for trained weights,
+    evaluated (:func:`walking_noise.sensitivity.evaluate_runs`); a :class:`walking_noise.training.RunResult`."""
+    from walking_noise.sensitivity import evaluate_runs
     from walking_noise.training import train_run
 
+    if cfg.evaluated:
+        return evaluate_runs([cfg], data, evaluator=None if data is not None else evaluator_for(cfg))[0]
+    return train_run(cfg, data if data is not None else dataset_for(cfg), log_epochs=log_epochs)
+
+
+def execute(run: Run, study: str, store: LocalStore, batch_fallback: str | None = None) -> dict[str, Any]:
+    """Run one config and store its document, COMPLETED or FAILED; never raises for a failing run."""
     started = now_iso()
     try:
-        result = train_run(run.config, dataset_for(run.config)).to_dict()
+        result = run_one(run.config).to_dict()
         doc = run_document(run, study, COMPLETED, result, started, batch_fallback=batch_fallback)
     except Exception as err:  # noqa: BLE001 - a failed run is data, the campaign goes on
         doc = run_document(run, study, FAILED, None, started, batch_fallback=batch_fallback,
@@ -92,8 +116,9 @@ def execute_in_worker(unit: list[Run], study: str) -> list[dict[str, Any]]:
 
 
 def is_inference_only(cfg: RunConfig) -> bool:
-    """Noise only at evaluation: the trained model is the clean one, so it can be trained once and reused."""
-    return cfg.noise.kind != "none" and cfg.noise.phase == "inference"
+    """Noise only at evaluation of a model the runner trains: the trained model is the clean one, so it can be trained
+    once and reused (runs of trained weights are evaluated only: :attr:`RunConfig.evaluated`)."""
+    return cfg.noise.kind != "none" and cfg.noise.phase == "inference" and not cfg.evaluated
 
 
 _SAID_ONE_MODEL: set[str] = set()
@@ -118,22 +143,33 @@ def auto_members(cfg: RunConfig) -> int:
 
 def plan_units(runs: list[Run], members: int | None = None, workers: int = 1) -> list[list[Run]]:
     """Group configs into work units: batches that train together, and inference-only groups that share one
-    clean training per seed. ``members`` caps a training batch (None: :func:`auto_members`); a group too small to
-    fill every worker with full batches is split evenly over ``workers`` (16 configs on 2 workers: two batches of 8,
-    not one of 16 and an idle worker; a batch of 8 MLPs trains nearly as fast per member as one of 32,
-    ``benchmarks/batched_throughput.py``)."""
+    clean training per seed, and the runs of one model's trained weights (evaluated together, split evenly over
+    ``workers``, ordered by injection point so that each worker's share packs runs of the same points). ``members``
+    caps a training batch (None: :func:`auto_members`); a group too small to fill every worker with full batches is
+    split evenly over ``workers`` (16 configs on 2 workers: two batches of 8, not one of 16 and an idle worker; a batch
+    of 8 MLPs trains nearly as fast per member as one of 32, ``benchmarks/batched_throughput.py``)."""
     from walking_noise.batched import batch_key, clean_config
+    from walking_noise.sensitivity import evaluation_key
 
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         cfg = run.config
         # inference-only configs: one unit per clean model (seed), so the seeds' trainings and their evaluations
         # spread over the workers and each seed's results are stored as soon as that seed is done
-        key = ("evaluate", cfg.seed) + batch_key(clean_config(cfg)) if is_inference_only(cfg) else batch_key(cfg)
+        if cfg.evaluated:
+            key = evaluation_key(cfg)
+        elif is_inference_only(cfg):
+            key = ("evaluate", cfg.seed) + batch_key(clean_config(cfg))
+        else:
+            key = batch_key(cfg)
         groups.setdefault(key, []).append(run)
     units: list[list[Run]] = []
     for key, group in groups.items():
-        if key[0] == "evaluate":
+        if key[0] == "weights":
+            group = sorted(group, key=lambda r: (r.config.noise.injection_layer is None,
+                                                 r.config.noise.injection_layer or 0))
+            size = -(-len(group) // max(1, workers))
+        elif key[0] == "evaluate":
             size = len(group)
         else:
             size = min(members or auto_members(group[0].config), -(-len(group) // max(1, workers)))
@@ -149,6 +185,11 @@ def unit_documents(unit: list[Run], study: str) -> list[dict[str, Any]]:
     from walking_noise.batched import train_members
 
     started = now_iso()
+    if unit[0].config.evaluated:
+        from walking_noise.sensitivity import evaluate_runs
+
+        results = evaluate_runs([r.config for r in unit], evaluator=evaluator_for(unit[0].config))
+        return [run_document(run, study, COMPLETED, r.to_dict(), started) for run, r in zip(unit, results)]
     if is_inference_only(unit[0].config):
         return _train_once_evaluate_many(unit, study, started)
     results, _, _ = train_members([r.config for r in unit], dataset_for(unit[0].config))

@@ -14,6 +14,7 @@ Fig. 4 evaluates two saved checkpoints. :func:`write_report` makes every output 
 ``fig5_preserved_accuracy(df, out)``      Fig. 5/8/9: accuracy at the largest / at no noise, per point
 ``table2_weight_ratio(df, out)``          Table II: mean |w| unclamped / clamped near mu, per learnable layer
 ``fig4_self_binarization(...)``           Fig. 4: activation histograms and the 2/3-level quantization probe
+``write_sensitivity(df, out)``            a trained model's sensitivity: per-point table, ranking, mu per point
 ``write_outputs(df, out, only=...)``      the named outputs (``output_names()``), each where the runs support it
 ``write_report(df, out)``                 all of the above that apply, plus index.md / index.html
 ========================================  ==================================================================
@@ -33,6 +34,7 @@ _HOMES = {
     "find_checkpoints": "index", "output_names": "index", "write_outputs": "index", "write_report": "index",
     "fig2_walking_mu": "walking", "fig3_amin": "walking", "fig5_preserved_accuracy": "walking",
     "table2_weight_ratio": "weights",
+    "write_sensitivity": "sensitivity",
 }
 __all__ = list(_HOMES)
 

@@ -32,6 +32,7 @@ from walking_noise.report.common import (
 )
 from walking_noise.report.global_noise import fig1_fit, fig6_training_curves, fig7_double_logistic, table1
 from walking_noise.report.paper import table1_vs_paper
+from walking_noise.report.sensitivity import write_sensitivity
 from walking_noise.report.walking import fig2_walking_mu, fig3_amin, fig5_preserved_accuracy
 from walking_noise.report.weights import table2_weight_ratio
 
@@ -106,6 +107,11 @@ def _outputs(checkpoints: dict[str, Any] | None) -> list[tuple[Output, Callable[
         (Output("fig5", "Fig. 5 / 8 / 9: preserved accuracy, multiplicative walking noise",
                 "Accuracy at the largest noise / at no noise, per point, one series per dataset."),
          fig5_preserved_accuracy),
+        (Output("sensitivity", "Sensitivity of a trained model, point by point",
+                "Trained weights evaluated under noise at inference (walking: one point noisy; leave-one-out: all "
+                "but one; global: all). Repeats are independent noise draws over the whole test set, not retrained "
+                "models. Per point mu ± error, a_min, the accuracy at the largest s; the ranking below."),
+         write_sensitivity),
         (Output("fig4", "Fig. 4: self-binarization of activations",
                 "Activation histograms of a noisy-trained vs a clean model and a 2/3-level quantization probe."),
          lambda df, out: _fig4(df, out, checkpoints)),

@@ -117,7 +117,7 @@ def group_slug(key: dict[str, Any], extra: list[str]) -> str:
     return slug(key.get("dataset"), key.get("model"), bool(key.get("batchnorm")), *more)
 
 
-def _point_axis(ax: Any, runs: pd.DataFrame, used: set[int]) -> dict[int, str]:
+def point_axis(ax: Any, runs: pd.DataFrame, used: set[int]) -> dict[int, str]:
     labels = layer_labels(runs) or {i: str(i) for i in sorted(used)}
     for i in used:
         labels.setdefault(i, str(i))
@@ -359,7 +359,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         fig = new_figure(7.5, 5.2)
         ax = fig.subplots()
         _draw_walking_marks(ax, marks)
-        _point_axis(ax, pd.concat([s.runs for s in group]), {int(s.key["noise.injection_layer"]) for s in group})
+        point_axis(ax, pd.concat([s.runs for s in group]), {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
@@ -434,7 +434,7 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         chance = chance_level(runs)
         if chance:
             ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance level")
-        _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_ylim(0, 105)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(wrap("Lower accuracy bound a_min: " + group_title(key, extra, runs), 95), fontsize=9)
@@ -541,7 +541,7 @@ def fig5_preserved_accuracy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]
                 ax.axhline(floor, color=drawn[0].get_color(), ls="--", lw=0.8,
                            label=f"chance level / clean accuracy, {dataset_name(dataset)}{where}: {floor:.2f}")
         runs_here = pd.concat([series[i].runs for i in members])
-        _point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
+        point_axis(ax, runs_here, {int(series[i].key["noise.injection_layer"]) for i in members})
         ax.set_ylim(bottom=0)
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
         ax.set_ylabel("preserved accuracy (largest noise / no noise)")
