@@ -14,7 +14,7 @@ from typing import Any
 
 from walking_noise.identity import SEML_KEYS, config_hash, noise_key
 from walking_noise.registry import check_dataset_name, check_model_name, is_foreign
-from walking_noise.sites import DISTRIBUTIONS, SITES
+from walking_noise.sites import DISTRIBUTIONS, SITES, check_points
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
 PLACEMENTS = ("global", "walking")
@@ -251,7 +251,11 @@ class RunConfig:
 
     ``data_dir`` is where file-based datasets live (ignored by the embedded ones); ``normalize`` and ``augment``
     override the dataset's defaults (None keeps them); ``max_train``/``max_test`` cut the dataset for quick runs;
-    ``checkpoint`` is a file path to save the trained model to (None: no checkpoint).
+    ``checkpoint`` is a file path to save the trained model to (None: no checkpoint). ``points``: which injection
+    points the model has, so what ``noise.injection_layer`` numbers (:data:`walking_noise.sites.POINT_SETS`):
+    ``modules`` (the paper's: the input and every leaf module's output), ``operations`` (those and the operations
+    inside a ``forward``: residual additions, attention's matmuls and softmax, functional activations) or a
+    comma-separated list of point kinds (``matmul,softmax``).
     """
 
     dataset: str = "mnist_5k"
@@ -269,9 +273,11 @@ class RunConfig:
     max_test: int | None = None
     checkpoint: str | None = None
     device: str = "cpu"
+    points: str = "modules"
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
+        object.__setattr__(self, "points", check_points(self.points))
         check_model_name(self.model)
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {self.model_kwargs!r}")

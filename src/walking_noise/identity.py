@@ -45,6 +45,7 @@ LATER_KEYS: dict[str, Any] = {
     "noise.site": "activation",
     "model_kwargs": None,
     "noise.distribution": "gaussian",
+    "points": "modules",
 }
 
 
