@@ -197,7 +197,7 @@ def test_additive_noise_at_a_residual_addition_has_its_variance():
     sums: list[torch.Tensor] = []  # the noisy sum itself, as the point's injection passes it on
     block.injection_points[1].injection.register_forward_hook(lambda _m, _i, out: sums.append(out.detach().clone()))
     configure_noise(block, NoiseConfig(kind="additive", noise_std=0.3, placement="walking", injection_layer=1))
-    _outputs(block, x, 3000)
+    _outputs(block, x, 2000)
     _check_moments(torch.stack(sums).double(), clean, torch.full_like(clean, 0.09))
 
 
