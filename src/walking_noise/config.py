@@ -65,8 +65,8 @@ class NoiseConfig:
     ``straight_through`` (gradient w.r.t. the input is exactly the identity).
     ``site``: where the noise acts (:mod:`walking_noise.noise`): ``activation`` (a layer's output, the paper's),
     ``weight`` (read-out: ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn per forward pass) or ``mac`` (each product
-    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only
-    (:data:`walking_noise.sites.SITES`).
+    of a multiply-accumulate); ``weight`` exists at Linear and Conv points only, ``mac`` there and at matmuls of two
+    activations (operation points) (:data:`walking_noise.sites.SITES`).
     ``distribution``: the law of the noise, with std s whatever the law: ``gaussian`` (the paper's) or ``uniform``
     (``U(-sqrt(3) s, sqrt(3) s)``; not at the ``mac`` site, whose closed-form sum is exact for Gaussian products
     only) (:data:`walking_noise.sites.DISTRIBUTIONS`).

@@ -25,7 +25,8 @@ How a site applies its noise is one function of :data:`SITE_NOISE`, shared by th
 :data:`UNIT_DRAWS`.
 
 :func:`configure_noise` sets every point of a model for the paper's two placements: *global* (every eligible point:
-every point but BatchNorm outputs for activations, every Linear/Conv point for weights and MACs) and *walking*
+every point but BatchNorm outputs for activations, every Linear/Conv point for weights, those and every matmul for
+MACs) and *walking*
 (only ``injection_layer``). Noise is drawn in the forward pass only; with ``backward: straight_through`` the gradient
 w.r.t. the noisy quantity is exactly the identity, with ``autograd`` the drawn noise is a constant of the chain rule.
 """
@@ -378,7 +379,7 @@ class NoiseInjection(PointNoise):
 def eligible_points(points: Sequence[Any], site: NoiseSite) -> list[Any]:
     """The points ``site`` applies to under global placement (:meth:`walking_noise.sites.NoiseSite.placed_globally`):
     for activations every point but BatchNorm outputs (the paper keeps the injected amount equal with and without
-    BN), for weights and MACs every Linear/Conv point."""
+    BN), for weights every Linear/Conv point, for MACs those and every matmul (:data:`walking_noise.sites.SITES`)."""
     return [p for p in points if site.placed_globally(p.kind, p.is_batchnorm)]
 
 
@@ -386,8 +387,8 @@ def configure_noise(model: HasInjectionPoints, config: NoiseConfig) -> list[int]
     """Set every injection point of ``model`` from ``config``; return the indices that now inject.
 
     Global placement: every eligible point (:func:`eligible_points`). Walking placement: exactly
-    ``config.injection_layer``, which may be a BatchNorm output for activations and must be a Linear/Conv point for
-    the weight and MAC sites (where the site can act, :meth:`walking_noise.sites.NoiseSite.acts_at`; else a
+    ``config.injection_layer``, which may be a BatchNorm output for activations and must be where the site can act
+    (:meth:`walking_noise.sites.NoiseSite.acts_at`: a Linear/Conv point for weights, also a matmul for MACs; else a
     ``ValueError`` names the valid points).
     """
     points = model.injection_points
