@@ -13,8 +13,12 @@ from torch import nn
 
 from walking_noise.config import NoiseConfig, RunConfig
 from walking_noise.models import build_model
-from walking_noise.noise import EVAL, NoiseStream, configure_noise
+from walking_noise.noise import NoiseStream, configure_noise
 from walking_noise.points import NoisyNetwork, layer_table
+
+from _probes import activations as _activations
+from _probes import check_moments as _check_moments
+from _probes import outputs as _outputs
 
 VIT = "walking_noise.examples.vit:tiny_vit"
 RESNET = "walking_noise.examples.resnet:small_resnet"
@@ -128,18 +132,6 @@ def test_a_kind_filter_keeps_the_input_and_the_points_of_those_kinds_in_call_ord
         f"encoder.layers.{i}.self_attn.{n}" for i in (0, 1) for n in ("qk_matmul", "softmax", "attn_v_matmul")]
 
 
-def _activations(model: NoisyNetwork, x: torch.Tensor) -> dict[int, torch.Tensor]:
-    seen: dict[int, torch.Tensor] = {}
-    handles = [p.injection.register_forward_hook(lambda _m, _i, o, k=p.index: seen.__setitem__(k, o.detach().clone()))
-               for p in model.injection_points]
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return seen
-
-
 @pytest.mark.parametrize("spec, shape, point", [
     (RESNET, (1, 12, 12), "layer2.0.add"),
     (VIT, (1, 28, 28), "blocks.0.attn.qk_matmul"),
@@ -166,24 +158,6 @@ def test_the_point_after_a_noisy_residual_addition_sees_the_noisy_sum():
     seen = _activations(model, torch.randn(3, 1, 12, 12))
     assert model.injection_points[add + 1].name == "layer1.0.relu#2"
     assert torch.equal(seen[add + 1], torch.relu(seen[add]))
-
-
-def _outputs(model: NoisyNetwork, x: torch.Tensor, passes: int) -> torch.Tensor:
-    model.use_stream(NoiseStream([2024]))
-    model.eval()
-    outs = []
-    with torch.no_grad():
-        for step in range(passes):
-            model.stream.at(0, EVAL, step)
-            outs.append(model(x))
-    return torch.stack(outs).double()
-
-
-def _check_moments(outs: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
-    """Mean and variance over passes within 5 standard errors (Gaussian: var * sqrt(2 / (n - 1)))."""
-    n = outs.shape[0]
-    assert torch.all((outs.mean(0) - mean).abs() <= 5 * (var / n).sqrt() + 1e-6)
-    assert torch.all((outs.var(0) - var).abs() <= 5 * var * (2 / (n - 1)) ** 0.5 + 1e-9)
 
 
 def test_additive_noise_at_a_residual_addition_has_its_variance():

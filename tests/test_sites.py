@@ -15,24 +15,11 @@ from walking_noise.points import NoisyNetwork
 from walking_noise.sites import DISTRIBUTIONS, SITES
 
 from _packing import assert_members_compute_alone_what_the_pack_computes
-
-PASSES = 4000
-
+from _probes import check_moments as _check_moments
+from _probes import outputs as _outputs
 
 def _single_layer(layer: nn.Module, shape: tuple[int, ...]) -> NoisyNetwork:
     return NoisyNetwork("probe", nn.Sequential(layer), shape, 1)
-
-
-def _outputs(model: NoisyNetwork, x: torch.Tensor, passes: int = PASSES) -> torch.Tensor:
-    """(passes, *output) of ``model`` on ``x``, each pass a different draw coordinate of one stream."""
-    model.use_stream(NoiseStream([12345]))
-    model.eval()
-    outs = []
-    with torch.no_grad():
-        for step in range(passes):
-            model.stream.at(0, EVAL, step)
-            outs.append(model(x))
-    return torch.stack(outs).double()
 
 
 def _linear(weight: torch.Tensor) -> nn.Linear:
@@ -41,14 +28,6 @@ def _linear(weight: torch.Tensor) -> nn.Linear:
         layer.weight.copy_(weight)
         layer.bias.fill_(0.5)
     return layer
-
-
-def _check_moments(outs: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
-    n = outs.shape[0]
-    got_mean, got_var = outs.mean(0), outs.var(0)
-    # standard errors: sqrt(var / n) for the mean, var * sqrt(2 / (n - 1)) for the variance (Gaussian)
-    assert torch.all((got_mean - mean).abs() <= 5 * (var / n).sqrt() + 1e-6), (got_mean, mean)
-    assert torch.all((got_var - var).abs() <= 5 * var * (2 / (n - 1)) ** 0.5 + 1e-9), (got_var, var)
 
 
 @pytest.fixture

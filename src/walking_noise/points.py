@@ -43,7 +43,7 @@ from torch import nn
 
 from walking_noise.noise import NoiseInjection, NoiseStream
 from walking_noise.operations import OpCall, OperationMode
-from walking_noise.sites import POINT_KINDS, check_points, selected_kinds
+from walking_noise.sites import check_points, selected_kinds
 #: Modules that only reshape (views): not injection points.
 SHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
