@@ -85,12 +85,19 @@ def figure_groups(series: list[Series]) -> list[tuple[dict[str, Any], list[Serie
     return out
 
 
-def group_title(key: dict[str, Any], extra: list[str]) -> str:
+def group_title(key: dict[str, Any], extra: list[str], runs: pd.DataFrame | None = None) -> str:
+    """A walking figure's title: model, dataset, BatchNorm, noise kind (and what else varies); with ``runs``, a
+    second line with their training epochs and seeds."""
     bn = "with BatchNorm" if key.get("batchnorm") else "without BatchNorm"
     more = [f"{short_name(c)}={display(key.get(c))}" for c in extra if c not in ("dataset", "model", "batchnorm")
             and c not in WITHIN_FIGURE]
-    return (f"{model_name(key.get('model'))} on {dataset_name(key.get('dataset'))}, {bn}, "
-            f"{key.get('noise.kind')} walking noise" + (f" ({', '.join(more)})" if more else ""))
+    title = (f"{model_name(key.get('model'))} on {dataset_name(key.get('dataset'))}, {bn}, "
+             f"{key.get('noise.kind')} walking noise" + (f" ({', '.join(more)})" if more else ""))
+    if runs is None or "training.epochs" not in runs or "seed" not in runs:
+        return title
+    epochs = "/".join(str(int(e)) for e in sorted(runs["training.epochs"].dropna().unique()))
+    seeds = sorted(int(v) for v in runs["seed"].dropna().unique())
+    return f"{title}\n{epochs} epochs, {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
 
 
 def group_slug(key: dict[str, Any], extra: list[str]) -> str:
@@ -213,7 +220,7 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
-        ax.set_title("Walking noise: " + group_title(key, extra), fontsize=9)
+        ax.set_title("Walking noise: " + group_title(key, extra, runs), fontsize=9)
         ax.grid(alpha=0.3, which="both")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         if omitted:
@@ -278,7 +285,7 @@ def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         _point_axis(ax, runs, {int(s.key["noise.injection_layer"]) for s in group})
         ax.set_ylim(0, 105)
         ax.set_ylabel("accuracy (%)")
-        ax.set_title("Lower accuracy bound a_min: " + group_title(key, extra), fontsize=9)
+        ax.set_title("Lower accuracy bound a_min: " + group_title(key, extra, runs), fontsize=9)
         ax.grid(alpha=0.3)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=6, frameon=False)
         paths.append(save_figure(fig, out_dir / f"fig3_amin_{group_slug(key, extra)}.png"))
