@@ -47,14 +47,18 @@ class EncoderClassifier(nn.Module):
         return self.head(self.encoder(x).mean(dim=1))
 
 
-def _median_s(call: Callable[[], object], repeats: int) -> float:
-    call()  # warm-up
-    times = []
+def _medians_s(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call, timed in interleaved rounds (one call of each per round), so that a machine
+    shared with other work slows all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        call()  # warm-up
     for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def measure(name: str, build: Callable[[], nn.Module], shape: tuple[int, ...], batch: int, repeats: int) -> None:
@@ -68,17 +72,21 @@ def measure(name: str, build: Callable[[], nn.Module], shape: tuple[int, ...], b
         found = len(nets[points].injection_points)
         print(f"{name}: discovery of {found} points ({points}) {time.perf_counter() - started:.2f} s")
     x = torch.randn(batch, *shape)
+    net = nets["operations"]
+    op = next(p for p in net.injection_points if p.op is not None)
+    injecting = NoisyNetwork(name, build(), shape, 10, points="operations").eval()
+    configure_noise(injecting, NoiseConfig(kind="additive", noise_std=0.1, placement="walking",
+                                           injection_layer=op.index))
+    calls = {"bare": lambda: model(x), "modules": lambda: nets["modules"](x), "operations": lambda: net(x),
+             "injecting": lambda: injecting(x)}
     with torch.no_grad():
-        bare = _median_s(lambda: model(x), repeats)
-        print(f"{name}: bare forward (batch {batch}) {bare * 1e3:.1f} ms")
-        for points, net in nets.items():
-            ratio = _median_s(lambda: net(x), repeats) / bare
-            print(f"{name}: forward with no point injecting, points {points}: {ratio:.3f} x bare")
-        net = nets["operations"]
-        op = next(p for p in net.injection_points if p.op is not None)
-        configure_noise(net, NoiseConfig(kind="additive", noise_std=0.1, placement="walking", injection_layer=op.index))
-        ratio = _median_s(lambda: net(x), repeats) / bare
-        print(f"{name}: forward with one operation point injecting ({op.name}): {ratio:.3f} x bare")
+        medians = _medians_s(calls, repeats)
+    print(f"{name}: bare forward (batch {batch}) {medians['bare'] * 1e3:.1f} ms")
+    for points in ("modules", "operations"):
+        print(f"{name}: forward with no point injecting, points {points}: {medians[points] / medians['bare']:.3f} "
+              f"x bare")
+    print(f"{name}: forward with one operation point injecting ({op.name}): "
+          f"{medians['injecting'] / medians['bare']:.3f} x bare")
 
 
 def main() -> None:
