@@ -15,6 +15,8 @@ from walking_noise.noise import NoiseConfig, configure_noise
 from walking_noise.points import layer_table
 from walking_noise.training import train_run
 
+from _probes import activations as _activations
+
 # Today's (before discovery) point tables of the paper's models: (index, name, output shape, parameters).
 PAPER_TABLES = {
     ("mlp", (1, 28, 28), False): [(0, "Input", [1, 28, 28], 0), (1, "FC", [64], 50240), (2, "ReLU", [64], 0),
@@ -75,18 +77,6 @@ def test_resnet18_points_are_module_paths_with_one_point_per_call():
     assert names.index("layer1.0.relu#2") == names.index("layer1.0.bn2") + 1
     assert {r["kind"] for r in rows} == {"input", "conv", "norm", "activation", "pool", "linear"}
     assert rows[-1] == {**rows[-1], "name": "fc", "kind": "linear", "output_shape": [10]}
-
-
-def _activations(model, x):
-    seen = {}
-    handles = [p.injection.register_forward_hook(lambda _m, _i, o, k=p.index: seen.__setitem__(k, o.detach().clone()))
-               for p in model.injection_points]
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return seen
 
 
 @pytest.mark.parametrize("spec, kwargs, shape", [

@@ -3,6 +3,7 @@ expanded config is a valid run of the experiment, with the paper's grids, seeds,
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -22,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "seml_configs"
 STUDIES = ("smoke", "embedded_walking", "table1_global_noise", "walking_additive", "walking_multiplicative",
            "mnist_table1", "mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap", "embedded_sites",
-           "resnet18_cifar10")
+           "resnet18_cifar10", "vit_mnist_operations", "vit_mnist_noisy_training", "resnet_mnist_operations")
 EMBEDDED = ("smoke", "embedded_walking", "embedded_sites")  # small studies on the embedded dataset
-EXTENSIONS = ("resnet18_cifar10",)  # beyond the paper: no authors' settings to match
+# beyond the paper: no authors' settings to match
+EXTENSIONS = ("resnet18_cifar10", "vit_mnist_operations", "vit_mnist_noisy_training", "resnet_mnist_operations")
+PARTIAL_WALKS = ("smoke", "vit_mnist_noisy_training")  # studies that walk noise through some points only
 # sized for one developer session: fewer epochs (mnist_gap varies the epochs, up to the authors' 100)
 SESSION = ("mnist_reproduction", "mnist_table1_mlp_adaptive", "mnist_gap")
 BIG = tuple(s for s in STUDIES if s not in EMBEDDED + SESSION + EXTENSIONS)
@@ -73,9 +76,9 @@ def runs(study: str) -> tuple[RunConfig, ...]:
 
 
 @lru_cache(maxsize=None)
-def point_count(model: str, dataset: str, batchnorm: bool) -> int:
+def point_count(model: str, dataset: str, batchnorm: bool, kwargs_json: str = "{}", points: str = "modules") -> int:
     shape, classes = SHAPES[dataset]
-    return len(build_model(model, shape, classes, batchnorm=batchnorm).injection_points)
+    return len(build_model(model, shape, classes, batchnorm, json.loads(kwargs_json) or None, points).injection_points)
 
 
 def log_grid(lo_exp: float, hi_exp: float, per_decade: int = 4) -> list[float]:
@@ -127,11 +130,13 @@ def test_walking_points_cover_every_injection_point(study):
     layers: dict[tuple, set[int]] = defaultdict(set)
     for cfg in configs:
         if cfg.noise.placement == "walking":
-            layers[(cfg.model, cfg.dataset, cfg.batchnorm)].add(cfg.noise.injection_layer)
-    for (model, dataset, bn), seen in layers.items():
-        n = point_count(model, dataset, bn)
+            key = (cfg.model, cfg.dataset, cfg.batchnorm, json.dumps(cfg.model_kwargs or {}, sort_keys=True),
+                   cfg.points)
+            layers[key].add(cfg.noise.injection_layer)
+    for (model, dataset, bn, kwargs, points), seen in layers.items():
+        n = point_count(model, dataset, bn, kwargs, points)
         assert max(seen) < n, f"{study}: injection point {max(seen)} does not exist in {model} bn={bn}"
-        if study != "smoke":
+        if study not in PARTIAL_WALKS:
             assert seen == set(range(n)), f"{study}: {model}/{dataset} bn={bn} misses points"
 
 

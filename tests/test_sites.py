@@ -15,24 +15,11 @@ from walking_noise.points import NoisyNetwork
 from walking_noise.sites import DISTRIBUTIONS, SITES
 
 from _packing import assert_members_compute_alone_what_the_pack_computes
-
-PASSES = 4000
-
+from _probes import check_moments as _check_moments
+from _probes import outputs as _outputs
 
 def _single_layer(layer: nn.Module, shape: tuple[int, ...]) -> NoisyNetwork:
     return NoisyNetwork("probe", nn.Sequential(layer), shape, 1)
-
-
-def _outputs(model: NoisyNetwork, x: torch.Tensor, passes: int = PASSES) -> torch.Tensor:
-    """(passes, *output) of ``model`` on ``x``, each pass a different draw coordinate of one stream."""
-    model.use_stream(NoiseStream([12345]))
-    model.eval()
-    outs = []
-    with torch.no_grad():
-        for step in range(passes):
-            model.stream.at(0, EVAL, step)
-            outs.append(model(x))
-    return torch.stack(outs).double()
 
 
 def _linear(weight: torch.Tensor) -> nn.Linear:
@@ -41,14 +28,6 @@ def _linear(weight: torch.Tensor) -> nn.Linear:
         layer.weight.copy_(weight)
         layer.bias.fill_(0.5)
     return layer
-
-
-def _check_moments(outs: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
-    n = outs.shape[0]
-    got_mean, got_var = outs.mean(0), outs.var(0)
-    # standard errors: sqrt(var / n) for the mean, var * sqrt(2 / (n - 1)) for the variance (Gaussian)
-    assert torch.all((got_mean - mean).abs() <= 5 * (var / n).sqrt() + 1e-6), (got_mean, mean)
-    assert torch.all((got_var - var).abs() <= 5 * var * (2 / (n - 1)) ** 0.5 + 1e-9), (got_var, var)
 
 
 @pytest.fixture
@@ -101,6 +80,21 @@ def test_conv_weight_and_mac_sites_follow_the_receptive_field():
         _check_moments(outs, clean, 0.25**2 * products)
 
 
+def test_transposed_conv_weight_and_mac_sites_follow_the_scattered_products():
+    """A transposed convolution's output sums input x weight products scattered by the stride: the variance of
+    its weight and MAC noise is the transposed convolution of the squares (``output_padding`` kept)."""
+    torch.manual_seed(2)
+    deconv = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)
+    x = torch.randn(1, 2, 3, 3)
+    with torch.no_grad():
+        clean = deconv(x)[0].double()
+        products = nn.functional.conv_transpose2d(x**2, deconv.weight**2, None, 2, 1, 1)[0].double()
+    for site in ("weight", "mac"):
+        model = _single_layer(deconv, (2, 3, 3))
+        assert configure_noise(model, NoiseConfig(kind="multiplicative", noise_std=0.25, site=site)) == [1]
+        _check_moments(_outputs(model, x, passes=1500)[:, 0], clean, 0.25**2 * products)
+
+
 def test_uniform_weight_noise_is_bounded_by_the_uniform_read_out(known):
     """Each weight's uniform draw lies within sqrt(3) s of it, so y_j moves by at most sqrt(3) s sum_i |w_ji x_i|
     (multiplicative): the bound is reached by no Gaussian, so it tells the laws apart."""
@@ -135,7 +129,7 @@ def test_the_activation_site_is_unchanged(known):
 @pytest.mark.parametrize("site", ["weight", "mac"])
 def test_sites_exist_at_linear_and_conv_points_only(site):
     model = build_model("lenet5", (3, 32, 32), 10)
-    with pytest.raises(ValueError, match=r"Linear/Conv points only\); valid: 1 Conv, 4 Conv, 7 FC, 9 FC, 11 FC"):
+    with pytest.raises(ValueError, match=rf"{SITES[site].points} only\); valid: 1 Conv, 4 Conv, 7 FC, 9 FC, 11 FC"):
         configure_noise(model, NoiseConfig(kind="additive", noise_std=1.0, site=site, placement="walking",
                                            injection_layer=2))
     assert configure_noise(model, NoiseConfig(kind="additive", noise_std=1.0, site=site)) == [1, 4, 7, 9, 11]
@@ -190,6 +184,6 @@ def test_a_model_without_linear_or_conv_layers_is_refused_for_a_layer_site(site)
 
     cfg = RunConfig.from_dict({"model": "torch.nn:LayerNorm", "model_kwargs": {"normalized_shape": 28},
                                "noise": {"kind": "additive", "noise_std": 0.1, "site": site}})
-    with pytest.raises(ValueError, match=f"noise.site {site} exists at Linear/Conv points only; torch.nn:LayerNorm "
+    with pytest.raises(ValueError, match=f"noise.site {site} exists at {SITES[site].points} only; torch.nn:LayerNorm "
                                          f"has none"):
         check_model(cfg)

@@ -25,7 +25,7 @@ from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
-from walking_noise.models import build_model
+from walking_noise.models import run_model
 from walking_noise.noise import (
     ADDITIVE_DRAW,
     MULTIPLICATIVE_DRAW,
@@ -304,9 +304,12 @@ SHARED_LAYERS = (nn.ReLU, nn.MaxPool2d)
 
 
 def packable(model: NoisyNetwork) -> bool:
-    """Whether the batched engine can pack ``model``: an ``nn.Sequential`` of the layer types it knows."""
+    """Whether the batched engine can pack ``model``: an ``nn.Sequential`` of the layer types it knows, whose points
+    are all module points (it packs layers; an operation point, :mod:`walking_noise.operations`, runs on the
+    one-model path; a Sequential has none, so the registered models pack with ``points: operations`` too)."""
     known = tuple(t for types, _ in PACKED_LAYERS for t in types) + SHARED_LAYERS + (nn.Flatten,)
-    return isinstance(model.model, nn.Sequential) and all(isinstance(m, known) for m in model.model)
+    return isinstance(model.model, nn.Sequential) and all(isinstance(m, known) for m in model.model) and \
+        all(p.op is None for p in model.injection_points)
 
 
 class PackedNetwork(nn.Module):
@@ -320,7 +323,8 @@ class PackedNetwork(nn.Module):
         self.template = copy.deepcopy(members[0])
         if not packable(self.template):
             raise TypeError(f"the batched engine cannot pack {self.template.name}: it packs an nn.Sequential of "
-                            f"Linear, Conv2d, BatchNorm, ReLU, MaxPool2d and Flatten layers")
+                            f"Linear, Conv2d, BatchNorm, ReLU, MaxPool2d and Flatten layers, without operation "
+                            f"points")
         at = {p.path: p.index for p in self.template.injection_points[1:]}
         self.points: list[PackedNoise] = [PackedNoise(self.K, 0)]
         ops: list[nn.Module] = [self.points[0]]
@@ -426,7 +430,7 @@ def train_members(configs: Sequence[RunConfig], data: DatasetSplits, *, log_epoc
     members = []
     for cfg in configs:
         torch.manual_seed(cfg.seed)
-        members.append(build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs))
+        members.append(run_model(cfg, data.input_shape, data.num_classes))
     if len(members) == 1:  # one member: the one-model path (any model; the same draws as packed)
         model: PackedNetwork | SingleModel = SingleModel(members[0].to(device))
         active = [configure_noise(members[0], first.noise)]

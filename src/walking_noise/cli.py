@@ -24,14 +24,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     check_dataset_name(args.dataset)
     entry = DATASETS[args.dataset]
-    model = build_model(args.model, entry.input_shape, entry.num_classes, args.batchnorm, _kwargs(args))
+    model = build_model(args.model, entry.input_shape, entry.num_classes, args.batchnorm, _kwargs(args),
+                        _points(args))
     rows = layer_table(model)
     if args.json:
         _print(json.dumps(rows))
     else:
         bn = "" if is_foreign(args.model) else f" {'with' if args.batchnorm else 'without'} BatchNorm"
-        _print(f"{args.model} on {args.dataset}{bn}: {len(rows)} injection points "
-               f"(global noise skips BatchNorm outputs; weight and MAC noise exist at conv and linear points)")
+        _print(f"{args.model} on {args.dataset}{bn}: {len(rows)} injection points ({model.points}; global noise "
+               f"skips BatchNorm outputs; weight noise exists at conv and linear points, MAC noise also at matmuls)")
         _print(format_layer_table(rows))
     return 0
 
@@ -49,12 +50,19 @@ def _kwargs(args: argparse.Namespace) -> dict[str, object] | None:
     return value
 
 
+def _points(args: argparse.Namespace) -> str:
+    """``--points`` as a valid point set (an unknown one is a one-line error naming the choices)."""
+    from walking_noise.sites import check_points
+
+    return check_points(args.points)
+
+
 def _run_config(args: argparse.Namespace, **noise: object) -> RunConfig:
     from walking_noise.study import study_run
 
     return study_run({
         "dataset": args.dataset, "model": args.model, "model_kwargs": _kwargs(args), "batchnorm": args.batchnorm,
-        "seed": args.seed,
+        "points": _points(args), "seed": args.seed,
         "data_dir": args.data_dir, "weight_clamping": args.clamp,
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         "noise": noise,
@@ -117,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = LocalStore(args.store or Path("runs") / study.name)
     with logging_redirect_tqdm(loggers=[logging.getLogger("walking_noise")]):  # log lines above the progress bar
         summary = run_campaign(study, store, workers=args.workers, retry_failed=args.retry_failed,
-                               members=args.members, progress=not args.no_progress)
+                               members=args.members, threads_per_worker=args.threads, progress=not args.no_progress)
     return 1 if summary.failed else 0
 
 
@@ -159,6 +167,10 @@ def _add_model_options(p: argparse.ArgumentParser, required: bool = False) -> No
     p.add_argument("--model", required=required, default=None if required else RunConfig.model, help=MODEL_HELP)
     p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments of a package.module:callable model")
     p.add_argument("--batchnorm", action="store_true", help="BatchNorm after every learnable layer (paper models)")
+    p.add_argument("--points", default=RunConfig.points, metavar="POINTS",
+                   help="the injection points: modules (the input and every leaf module's output, the paper's), "
+                        "operations (also residual additions, attention's matmuls and softmax, functional "
+                        "activations), or point kinds to keep, e.g. matmul,softmax")
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -229,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="a YAML file of seml_configs/")
     p.add_argument("--store", default=None, help="store folder (default: runs/<study name>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: the CPU count / workers; 1 on a shared machine)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="run only configs with this value, e.g. noise.kind=additive (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

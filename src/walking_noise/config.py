@@ -15,7 +15,7 @@ from typing import Any
 from walking_noise.files import file_sha256
 from walking_noise.identity import SEML_KEYS, config_hash, noise_key
 from walking_noise.registry import check_dataset_name, check_model_name, is_foreign, is_foreign_dataset
-from walking_noise.sites import DISTRIBUTIONS, SITES
+from walking_noise.sites import DISTRIBUTIONS, SITES, check_points
 
 NOISE_KINDS = ("none", "additive", "multiplicative", "mixed")
 PLACEMENTS = ("global", "walking", "leave_one_out")
@@ -70,8 +70,8 @@ class NoiseConfig:
     ``straight_through`` (gradient w.r.t. the input is exactly the identity).
     ``site``: where the noise acts (:mod:`walking_noise.noise`): ``activation`` (a layer's output, the paper's),
     ``weight`` (read-out: ``W * N(1, s^2)`` or ``W + N(0, s^2)``, drawn per forward pass) or ``mac`` (each product
-    of a multiply-accumulate); ``weight`` and ``mac`` exist at Linear and Conv points only
-    (:data:`walking_noise.sites.SITES`).
+    of a multiply-accumulate); ``weight`` exists at Linear and Conv points only, ``mac`` there and at matmuls of two
+    activations (operation points) (:data:`walking_noise.sites.SITES`).
     ``distribution``: the law of the noise, with std s whatever the law: ``gaussian`` (the paper's) or ``uniform``
     (``U(-sqrt(3) s, sqrt(3) s)``; not at the ``mac`` site, whose closed-form sum is exact for Gaussian products
     only) (:data:`walking_noise.sites.DISTRIBUTIONS`).
@@ -258,7 +258,11 @@ class RunConfig:
 
     ``data_dir`` is where file-based datasets live (ignored by the embedded ones); ``normalize`` and ``augment``
     override the dataset's defaults (None keeps them); ``max_train``/``max_test`` cut the dataset for quick runs;
-    ``checkpoint`` is a file path to save the trained model to (None: no checkpoint).
+    ``checkpoint`` is a file path to save the trained model to (None: no checkpoint). ``points``: which injection
+    points the model has, so what ``noise.injection_layer`` numbers (:data:`walking_noise.sites.POINT_SETS`):
+    ``modules`` (the paper's: the input and every leaf module's output), ``operations`` (those and the operations
+    inside a ``forward``: residual additions, attention's matmuls and softmax, functional activations) or a
+    comma-separated list of point kinds (``matmul,softmax``).
     """
 
     dataset: str = "mnist_5k"
@@ -278,9 +282,11 @@ class RunConfig:
     device: str = "cpu"
     weights: str | None = None
     weights_sha256: str | None = None
+    points: str = "modules"
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
+        object.__setattr__(self, "points", check_points(self.points))
         self._check_weights()
         check_model_name(self.model)
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):

@@ -131,7 +131,8 @@ def export_documents(table: pd.DataFrame) -> Iterable[dict[str, Any]]:
                                                   "diverged_epoch", "epochs_run") if k in row}
             result.update({k: row[k] for k in JSON_COLUMNS if k in row})
             result["extra"] = {"engine": _plain(row.get("engine"))}
-            result["layer_table"] = layer_table_for(config["model"], config["dataset"], config["batchnorm"])
+            result["layer_table"] = layer_table_for(config["model"], config["dataset"], config["batchnorm"],
+                                                    config["model_kwargs"], config["points"])
             doc["result"] = result
         else:
             doc["fail_trace"] = [str(_plain(row.get("error")) or "failed (imported)")]

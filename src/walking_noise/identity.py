@@ -49,6 +49,7 @@ LATER_KEYS: dict[str, Any] = {
     "model_kwargs": None,
     "noise.distribution": "gaussian",
     "weights_sha256": None,
+    "points": "modules",
 }
 
 

@@ -100,9 +100,10 @@ def _call_foreign(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,
-                model_kwargs: dict[str, Any] | None = None) -> NoisyNetwork:
+                model_kwargs: dict[str, Any] | None = None, points: str = "modules") -> NoisyNetwork:
     """A registered model (:data:`walking_noise.registry.MODELS`) or ``package.module:callable(**model_kwargs)``,
-    as a :class:`NoisyNetwork`; an unknown name, or a model that cannot take the input, is a clear error."""
+    as a :class:`NoisyNetwork` with the injection points ``points`` (:data:`walking_noise.sites.POINT_SETS`); an
+    unknown name, or a model that cannot take the input, is a clear error."""
     check_model_name(name)
     shape = tuple(input_shape)
     if is_foreign(name):
@@ -115,28 +116,35 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, batch
             raise ValueError(f"model_kwargs apply to models given as package.module:callable, not to {name!r}")
         built = resolve(MODELS[name].builder)(shape, num_classes, batchnorm=batchnorm)  # type: ignore[operator]
     try:
-        return NoisyNetwork(name, built, shape, num_classes, short_names=not is_foreign(name))
+        return NoisyNetwork(name, built, shape, num_classes, short_names=not is_foreign(name), points=points)
     except RuntimeError as err:  # e.g. LeNet-5 on 8x8 digits: the feature maps vanish
         raise ValueError(f"model {name!r} cannot take inputs of shape {shape}: {err}") from err
 
 
+def run_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> NoisyNetwork:
+    """The model of a run (its architecture, BatchNorm, keyword arguments and injection points), weights drawn from
+    torch's current generator."""
+    return build_model(cfg.model, input_shape, num_classes, cfg.batchnorm, cfg.model_kwargs, cfg.points)
+
+
 @lru_cache(maxsize=64)
-def _point_table(name: str, dataset: str, batchnorm: bool, kwargs_json: str) -> str:
+def _point_table(name: str, dataset: str, batchnorm: bool, kwargs_json: str, points: str) -> str:
     input_shape, num_classes = dataset_shape(dataset)
-    model = build_model(name, input_shape, num_classes, batchnorm, json.loads(kwargs_json) or None)
+    model = build_model(name, input_shape, num_classes, batchnorm, json.loads(kwargs_json) or None, points)
     return json.dumps({"rows": layer_table(model),
                        "batchnorm": [p.index for p in model.injection_points if p.is_batchnorm]})
 
 
-def _cached_points(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True)))
+def _cached_points(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None,
+                   points: str = "modules") -> dict[str, Any]:
+    return json.loads(_point_table(name, dataset, batchnorm, json.dumps(model_kwargs or {}, sort_keys=True), points))
 
 
-def layer_table_for(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None = None
-                    ) -> list[dict]:
-    """The layer table (injection points) of a model on a dataset's input shape, without loading the data (a test
-    set given as a callable is loaded once); cached, since configs are validated by the thousand."""
-    return _cached_points(name, dataset, batchnorm, model_kwargs)["rows"]
+def layer_table_for(name: str, dataset: str, batchnorm: bool, model_kwargs: dict[str, Any] | None = None,
+                    points: str = "modules") -> list[dict]:
+    """The layer table (injection points ``points``) of a model on a dataset's input shape, without loading the
+    data (a test set given as a callable is loaded once); cached, since configs are validated by the thousand."""
+    return _cached_points(name, dataset, batchnorm, model_kwargs, points)["rows"]
 
 
 @dataclass(frozen=True)
@@ -151,11 +159,12 @@ class _TablePoint:
 
 def check_model(cfg: RunConfig) -> None:
     """The model of ``cfg`` must build on its dataset's input (a callable that takes its ``model_kwargs``), and its
-    injection point must exist there (a Linear/Conv point for the weight and MAC sites; for leave-one-out a point
-    global noise reaches): say so when a study is loaded or a SEML experiment added, not after the dataset is, in
-    one ``ValueError`` naming the model and the cause. Builds the model once per (model, dataset, BatchNorm,
-    kwargs); an analysis of stored runs never needs it."""
-    table = _cached_points(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs)
+    injection point must exist there among its ``points`` (where the site acts, :data:`walking_noise.sites.SITES`:
+    a Linear/Conv point for the weight site, also a matmul for MAC; for leave-one-out a point global noise reaches):
+    say so when a study is loaded or a SEML experiment added, not after the dataset is, in one ``ValueError`` naming
+    the model and the cause. Builds the model once per (model, dataset, BatchNorm, kwargs, points); an analysis of
+    stored runs never needs it."""
+    table = _cached_points(cfg.model, cfg.dataset, cfg.batchnorm, cfg.model_kwargs, cfg.points)
     noise = cfg.noise
     if noise.kind == "none" or (noise.placement in ONE_POINT_PLACEMENTS and noise.injection_layer is None):
         return

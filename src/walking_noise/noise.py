@@ -9,10 +9,12 @@ paper's, or uniform: :data:`walking_noise.sites.DISTRIBUTIONS`) and ``s`` the no
   element and per forward pass;
 - ``weight`` (read-out noise): a Linear or Conv layer computes with ``W * (1 + s u)`` or ``W + s u``, drawn per
   weight element once per forward pass (one mini-batch reads the weights once, so every sample of a batch sees
-  the same noisy weights);
+  the same noisy weights); at an operation point (:mod:`walking_noise.operations`), the parameter operand of
+  ``F.linear``, a convolution or a matmul;
 - ``mac`` (noise inside the multiply-accumulate, Gaussian only): ``y_j = sum_i w_ji x_i (1 + e_ji)``, whose exact
   distribution is ``y_j + N(0, s^2 sum_i (w_ji x_i)^2)``: one extra matmul (or conv) of the squares gives the std,
-  drawn per output element and forward pass; additive noise per product gives ``y_j + N(0, s^2 fan_in)``. The std of
+  drawn per output element and forward pass; additive noise per product gives ``y_j + N(0, s^2 fan_in)``. A matmul
+  of two activations (``q @ k^T``) is a multiply-accumulate too: the same formula, both operands as inputs. The std of
   this term is a constant of the chain rule, so both backward modes pass the output gradient through unchanged (the
   exact per-product factors are not drawn one by one). A sum of uniform products is not uniform, so the site refuses
   ``uniform`` rather than draw a law it was not asked for.
@@ -23,8 +25,9 @@ How a site applies its noise is one function of :data:`SITE_NOISE`, shared by th
 :data:`UNIT_DRAWS`.
 
 :func:`configure_noise` sets every point of a model for the paper's two placements, *global* (every eligible point:
-every point but BatchNorm outputs for activations, every Linear/Conv point for weights and MACs) and *walking*
-(only ``injection_layer``), and for *leave-one-out* (every eligible point but ``injection_layer``). Noise is drawn in the forward pass only; with ``backward: straight_through`` the gradient
+every point but BatchNorm outputs for activations, every Linear/Conv point for weights, those and every matmul for
+MACs) and *walking* (only ``injection_layer``), and for *leave-one-out* (every eligible point but
+``injection_layer``). Noise is drawn in the forward pass only; with ``backward: straight_through`` the gradient
 w.r.t. the noisy quantity is exactly the identity, with ``autograd`` the drawn noise is a constant of the chain rule.
 """
 
@@ -258,14 +261,43 @@ class PointSetting:
     distribution: NoiseDistribution = DISTRIBUTIONS["gaussian"]
 
 
-def layer_map(layer: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
-    """(apply(x, weight): the layer's linear map without bias, fan-in per output) of a Linear or Conv layer."""
+@dataclass(frozen=True)
+class OperandMap:
+    """An operation that is linear in each of its two operands, as the weight and MAC sites see an operation point
+    (:mod:`walking_noise.operations`): its input ``x``, its ``weight`` operand (a parameter; for a product of two
+    activations, ``q @ k^T``, the second one), ``apply(x, weight)``: the operation on them without bias (and
+    without its scalar factor folded elsewhere), and ``fan_in``: the products summed per output element."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    fan_in: int
+
+
+_TRANSPOSED = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def layer_map(layer: nn.Module | OperandMap) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
+    """(apply(x, weight): the layer's linear map without bias, fan-in per output) of a Linear, Conv or ConvTranspose
+    layer, or of an operation point's :class:`OperandMap`.
+
+    A transposed convolution is counted as the convolution of its zero-inserted input that computes it: fan-in
+    ``in_channels / groups * prod(kernel_size)`` as for a convolution (the padding zeros of a convolution count as
+    products too); its map uses the module's ``output_padding`` (an ``output_size`` given at call time is not seen).
+    """
+    if isinstance(layer, OperandMap):
+        return layer.apply, layer.fan_in
     if isinstance(layer, nn.Linear):
         return (lambda x, w: F.linear(x, w)), layer.in_features
-    if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
-        return (lambda x, w: layer._conv_forward(x, w, None)), layer.in_channels // layer.groups * math.prod(
-            layer.kernel_size)
-    raise ValueError(f"the weight and MAC sites exist for Linear and Conv layers only, not {type(layer).__name__}")
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        fan_in = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+        if not layer.transposed:
+            return (lambda x, w: layer._conv_forward(x, w, None)), fan_in
+        transposed = _TRANSPOSED[len(layer.kernel_size)]
+        return (lambda x, w: transposed(x, w, None, layer.stride, layer.padding, layer.output_padding, layer.groups,
+                                        layer.dilation)), fan_in
+    raise ValueError(f"the weight and MAC sites exist for Linear and Conv layers and matmuls only, not "
+                     f"{type(layer).__name__}")
 
 
 class NoiseInjection(PointNoise):
@@ -347,7 +379,7 @@ class NoiseInjection(PointNoise):
 def eligible_points(points: Sequence[Any], site: NoiseSite) -> list[Any]:
     """The points ``site`` applies to under global placement (:meth:`walking_noise.sites.NoiseSite.placed_globally`):
     for activations every point but BatchNorm outputs (the paper keeps the injected amount equal with and without
-    BN), for weights and MACs every Linear/Conv point."""
+    BN), for weights every Linear/Conv point, for MACs those and every matmul (:data:`walking_noise.sites.SITES`)."""
     return [p for p in points if site.placed_globally(p.kind, p.is_batchnorm)]
 
 
@@ -375,8 +407,10 @@ def configure_noise(model: HasInjectionPoints, config: NoiseConfig) -> list[int]
     """Set every injection point of ``model`` from ``config``; return the indices that now inject.
 
     Global placement: every eligible point (:func:`eligible_points`). Walking placement: exactly
-    ``config.injection_layer``. Leave-one-out: every eligible point except ``config.injection_layer`` (which stays
-    clean). Where the site can act: :func:`noisy_points` (a bad point is a ``ValueError`` naming the valid ones).
+    ``config.injection_layer``, which may be a BatchNorm output for activations and must be where the site can act
+    (:meth:`walking_noise.sites.NoiseSite.acts_at`: a Linear/Conv point for weights, also a matmul for MACs; else a
+    ``ValueError`` names the valid points). Leave-one-out: every eligible point except ``config.injection_layer``
+    (which stays clean).
     """
     points = model.injection_points
     site = SITES[config.site]

@@ -9,14 +9,61 @@ side of an entry lives in :mod:`walking_noise.noise`, keyed by the entry's name:
 A new site is one :class:`NoiseSite` here, its function in ``SITE_NOISE`` and a test of its formula
 (``tests/test_sites.py``); a new distribution is one :class:`NoiseDistribution`, its transform in ``UNIT_DRAWS``
 and tests of its moments (``tests/test_noise.py``).
+
+Where a site can act is read off the kind of an injection point (:data:`POINT_KINDS`): the kinds of module points
+(the output of a leaf module) and of operation points (a torch operation inside a ``forward``,
+:mod:`walking_noise.operations`), and which point sets a run may choose (:data:`POINT_SETS`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Injection points of these kinds (:data:`walking_noise.points.POINT_KINDS`) are Linear or Conv layers.
+#: The kinds of injection point (:attr:`walking_noise.points.InjectionPoint.kind`), what each is, and whether
+#: module points (the output of a leaf module), operation points (:mod:`walking_noise.operations`) or both have it.
+POINT_KINDS: dict[str, str] = {
+    "input": "the model's input (point 0)",
+    "conv": "a convolution by stored weights: a Conv or ConvTranspose module, or F.conv*d / F.conv_transpose*d",
+    "linear": "a product with stored weights: a Linear module, or F.linear / a matmul with a parameter operand "
+              "(nn.MultiheadAttention's in_proj and out_proj)",
+    "matmul": "an operation: a product of two activations (q @ k^T, attention @ v; no stored weight)",
+    "add": "an operation: the sum of two tensors (a residual addition `out += identity`, `x + pos_embed`)",
+    "mul": "an operation: the elementwise product of two tensors (a gate, a layer scale)",
+    "norm": "a normalisation: a BatchNorm/LayerNorm/GroupNorm/InstanceNorm module, or F.layer_norm and friends",
+    "activation": "a nonlinearity: a ReLU/GELU/... module, or F.relu, torch.tanh, x.sigmoid() and friends",
+    "softmax": "an operation: softmax or log_softmax (the attention weights)",
+    "pool": "a pooling module, or F.max_pool*d / F.avg_pool*d / F.adaptive_*_pool*d",
+    "other": "any other leaf module (Dropout, Embedding, a custom leaf)",
+}
+#: Injection points of these kinds hold a product with stored weights: where read-out (weight) noise acts.
 LAYER_KINDS = ("conv", "linear")
+#: Injection points of these kinds are multiply-accumulates: where per-product (MAC) noise acts. A matmul of two
+#: activations is one too, its MAC noise the same formula with both operands as inputs.
+MAC_KINDS = LAYER_KINDS + ("matmul",)
+#: Which injection points a run's model has (``points`` of a run config): ``modules``, the input and the output of
+#: every leaf module call (the paper's, the default); ``operations``, those and every operation of
+#: :data:`POINT_KINDS` inside a ``forward`` (:mod:`walking_noise.operations`); or a comma-separated list of kinds,
+#: the input and the points of those kinds among the operation-level points (``matmul,softmax``).
+POINT_SETS = ("modules", "operations")
+
+
+def check_points(value: object) -> str:
+    """``value`` as a valid point set (:data:`POINT_SETS`, or kinds of :data:`POINT_KINDS` as a comma-separated
+    string or a list), in one canonical spelling: a list of kinds is sorted in table order and joined by commas, so
+    that equal selections are one run identity. Else a ``ValueError`` naming the choices."""
+    if value in POINT_SETS:
+        return str(value)
+    kinds = [k.strip() for k in value.split(",")] if isinstance(value, str) else value
+    choices = [k for k in POINT_KINDS if k != "input"]
+    if not isinstance(kinds, (list, tuple)) or not kinds or any(k not in choices for k in kinds):
+        raise ValueError(f"unknown points {value!r}: give {' or '.join(POINT_SETS)}, or injection point kinds to "
+                         f"keep (a comma-separated list, the input is always point 0) out of {', '.join(choices)}")
+    return ",".join(k for k in choices if k in kinds)
+
+
+def selected_kinds(points: str) -> frozenset[str] | None:
+    """The point kinds a canonical point set keeps (None: every kind of its discovery)."""
+    return None if points in POINT_SETS else frozenset(points.split(",")) | {"input"}
 
 
 @dataclass(frozen=True)
@@ -83,8 +130,8 @@ SITES: dict[str, NoiseSite] = {site.name: site for site in (
     # the MAC site draws the sum over a layer's fan-in of per-product noise in closed form, y_j + N(0, s^2 sum_i
     # (w_ji x_i)^2): exact for Gaussian products only (a sum of uniform products is not uniform)
     NoiseSite("mac", "noise of each product of a multiply-accumulate, drawn as its exact Gaussian sum per output "
-              "element and forward pass", tag_offset=4, marker="D", color="tab:brown", kinds=LAYER_KINDS,
-              points="Linear/Conv points", in_layer=True, distributions=("gaussian",)),
+              "element and forward pass", tag_offset=4, marker="D", color="tab:brown", kinds=MAC_KINDS,
+              points="Linear/Conv points and matmuls", in_layer=True, distributions=("gaussian",)),
 )}
 
 DISTRIBUTIONS: dict[str, NoiseDistribution] = {d.name: d for d in (

@@ -31,7 +31,7 @@ from torch import nn
 
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
-from walking_noise.models import build_model, clamp_weights, weight_magnitudes
+from walking_noise.models import clamp_weights, run_model, weight_magnitudes
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.noise import EVAL, TRAIN, NoiseStream, configure_noise
 from walking_noise.files import atomic_write
@@ -246,7 +246,7 @@ def load_checkpoint(path: str | os.PathLike, dataset: DatasetSplits | None = Non
     saved = torch.load(path, map_location="cpu", weights_only=False)
     cfg = RunConfig.from_dict(saved["config"])
     data = dataset if dataset is not None else load_run_dataset(cfg)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs)
+    model = run_model(cfg, data.input_shape, data.num_classes)
     model.load_state_dict(saved["state_dict"])
     return model, cfg
 
@@ -508,8 +508,7 @@ def train_run(cfg: RunConfig, data: DatasetSplits | None = None, log_epochs: boo
     if data is None:
         data = load_run_dataset(cfg, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm,
-                        cfg.model_kwargs).to(device)
+    model = run_model(cfg, data.input_shape, data.num_classes).to(device)
     active = configure_noise(model, cfg.noise)
     results, _ = fit_members(SingleModel(model), [cfg], data, [active], engine="single", started=started,
                              log_epochs=log_epochs)

@@ -127,7 +127,10 @@ _SAID_ONE_MODEL: set[str] = set()
 def auto_members(cfg: RunConfig) -> int:
     """Members per batch: packing pays for the FC models on CPU and for every registered model on a GPU
     (``benchmarks/batched_throughput.py``; the registry's ``packs_on_cpu``); grouped convolutions on CPU are slower
-    than separate ones. A model outside the registry is not packed: it trains on the one-model path (said once)."""
+    than separate ones. A model outside the registry is not packed: it trains on the one-model path (said once), and
+    so do operation points (``points: operations``: :func:`walking_noise.batched.packable` is the one rule): the
+    registered models are ``nn.Sequential``s, whose operation points are their module points, so they pack either
+    way."""
     from walking_noise.training import resolve_device
 
     if is_foreign(cfg.model):
@@ -252,7 +255,7 @@ def _train_once_evaluate_many(unit: list[Run], study: str, started: str) -> list
     config's noise on them (with the draws that config's own run makes at those epochs)."""
     from dataclasses import replace
 
-    from walking_noise.batched import clean_config, evaluate_snapshots, train_members
+    from walking_noise.batched import clean_config, evaluate_snapshots
     from walking_noise.training import final_accuracy, final_epochs
 
     cfgs = [run.config for run in unit]
@@ -263,8 +266,7 @@ def _train_once_evaluate_many(unit: list[Run], study: str, started: str) -> list
     groups = [[c] for c in clean] if is_foreign(cfgs[0].model) else [clean]  # a foreign model is not packed
     by_seed = {}
     for group in groups:
-        results, net, snapshots = train_members(group, data, keep_last=final_epochs(epochs))
-        by_seed.update({c.seed: (r, snap, net.template) for c, r, snap in zip(group, results, snapshots)})
+        by_seed.update(_clean_training(group, data, final_epochs(epochs)))
     docs = []
     for run in unit:
         cfg = run.config
@@ -277,6 +279,28 @@ def _train_once_evaluate_many(unit: list[Run], study: str, started: str) -> list
                              "evaluated_epochs": list(range(first + 1, epochs + 1))})
         docs.append(run_document(run, study, COMPLETED, result, started))
     return docs
+
+
+#: Clean trainings a worker keeps for the next inference-only unit of the same clean configs (an adaptive search
+#: asks for its levels round by round, each round one unit per seed): at most this many groups, oldest dropped.
+CLEAN_TRAININGS_KEPT = 8
+
+
+def _clean_training(group: list[RunConfig], data: Any, keep_last: int) -> dict[int, tuple[Any, list[dict], Any]]:
+    """``{seed: (result, state dicts of the last keep_last epochs, architecture)}`` of the clean configs ``group``
+    trained together, kept in this worker (``WORKER["clean"]``, by their config hashes) so that the next round of
+    an adaptive search evaluates the same models without training them again. Training is deterministic for a
+    config, so a kept training is the one a new training would give."""
+    from walking_noise.batched import train_members
+
+    key = (tuple(Run.from_config(c).hash for c in group), keep_last)
+    kept = WORKER.setdefault("clean", {})
+    if key not in kept:
+        results, net, snapshots = train_members(group, data, keep_last=keep_last)
+        kept[key] = {c.seed: (r, snap, net.template) for c, r, snap in zip(group, results, snapshots)}
+        while len(kept) > CLEAN_TRAININGS_KEPT:
+            kept.pop(next(iter(kept)))
+    return kept[key]
 
 
 def bundled_study(study: Study, members: int | None = None) -> dict[str, Any]:

@@ -205,8 +205,8 @@ def learnable_points(runs: pd.DataFrame) -> dict[int, tuple[int, str]]:
             out, ordinal = {}, 0
             for r in table:
                 # kind: conv/linear (tables stored before kinds existed: the paper's short names)
-                if r.get("parameters", 0) and r.get("kind", {"Conv": "conv", "FC": "linear"}.get(r.get("name"))) in (
-                        "conv", "linear"):
+                if r.get("parameters", 0) and "op" not in r and r.get(  # modules: Table II's layers
+                        "kind", {"Conv": "conv", "FC": "linear"}.get(r.get("name"))) in ("conv", "linear"):
                     ordinal += 1
                     out[int(r["index"])] = (ordinal, str(r["name"]))
             return out
