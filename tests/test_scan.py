@@ -32,7 +32,7 @@ def checkpoint(tmp_path_factory):
 def test_the_command_writes_the_table_ranking_figure_and_export_and_resumes(checkpoint, tmp_path, capsys):
     out = tmp_path / "scan"
     argv = ["sensitivity", "--model", "mlp", "--batchnorm", "--weights", str(checkpoint), "--dataset", "mnist_5k",
-            "--sites", "activation,weight", "--points", "1,4", "--draws", "2", "--target", "0.1", "--max-test", "200",
+            "--sites", "activation,weight", "--injection-layers", "1,4", "--draws", "2", "--target", "0.1", "--max-test", "200",
             "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -51,7 +51,7 @@ def test_the_command_writes_the_table_ranking_figure_and_export_and_resumes(chec
 
 
 def test_the_scan_runs_as_a_study_through_walking_noise_run(checkpoint, tmp_path):
-    study = write_scan("mlp", checkpoint, "mnist_5k", tmp_path, batchnorm=True, points=[7], draws=2,
+    study = write_scan("mlp", checkpoint, "mnist_5k", tmp_path, batchnorm=True, injection_layers=[7], draws=2,
                        target_rel_err=0.1, max_test=200)
     assert main(["run", str(study), "--store", str(tmp_path / "store"), "--no-progress"]) == 0
     runs = runs_from_store(tmp_path / "store")
@@ -64,7 +64,7 @@ def test_a_scan_resumed_in_parts_measures_what_one_run_measures(checkpoint, tmp_
     from walking_noise.store import LocalStore
     from walking_noise.study import load_study
 
-    study = write_scan("mlp", checkpoint, "mnist_5k", tmp_path, batchnorm=True, points=[1, 4], draws=2,
+    study = write_scan("mlp", checkpoint, "mnist_5k", tmp_path, batchnorm=True, injection_layers=[1, 4], draws=2,
                        target_rel_err=0.1, max_test=200)
     run_campaign(load_study(study), LocalStore(tmp_path / "once"), progress=False)
     parts = LocalStore(tmp_path / "parts")
@@ -76,8 +76,8 @@ def test_a_scan_resumed_in_parts_measures_what_one_run_measures(checkpoint, tmp_
 
 
 @pytest.mark.parametrize("change, says", [
-    ({"sites": ("weight",), "points": [2]}, "injection_layer 2 is not an injection point of mlp"),
-    ({"sites": ("activation",), "modes": ("leave-one-out",), "points": [2]}, "not a point global noise reaches"),
+    ({"sites": ("weight",), "injection_layers": [2]}, "injection_layer 2 is not an injection point of mlp"),
+    ({"sites": ("activation",), "modes": ("leave-one-out",), "injection_layers": [2]}, "not a point global noise reaches"),
     ({"sites": ("gate",)}, "unknown site(s) gate; valid: activation, weight, mac"),
 ])
 def test_a_point_or_site_that_cannot_be_scanned_is_one_line_before_any_evaluation(change, says, checkpoint,
@@ -123,3 +123,24 @@ def test_walking_mu_per_point_agrees_with_the_campaigns_inference_only_evaluatio
         err = max(e for e in (fit.mu_err, fit.mu_err_jackknife) if e is not None)
         assert abs(fit.mu - row["mu"]) <= 3 * np.hypot(err, row["mu_err"]), (row["point"], fit.mu, err, row["mu"])
     torch.testing.assert_close(net.state_dict(), state)  # the campaign path left the weights as they were
+
+
+def test_a_scan_with_operation_points_visits_the_residual_addition(tmp_path):
+    """``points: operations`` reaches the sensitivity path: the scan of a residual CNN walks its ``add`` point,
+    which module points do not have."""
+    import yaml
+
+    from walking_noise.models import build_model
+
+    model = "walking_noise.examples.residual_cnn:residual_cnn"
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(build_model(model, (1, 28, 28), 10, points="operations").model.state_dict(), weights)
+    study = yaml.safe_load(write_scan(model, weights, "mnist_5k", tmp_path, points="operations", draws=2,
+                                      max_test=100).read_text())
+    options = study["walking_activation_additive"]["grid"]["noise.injection_layer"]["options"]
+    ops = build_model(model, (1, 28, 28), 10, points="operations").injection_points
+    names = {p.index: p.label for p in ops}
+    assert study["fixed"]["points"] == "operations" and any("add" in names[i] for i in options)
+    modules = build_model(model, (1, 28, 28), 10).injection_points
+    assert not any("add" in p.label for p in modules)

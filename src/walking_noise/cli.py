@@ -146,7 +146,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                        target_rel_err=args.target, max_runs=args.max_runs, levels=levels,
                        batch_size=args.batch_size, max_test=args.max_test, data_dir=args.data_dir,
                        batchnorm=args.batchnorm, device=args.device,
-                       points=[int(p) for p in _items(args.points)] if args.points else None)
+                       points=args.points, injection_layers=[int(p) for p in _items(args.injection_layers)]
+                       if args.injection_layers else None)
     _print(f"study {study} (runs into {out / 'store'}; an interrupted scan resumes)")
     with logging_redirect_tqdm(loggers=[logging.getLogger("walking_noise")]):
         table = run_scan(study, out, workers=args.workers, progress=not args.no_progress)
@@ -269,8 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", default="additive", help="comma-separated: additive, multiplicative")
     p.add_argument("--modes", default="walking", help="comma-separated: walking (one point noisy), leave-one-out "
                                                       "(all but one), global (all)")
-    p.add_argument("--points", default=None, help="comma-separated injection points (default: every one the site "
-                                                  "can take)")
+    p.add_argument("--points", default=RunConfig.points, metavar="POINTS",
+                   help="the injection points: modules (the paper's), operations (also residual additions, "
+                        "attention's matmuls and softmax, functional activations), or point kinds, e.g. matmul,add")
+    p.add_argument("--injection-layers", default=None, help="comma-separated point indices to scan (default: every "
+                                                            "one the site can take; `walking-noise layers` lists them)")
     p.add_argument("--draws", type=int, default=5, help="independent noise draws per level at most (the repeats)")
     p.add_argument("--target", type=float, default=0.05, help="target relative error of mu per point")
     p.add_argument("--max-runs", type=int, default=100, help="evaluations per point at most")

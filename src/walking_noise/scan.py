@@ -106,12 +106,15 @@ def write_scan(model: str, weights: str | Path, dataset: str, out: str | Path, *
                kinds: Sequence[str] = ("additive",), modes: Sequence[str] = ("walking",), draws: int = 5,
                target_rel_err: float = 0.05, max_runs: int = 100, levels: tuple[float, float] | None = None,
                batch_size: int | None = None, max_test: int | None = None, data_dir: str | None = None,
-               batchnorm: bool = False, device: str = "cpu", points: Sequence[int] | None = None) -> Path:
+               batchnorm: bool = False, device: str = "cpu", points: str = "modules",
+               injection_layers: Sequence[int] | None = None) -> Path:
     """Check the inputs and write the scan's study YAML to ``out/sensitivity.yaml``; return its path.
 
     ``sites`` (activation, weight, mac), ``kinds`` (additive, multiplicative) and ``modes`` (walking,
     leave-one-out, global) span the searches, each over ``draws`` noise draws to mu_err / mu <= ``target_rel_err``
-    (at most ``max_runs`` runs); ``levels`` the starting noise range; ``points`` only these injection points.
+    (at most ``max_runs`` runs); ``levels`` the starting noise range; ``points`` the model's injection points
+    (``modules``, ``operations`` or point kinds, :data:`walking_noise.sites.POINT_SETS`); ``injection_layers`` only
+    these of them (indices).
     """
     out = Path(out).resolve()
     for name, given, valid in (("site", sites, SITES), ("kind", kinds, RANGES), ("mode", modes, MODES)):
@@ -126,6 +129,8 @@ def write_scan(model: str, weights: str | Path, dataset: str, out: str | Path, *
             base[key] = value
     if batchnorm:
         base["batchnorm"] = True
+    if points != "modules":
+        base["points"] = points
     first = study_run({**_nested(base), "noise": {"kind": "none", "phase": "inference"}}).config
     net = check_inputs(first).net
     blocks: dict[str, dict[str, Any]] = {}
@@ -134,13 +139,14 @@ def write_scan(model: str, weights: str | Path, dataset: str, out: str | Path, *
             placement = MODES[mode]
             for site in sites:
                 chosen = scan_points(net, site, placement)
-                if points is not None and chosen != [None]:
-                    for p in points:  # a point the site cannot take, or leave-one-out cannot leave clean
+                if injection_layers is not None and chosen != [None]:
+                    for p in injection_layers:  # a point the site cannot take, or leave-one-out cannot leave clean
                         noisy_points(net.injection_points, SITES[site], placement, p, model)
-                    chosen = [p for p in chosen if p in points]
+                    chosen = [p for p in chosen if p in injection_layers]
                 if not chosen:
                     raise ValueError(f"the {site} site has no point to scan in {model}"
-                                     + (f" among points {list(points)}" if points is not None else "")
+                                     + (f" among points {list(injection_layers)}" if injection_layers is not None
+                                        else "")
                                      + f"; it exists at {SITES[site].points}")
                 fixed = {"noise.kind": kind, "noise.site": site, "noise.placement": placement,
                          **_adaptive(kind, draws, target_rel_err, max_runs, levels)}
