@@ -370,11 +370,13 @@ def test_the_combination_table_states_the_envelope_of_converged_fits_and_where_t
     from walking_noise.report.gap import combination_markdown
 
     def row(mu, converged=True):
-        return {"batchnorm": False, "epochs": 100, "grid": "authors", "finished": True, "runs": 105, "levels": 21,
+        return {"model": "mlp", "noise.kind": "multiplicative", "batchnorm": False, "epochs": 100, "grid": "authors", "finished": True, "runs": 105, "levels": 21,
                 "seeds": 5, "axis": "linear", "weights": "floored (default)", "plateaus": "fitted",
                 "converged": converged, "chi2_red": 1.0, "paper_mu": 0.942, "mu_fit": mu, "lo68_fit": mu - 0.01,
                 "hi68_fit": mu + 0.01, "flag_fit": ""}
     text = combination_markdown(pd.DataFrame([row(0.90), row(0.92), row(5.0, converged=False)]))
-    assert "mu = 0.9 .. 0.92 over 2 converged combinations" in text
-    assert "lies outside it" in text and "-4.5 % .. -2.3 %" in text
-    assert "lies inside it" in combination_markdown(pd.DataFrame([row(0.93), row(0.95)]))
+    assert "envelope (converged): mu = 0.9 .. 0.92 over 2 combinations" in text
+    assert "paper's value outside" in text and "-4.5 % .. -2.3 %" in text
+    assert "paper's value inside" in combination_markdown(pd.DataFrame([row(0.93), row(0.95)]))
+    bad = pd.DataFrame([row(0.90), {**row(0.95), "chi2_red": 50.0}])
+    assert "(with chi2_red <= 3): mu = 0.9 .. 0.9 over 1" in combination_markdown(bad)

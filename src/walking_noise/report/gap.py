@@ -109,9 +109,11 @@ def combination_table(df: pd.DataFrame, study: Any, kind: str = "multiplicative"
                       model: str = "mlp") -> pd.DataFrame:
     """mu of ``model``'s ``kind`` cells at their longest autograd training under every combination of grid, fit
     axis, level weights and plateaus: one row each, with the 68 % interval and whether the fit converged. A log10
-    fit leaves out the runs at s = 0 (the fit says so in its notes)."""
+    fit leaves out the runs at s = 0 (the fit says so in its notes). Empty where the study has no such runs."""
     chosen = [(g, b, r, f) for g, b, r, f in measured_groups(df, study)
               if b["model"] == model and b["noise"]["kind"] == kind and b["noise"]["backward"] == "autograd"]
+    if not chosen:
+        return pd.DataFrame()
     longest = {bool(b["batchnorm"]): max(int(b2["training"]["epochs"]) for _, b2, _, _ in chosen
                                          if bool(b2["batchnorm"]) == bool(b["batchnorm"])) for _, b, _, _ in chosen}
     rows = []
@@ -135,12 +137,12 @@ def combination_table(df: pd.DataFrame, study: Any, kind: str = "multiplicative"
 def combination_markdown(table: pd.DataFrame) -> str:
     """The combination table per cell, and its envelope (the smallest and largest converged mu) beside the
     paper's value."""
-    parts = ["# The multiplicative remainder under every analysis choice\n\n"
-             "One row per grid (adaptive search or the authors' linspace(0, 2, 21)), fit axis (linear, or log10 "
+    parts = ["# Every cell's midpoint under every analysis choice\n\n"
+             "At each cell's longest training, one row per grid (adaptive search or the authors' linspace(0, 2, 21)), fit axis (linear, or log10 "
              "of s > 0), level weights (spreads floored at 2 % of the accuracy range, or Eq. 2 as written) and "
              "plateaus (a_min and delta_a fitted, or held at the lowest and highest level means: the paper's "
              "'maximal and minimal achieved accuracy'). mu ± half its 68 % interval (seed jackknife, Student t).\n"]
-    for (bn, epochs), part in table.groupby(["batchnorm", "epochs"], sort=True):
+    for (model, kind, bn, epochs), part in table.groupby(["model", "noise.kind", "batchnorm", "epochs"], sort=False):
         paper = part["paper_mu"].iloc[0]
         body = [[r["grid"] + ("" if r["finished"] else " (unfinished)"), f"{r['runs']} / {r['levels']} / "
                  f"{r['seeds']}", r["axis"], r["weights"], r["plateaus"],
@@ -148,13 +150,10 @@ def combination_markdown(table: pd.DataFrame) -> str:
                  f"{r['chi2_red']:.2g}" if r["converged"] and r["chi2_red"] is not None else "",
                  f"{100 * (r['mu_fit'] / paper - 1):+.1f} %" if r["converged"] and paper else ""]
                 for _, r in part.iterrows()]
-        ok = part[part["converged"]]
-        envelope = (f"envelope: mu = {ok['mu_fit'].min():.3g} .. {ok['mu_fit'].max():.3g} over {len(ok)} converged "
-                    f"combinations ({100 * (ok['mu_fit'].min() / paper - 1):+.1f} % .. "
-                    f"{100 * (ok['mu_fit'].max() / paper - 1):+.1f} % of the paper's {paper:g}); "
-                    + ("the paper's value lies inside it" if ok["mu_fit"].min() <= paper <= ok["mu_fit"].max()
-                       else "the paper's value lies outside it")) if len(ok) and paper else "no converged fit"
-        parts.append(f"\n## MLP, multiplicative {'w/t' if bn else 'w/o'} BN, {epochs} epochs\n\n{envelope}.\n\n"
+        envelope = "; ".join(_envelope(part[part["converged"] & (part["chi2_red"].astype(float) <= limit)], paper,
+                                       what) for limit, what in ((np.inf, "converged"),
+                                                                 (GOOD_CHI2_RED, f"with chi2_red <= {GOOD_CHI2_RED:g}")))
+        parts.append(f"\n## {display_model(model)}, {kind} {'w/t' if bn else 'w/o'} BN, {epochs} epochs\n\n{envelope}.\n\n"
                      + markdown_table(["grid", "runs / levels / seeds", "axis", "weights", "plateaus", "mu",
                                        "chi2_red", "vs paper"], body) + "\n")
     return "".join(parts)
@@ -393,10 +392,27 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
     return save_figure(fig, out_dir / name)
 
 
+#: The chi2_red up to which a combination's fit counts as describing its curve, for the narrower envelope.
+GOOD_CHI2_RED = 3.0
+
+
+def _envelope(ok: pd.DataFrame, paper: float | None, what: str) -> str:
+    """``envelope (converged): mu = a .. b over n (x % .. y % of the paper's p), the paper inside/outside``."""
+    if ok.empty or not paper:
+        return f"no {what} fit"
+    low, high = float(ok["mu_fit"].min()), float(ok["mu_fit"].max())
+    return (f"envelope ({what}): mu = {low:.3g} .. {high:.3g} over {len(ok)} combinations "
+            f"({100 * (low / paper - 1):+.1f} % .. {100 * (high / paper - 1):+.1f} % of the paper's {paper:g}), the "
+            f"paper's value {'inside' if low <= paper <= high else 'outside'}")
+
+
 def _combination_outputs(df: pd.DataFrame, study: Any, out_dir: Path) -> list[Path]:
-    table = combination_table(df, study)
-    if table.empty:
+    tables = [combination_table(df, study, kind=kind, model=model) for model in ("mlp", "lenet5")
+              for kind in ("multiplicative", "additive")]
+    tables = [t for t in tables if not t.empty]
+    if not tables:
         return []
+    table = pd.concat(tables, ignore_index=True)
     return [write_csv(table, out_dir / "gap_combinations.csv"),
             write_text(combination_markdown(table), out_dir / "gap_combinations.md")]
 
