@@ -356,12 +356,21 @@ def format_pm(mu: float | None, err: float | None) -> str:
         return ""
     if err is None or not np.isfinite(err) or err <= 0:
         return f"{mu:.3g}"
-    if mu != 0 and (abs(mu) >= 1e5 or abs(mu) < 1e-3):
-        exp = int(math.floor(math.log10(abs(mu))))
-        scale = 10.0 ** exp
-        return f"({format_pm(mu / scale, err / scale)})e{exp}"
+    if _needs_exponent(mu):
+        return _with_exponent(format_pm, mu, err)
     decimals = max(0, 1 - int(math.floor(math.log10(err))))
     return f"{mu:.{decimals}f} ± {err:.{decimals}f}"
+
+
+def _needs_exponent(mu: float) -> bool:
+    return mu != 0 and (abs(mu) >= 1e5 or abs(mu) < 1e-3)
+
+
+def _with_exponent(fmt: Any, mu: float, *errors: float) -> str:
+    """``(1.23 ± 0.04)e7``: ``fmt`` applied to mu and its errors scaled by mu's power of ten."""
+    exp = int(math.floor(math.log10(abs(mu))))
+    scale = 10.0**exp
+    return f"({fmt(mu / scale, *(e / scale for e in errors))})e{exp}"
 
 
 def format_interval(mu: float | None, lo: float | None, hi: float | None, axis: str = "linear",
@@ -388,10 +397,8 @@ def _format_asymmetric(mu: float, up: float, down: float) -> str:
     small = min(up, down)
     if not small > 0:
         return f"{mu:.3g}"
-    if mu != 0 and (abs(mu) >= 1e5 or abs(mu) < 1e-3):
-        exp = int(math.floor(math.log10(abs(mu))))
-        scale = 10.0**exp
-        return f"({_format_asymmetric(mu / scale, up / scale, down / scale)})e{exp}"
+    if _needs_exponent(mu):
+        return _with_exponent(_format_asymmetric, mu, up, down)
     decimals = max(0, 1 - int(math.floor(math.log10(small))))
     return f"{mu:.{decimals}f} +{up:.{decimals}f}/-{down:.{decimals}f}"
 
