@@ -184,7 +184,7 @@ def test_the_page_says_what_a_reader_needs_first(report: Path, page: dict) -> No
     assert "| 10 | 10 | 0 | 5 (0.01 to 10) | 2 |" in counts
     # Fig. 1 has its fit parameters beside it, taken from the Table I CSV
     fig1 = text.split("## Fig. 1")[1].split("\n## ")[0]
-    assert "**Fit parameters**" in fig1 and "mu ± err" in fig1 and "table1_global_mu.csv" in fig1
+    assert "**Fit parameters**" in fig1 and "mu (68 %)" in fig1 and "table1_global_mu.csv" in fig1
 
 
 def markdown_items(text: str) -> list[str]:

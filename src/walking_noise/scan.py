@@ -15,7 +15,6 @@ at a point that cannot take it, a model output that is not finite without noise.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
