@@ -14,6 +14,8 @@ from walking_noise.config import RunConfig
 from walking_noise.fit import fit_midpoint
 from walking_noise.results import runs_from_store
 from walking_noise.scan import sensitivity, write_scan
+from walking_noise.sensitivity import trained_network
+from walking_noise.sites import SITES
 from walking_noise.training import load_checkpoint, load_run_dataset, train_run
 
 MAX_TEST = 500
@@ -137,10 +139,20 @@ def test_a_scan_with_operation_points_visits_the_residual_addition(tmp_path):
     torch.manual_seed(0)
     torch.save(build_model(model, (1, 28, 28), 10, points="operations").model.state_dict(), weights)
     study = yaml.safe_load(write_scan(model, weights, "mnist_5k", tmp_path, points="operations", draws=2,
-                                      max_test=100).read_text())
+                                      max_test=100, sites=("activation", "weight")).read_text())
     options = study["walking_activation_additive"]["grid"]["noise.injection_layer"]["options"]
     ops = build_model(model, (1, 28, 28), 10, points="operations").injection_points
     names = {p.index: p.label for p in ops}
     assert study["fixed"]["points"] == "operations" and any("add" in names[i] for i in options)
     modules = build_model(model, (1, 28, 28), 10).injection_points
     assert not any("add" in p.label for p in modules)
+    # the scan enumerates the operation points themselves, not the module list's indices (which differ)
+    assert options == [p.index for p in ops]
+    weight = study["walking_weight_additive"]["grid"]["noise.injection_layer"]["options"]
+    assert weight == [p.index for p in ops if SITES["weight"].acts_at(p.kind)]
+    assert [p.index for p in modules if SITES["weight"].acts_at(p.kind)] != weight
+    # and the evaluated network has the operation points (a run's config names them)
+    cfg = RunConfig.from_dict({"model": model, "dataset": "mnist_5k", "weights": str(weights), "points": "operations",
+                               "noise": {"kind": "none", "phase": "inference"}})
+    net = trained_network(cfg, load_run_dataset(cfg, torch.device("cpu")))
+    assert [p.label for p in net.injection_points] == [p.label for p in ops]

@@ -137,7 +137,8 @@ def trained_network(cfg: RunConfig, data: DatasetSplits) -> NoisyNetwork:
     if found != cfg.weights_sha256:
         raise ValueError(f"weights file {cfg.weights} has changed since the run was configured (sha256 {found[:12]}, "
                          f"configured {str(cfg.weights_sha256)[:12]}): configure the runs again (a new study load)")
-    net = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs)
+    net = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs,
+                      cfg.points)
     load_weights(net.model, cfg.weights)
     with torch.no_grad():
         logits = net.eval()(data.test_x[:1])
