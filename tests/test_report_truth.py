@@ -380,3 +380,19 @@ def test_the_combination_table_states_the_envelope_of_converged_fits_and_where_t
     assert "paper's value inside" in combination_markdown(pd.DataFrame([row(0.93), row(0.95)]))
     bad = pd.DataFrame([row(0.90), {**row(0.95), "chi2_red": 50.0}])
     assert "(with chi2_red <= 3): mu = 0.9 .. 0.9 over 1" in combination_markdown(bad)
+
+
+def test_a_far_lower_bound_is_drawn_at_the_top_not_where_it_squeezes_the_midpoints():
+    """A bound of 3e11 beside midpoints near 1 (a ResNet's last addition) is drawn at BOUND_CLIP x the highest
+    fitted interval, with its value written beside it; the axis keeps the midpoints readable."""
+    from walking_noise.report.common import new_figure
+    from walking_noise.report.walking import BOUND_CLIP, CurveMarks, PointMark, WalkingMarks, _draw_walking_marks
+
+    fits = [PointMark(x, y, "fit", lo=0.8 * y, hi=1.2 * y) for x, y in ((0.0, 1.0), (1.0, 2.0), (3.0, 1.5))]
+    marks = WalkingMarks([CurveMarks("inference", "tab:blue", "o", "-",
+                                     fits[:2] + [PointMark(2.0, 3.16e11, "lower_bound", segment=1)] + fits[2:])])
+    ax = new_figure().subplots()
+    _draw_walking_marks(ax, marks)
+    ax.set_yscale("log")
+    assert ax.get_ylim()[1] < 10 * BOUND_CLIP * 2.4
+    assert any(t.get_text() == "> 3e+11" for t in ax.texts)

@@ -440,8 +440,10 @@ def new_figure(width: float = 6.4, height: float = 4.2) -> Figure:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
+    """Save at 110 dpi, the canvas grown to hold every artist: a legend below a wide panel can be wider than the
+    figure (Fig. 2 of a 33-point model cut its notes off at both sides)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.08)
     return path
 
 
