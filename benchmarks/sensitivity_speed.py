@@ -61,7 +61,7 @@ def train(model: str, folder: Path) -> Path:
 
 def engine_scan(model: str, weights: Path, folder: Path, max_test: int, points: list[int]) -> tuple[float, dict, int]:
     """Seconds, {point: (mu, err)} and runs of the adaptive scan (report not timed)."""
-    study = write_scan(model, weights, "mnist_5k", folder, max_test=max_test, points=points)
+    study = write_scan(model, weights, "mnist_5k", folder, max_test=max_test, injection_layers=points)
     started = time.perf_counter()
     run_campaign(load_study(study), LocalStore(folder / "store"), progress=False)
     seconds = time.perf_counter() - started
