@@ -57,10 +57,10 @@ def main(path: str = "results/mnist/gap/runs.csv", out: str | None = None,
             fit = fit_series(Series({}, rescored(runs, definition)), axis=axis)
             mu = fit.mu if fit.converged else np.nan
             base_mu = mu if base_mu is None else base_mu
-            inside = "inside" if fit.converged and fit.mu_lo95 <= paper <= fit.mu_hi95 else "outside"
+            inside = "inside" if paper and fit.converged and fit.mu_lo95 <= paper <= fit.mu_hi95 else "outside"
             rows.append([f"{kind} {'w/t' if bn else 'w/o'} BN", name, format_fit(fit), f"{mu / base_mu:.4f}",
-                         f"{100 * (mu / paper - 1):+.1f} % (paper {inside} 95 %)" if paper else "", f"{paper:g}",
-                         str(len(runs))])
+                         f"{100 * (mu / paper - 1):+.1f} % (paper {inside} 95 %)" if paper else "",
+                         f"{paper:g}" if paper else "", str(len(runs))])
     text = ("# Which accuracy: mu of the 100-epoch MLP cells under other readings of a run's final accuracy\n\n"
             f"From `{path}` (the runs of the cells' adaptive searches, `{study}`) by "
             "`analysis/gap_accuracy_definition_check.py`; fit axis log10 (additive) / linear (multiplicative), the "

@@ -48,7 +48,7 @@ from torch import nn
 from walking_noise.config import RunConfig
 from walking_noise.data import DatasetSplits
 from walking_noise.files import file_sha256
-from walking_noise.models import build_model, weight_magnitudes
+from walking_noise.models import run_model, weight_magnitudes
 from walking_noise.noise import EVAL, NoiseInjection, NoiseStream, configure_noise
 from walking_noise.points import NoisyNetwork, layer_table
 from walking_noise.training import (
@@ -137,8 +137,7 @@ def trained_network(cfg: RunConfig, data: DatasetSplits) -> NoisyNetwork:
     if found != cfg.weights_sha256:
         raise ValueError(f"weights file {cfg.weights} has changed since the run was configured (sha256 {found[:12]}, "
                          f"configured {str(cfg.weights_sha256)[:12]}): configure the runs again (a new study load)")
-    net = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.model_kwargs,
-                      cfg.points)
+    net = run_model(cfg, data.input_shape, data.num_classes)
     load_weights(net.model, cfg.weights)
     with torch.no_grad():
         logits = net.eval()(data.test_x[:1])
