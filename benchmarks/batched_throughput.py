@@ -3,11 +3,17 @@
     .venv/bin/python benchmarks/batched_throughput.py [--threads 2] [--quick] [--device cuda] [--members 1,8,128]
         [--no-twin]
 
-Rows, for the MLP on MNIST-sized input (1x28x28, real mnist_5k digits) and LeNet-5 on CIFAR-sized input (3x32x32,
-random tensors: throughput does not depend on pixel values), all with BatchNorm and global additive noise:
+Rows, for the MLP on MNIST-sized input (1x28x28, real mnist_5k digits), LeNet-5 on CIFAR-sized input (3x32x32) and
+CNN-S on speech-sized MFCCs (1x49x10; random tensors for both: throughput does not depend on the values), all with
+BatchNorm and global additive noise:
 - ``dataloader``: the one-model loop as a plain SEML experiment runs it (torch DataLoader over a TensorDataset);
 - ``tensor``: the one-model path of ``training.train_run`` (data as tensors, no DataLoader);
-- ``batched K``: ``batched.train_members`` with K members.
+- ``batched K``: ``batched.train_members`` with K members (seeds 0..K-1), convolutions computed by the method
+  measured fastest per layer (``batched.choose_conv_method``; the choices and their timings are printed at the end);
+- conv models also ``batched K, grouped conv``: the same with every packed convolution grouped over members (the
+  engine before the measured choice), and ``batched K, one seed, walking``: a walking campaign's pack (one seed, each
+  member noisy at its own point after the input), whose members read one input tensor, so the first convolution
+  computes them all at once;
 - ``batched K, torch twin noise``: the same with the noise drawn by the torch twin of ``walking_noise.gaussian``
   instead of its compiled generator (what the compiled generator is worth; ``--no-twin`` skips these rows).
 Throughput is trained member-samples per second, per epoch with its evaluation and in the training loop alone
@@ -28,8 +34,8 @@ import torch
 from torch import nn
 
 from walking_noise import gaussian
-from walking_noise.batched import train_members
-from walking_noise.config import RunConfig
+from walking_noise.batched import CONV_METHOD_ENV, CONV_CHOICES, train_members
+from walking_noise.config import NoiseConfig, RunConfig
 from walking_noise.data import DatasetSplits, load_dataset
 from walking_noise.models import build_model
 from walking_noise.noise import configure_noise
@@ -123,12 +129,18 @@ def timed(fn, repeats: int = 2) -> tuple[float, float]:
     return best
 
 
-def cifar_sized(n: int, n_test: int) -> DatasetSplits:
+def random_sized(name: str, shape: tuple[int, ...], classes: int, n: int, n_test: int) -> DatasetSplits:
+    """Random tensors shaped like ``name``'s samples: throughput does not depend on the values."""
     g = torch.Generator().manual_seed(0)
-    return DatasetSplits(name="cifar10", train_x=torch.randn(n, 3, 32, 32, generator=g),
-                         train_y=torch.randint(0, 10, (n,), generator=g), test_x=torch.randn(n_test, 3, 32, 32),
-                         test_y=torch.randint(0, 10, (n_test,)), num_classes=10, input_shape=(3, 32, 32),
-                         class_weights=None, preprocessing={}, augment=None)
+    return DatasetSplits(name=name, train_x=torch.randn(n, *shape, generator=g),
+                         train_y=torch.randint(0, classes, (n,), generator=g),
+                         test_x=torch.randn(n_test, *shape, generator=g),
+                         test_y=torch.randint(0, classes, (n_test,), generator=g), num_classes=classes,
+                         input_shape=shape, class_weights=None, preprocessing={}, augment=None)
+
+
+def cifar_sized(n: int, n_test: int) -> DatasetSplits:
+    return random_sized("cifar10", (3, 32, 32), 10, n, n_test)
 
 
 def main() -> None:
@@ -140,7 +152,8 @@ def main() -> None:
                         help="comma-separated K values for both models, e.g. 1,8,32,128,512 (default: 1,8,32,128 "
                              "for the MLP, 1,8,32 for LeNet-5)")
     parser.add_argument("--members-mlp", default=None, help="K values for the MLP alone")
-    parser.add_argument("--members-conv", default=None, help="K values for LeNet-5 alone")
+    parser.add_argument("--members-conv", default=None, help="K values for LeNet-5 and CNN-S alone")
+    parser.add_argument("--models", default="mlp,lenet5,cnn_s", help="comma-separated subset of mlp,lenet5,cnn_s")
     parser.add_argument("--no-twin", action="store_true",
                         help="skip the torch-twin noise rows (on the CPU they take most of the run's time; "
                              "benchmarks/generator_rate.py gives the generator's own rates)")
@@ -157,7 +170,10 @@ def main() -> None:
     suites = [("mlp", load_dataset("mnist_5k"),
                ks(args.members_mlp) or ks(args.members) or ((1, 8, 32) if args.quick else (1, 8, 32, 128))),
               ("lenet5", cifar_sized(2000 if args.quick else 4000, 1000),
+               ks(args.members_conv) or ks(args.members) or ((1, 8) if args.quick else (1, 8, 32))),
+              ("cnn_s", random_sized("speech_commands", (1, 49, 10), 12, 1000 if args.quick else 2000, 500),
                ks(args.members_conv) or ks(args.members) or ((1, 8) if args.quick else (1, 8, 32)))]
+    suites = [suite for suite in suites if suite[0] in args.models.split(",")]
     for model_name, host_data, ks in suites:
         data = move_dataset(host_data, device) if device.type != "cpu" else host_data
 
@@ -165,7 +181,15 @@ def main() -> None:
             return RunConfig.from_dict({"dataset": data.name, "model": model_name, "batchnorm": True,
                                         "seed": seed, "device": args.device, "training": {"epochs": 1},
                                         "noise": {"kind": "additive", "noise_std": 0.1}})
-        flops = training_flops_per_sample(build_model(model_name, data.input_shape, 10, batchnorm=True),
+        noisy_points = configure_noise(build_model(model_name, data.input_shape, data.num_classes, batchnorm=True),
+                                       NoiseConfig(kind="additive", noise_std=0.1))[1:]  # not the input, not BN
+
+        def walking_cfg(i: int) -> RunConfig:
+            return RunConfig.from_dict({"dataset": data.name, "model": model_name, "batchnorm": True, "seed": 0,
+                                        "device": args.device, "training": {"epochs": 1},
+                                        "noise": {"kind": "additive", "noise_std": 0.1, "placement": "walking",
+                                                  "injection_layer": noisy_points[i % len(noisy_points)]}})
+        flops = training_flops_per_sample(build_model(model_name, data.input_shape, data.num_classes, batchnorm=True),
                                           data.input_shape)
         n = len(data.train_x)
 
@@ -178,6 +202,17 @@ def main() -> None:
         for k in ks:
             configs = [cfg(s) for s in range(k)]
             rows.append((f"batched K={k}", *rates(lambda: train_members(configs, data), k, repeats=1)))
+            if model_name != "mlp" and k > 1:
+                # the packed convolution before it was chosen by measurement: grouped over members
+                os.environ[CONV_METHOD_ENV] = "grouped"
+                rows.append((f"batched K={k}, grouped conv", *rates(lambda: train_members(configs, data), k,
+                                                                    repeats=1)))
+                del os.environ[CONV_METHOD_ENV]
+                # a walking campaign's pack: one seed, each member noisy at its own point after the input, so all
+                # members read one input tensor (the first convolution computes them at once)
+                walking = [walking_cfg(p) for p in range(k)]
+                rows.append((f"batched K={k}, one seed, walking", *rates(lambda: train_members(walking, data), k,
+                                                                         repeats=1)))
         if not args.no_twin:
             configs = [cfg(s) for s in range(ks[-1] if model_name == "mlp" else ks[1])]
             os.environ[gaussian.BACKEND_ENV] = "torch"
@@ -186,10 +221,15 @@ def main() -> None:
             del os.environ[gaussian.BACKEND_ENV]
         base = rows[0][1]
         print(f"\n{model_name} on {data.input_shape}, {n} samples/epoch, {flops / 1e6:.2f} MFLOP/sample trained")
-        print(f"{'path':<30}{'epoch samples/s':>16}{'ratio':>7}{'% peak':>8}{'in-loop samples/s':>19}{'% peak':>8}")
+        print(f"{'path':<36}{'epoch samples/s':>16}{'ratio':>7}{'% peak':>8}{'in-loop samples/s':>19}{'% peak':>8}")
         for name, rate, loop_rate in rows:
-            print(f"{name:<30}{rate:>16.0f}{rate / base:>7.2f}{100 * rate * flops / peak:>7.1f}%"
+            print(f"{name:<36}{rate:>16.0f}{rate / base:>7.2f}{100 * rate * flops / peak:>7.1f}%"
                   f"{loop_rate:>19.0f}{100 * loop_rate * flops / peak:>7.1f}%")
+    if CONV_CHOICES:
+        print("\npacked convolutions, method measured per shape (ms per forward + backward):")
+        for key, (method, timings) in CONV_CHOICES.items():
+            print(f"  input {key[0]}, weight {key[1]}: " + ", ".join(f"{m} {1e3 * t:.1f}" for m, t in timings.items())
+                  + f" -> {method}")
 
 
 if __name__ == "__main__":

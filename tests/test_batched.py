@@ -118,3 +118,31 @@ def test_members_of_one_pack_share_the_noise_distribution(mnist):
     noise = {"kind": "additive", "noise_std": 0.5}
     with pytest.raises(ValueError, match="differ only in seed"):
         train_members([_cfg(noise=noise), _cfg(noise={**noise, "distribution": "uniform"})], mnist)
+
+
+def test_members_with_one_data_order_share_the_first_convolution_and_train_as_alone(tmp_path, monkeypatch):
+    """Same seed, no input noise: the members read one batch tensor and the first convolution computes them all at
+    once from it; each member still trains what it trains alone, with its own noise at its own point."""
+    from walking_noise.batched import PackedConv2d
+
+    data = _speech_like()
+    base = {"dataset": "speech_commands", "model": "cnn_s", "batchnorm": True, "seed": 3}
+    cfgs = [_cfg(**base, noise={"kind": "additive", "noise_std": s, "placement": "walking", "injection_layer": p})
+            for s, p in ((0.5, 2), (1.0, 4), (0.0, 2))]
+    first_inputs = []
+    real = PackedConv2d.conv
+
+    def recording(self, x, *args, **kw):
+        if self.in_channels == 1:
+            first_inputs.append(x.shape[1])
+        return real(self, x, *args, **kw)
+
+    monkeypatch.setattr(PackedConv2d, "conv", recording)
+    results, _, _ = train_members(cfgs, data)
+    assert first_inputs and set(first_inputs) == {1}  # training and evaluation: one shared input channel
+    monkeypatch.undo()
+    for k, cfg in enumerate(cfgs):
+        _, alone = _one_model(cfg, data, tmp_path, f"{k}.pt")
+        assert results[k].val_accuracy == pytest.approx(alone.val_accuracy, abs=0.02)
+        assert results[k].train_loss == pytest.approx(alone.train_loss, rel=1e-3)
+        assert results[k].active_points == alone.active_points

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from walking_noise import batched
+from walking_noise.batched import CONV_METHOD_ENV, CONV_METHODS, SHARED_INPUT_METHODS, PackedConv2d
 from walking_noise.config import NoiseConfig
 from walking_noise.models import build_model
 from walking_noise.noise import EVAL, SITE_NOISE, UNIT_DRAWS, NoiseStream, configure_noise
@@ -162,6 +164,54 @@ def test_a_packed_member_gets_its_one_model_site_noise(site, distribution, model
               for s in (0.1, 0.4, 0.0)]
     assert_members_compute_alone_what_the_pack_computes(members, noises, torch.randn(4, *shape), at=(2, EVAL, 1),
                                                         tol=1e-4)
+
+
+@pytest.mark.parametrize("method", SHARED_INPUT_METHODS)
+@pytest.mark.parametrize("site", ["activation", "weight", "mac"])
+@pytest.mark.parametrize("model_name, shape", [("lenet5", (3, 32, 32)), ("cnn_s", (1, 49, 10))])
+@pytest.mark.parametrize("input_noise", [True, False], ids=["noisy-input", "clean-input"])
+def test_every_packed_conv_method_computes_each_members_own_noisy_network(method, site, model_name, shape,
+                                                                          input_noise, monkeypatch):
+    """Each way of computing a packed convolution, with noise at every site: with activation noise at the input
+    (global) every member's first convolution reads its own input; without (walking at the first conv, or a site
+    inside layers) all members read one input tensor, which ``stacked`` convolves once with the stacked filters and
+    the other methods tile. ``stacked`` exists only for a shared input; own inputs then use the grouped method."""
+    chosen = []
+
+    def choose(layer, x):
+        own = not layer.shared_input(x)
+        chosen.append((layer.in_channels, own))
+        return "grouped" if own and method == "stacked" else method
+
+    monkeypatch.setattr(batched, "choose_conv_method", choose)
+    torch.manual_seed(0)
+    members = [build_model(model_name, shape, 12) for _ in range(3)]
+    where = {} if input_noise else {"placement": "walking", "injection_layer": 1}
+    noises = [NoiseConfig(kind="multiplicative", noise_std=s, site=site, **where) for s in (0.1, 0.4, 0.0)]
+    assert_members_compute_alone_what_the_pack_computes(members, noises, torch.randn(4, *shape), at=(2, EVAL, 1),
+                                                        tol=1e-4)
+    own_inputs = input_noise and site == "activation"  # the weight and MAC sites draw nothing at the input point
+    assert chosen[0] == (shape[0], own_inputs)  # the pack's first conv: its members' own inputs or one shared input
+    assert len(chosen) == 2  # one choice per layer, kept for every later call
+
+
+def test_a_packed_conv_method_is_measured_once_per_shape_and_forced_by_the_environment(monkeypatch):
+    torch.manual_seed(0)
+    conv = PackedConv2d([nn.Conv2d(2, 3, 3) for _ in range(4)])
+    x = torch.randn(5, 8, 9, 9)
+    timings = batched.conv_method_timings(conv, x, repeats=1)
+    assert set(timings) == set(CONV_METHODS) and all(t > 0 for t in timings.values())
+    assert set(batched.conv_method_timings(conv, x[:, :2], repeats=1)) == set(SHARED_INPUT_METHODS)
+    monkeypatch.setattr(batched, "CONV_CHOICES", {})
+    method = batched.choose_conv_method(conv, x)
+    assert method in CONV_METHODS and list(batched.CONV_CHOICES.values())[0][0] == method
+    monkeypatch.setattr(batched, "conv_method_timings", lambda *a, **k: pytest.fail("measured twice"))
+    assert batched.choose_conv_method(conv, x) == method
+    monkeypatch.setenv(CONV_METHOD_ENV, "per_member")
+    assert batched.choose_conv_method(conv, x) == "per_member"
+    monkeypatch.setenv(CONV_METHOD_ENV, "fastest")
+    with pytest.raises(ValueError, match="not one of"):
+        batched.choose_conv_method(conv, x)
 
 
 def test_every_site_and_distribution_of_the_tables_has_its_torch_implementation():

@@ -3,8 +3,9 @@
 Same meaning as :mod:`walking_noise.training` (tested against it): member k starts from exactly the weights the
 one-model path builds for its seed, sees its own data order (the same permutation the one-model path draws), and
 has its own optimiser state, BatchNorm statistics, noise level, injection point, phase and noise draws. The members
-are packed into one network (stacked FC weights multiplied with ``baddbmm``, convolutions grouped over members,
-BatchNorm over members x channels), so a step costs one set of kernel launches for all K members. Adam, the cosine
+are packed into one network (stacked FC weights multiplied with ``baddbmm``, convolutions computed by the method
+measured fastest for the layer's shapes, :func:`choose_conv_method`, BatchNorm over members x channels), so a step
+costs one set of kernel launches for all K members (per member for a convolution where that is faster). Adam, the cosine
 schedule and clamping act elementwise, so on stacked tensors they are exactly K independent optimisers.
 
 Layouts inside the packed network: FC activations are ``(K, B, F)``; conv activations ``(B, K*C, H, W)``.
@@ -13,7 +14,9 @@ Layouts inside the packed network: FC activations are ``(K, B, F)``; conv activa
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -46,6 +49,8 @@ from walking_noise.training import (
     keep_freed_memory,
     resolve_device,
 )
+
+logger = logging.getLogger(__name__)
 
 # Config fields members of one batch may differ in; everything else must be equal.
 MEMBER_FIELDS = ("seed",)
@@ -118,7 +123,80 @@ class PackedLinear(_PackedMap):
         return self.weight[k]
 
 
+#: How a packed convolution can compute its K members from the grouped layout ``(B, K*C, H, W)``: one convolution
+#: grouped over members, the same in the channels-last memory layout (oneDNN's preferred one), or one convolution
+#: per member. They compute the same numbers up to float rounding; their speed depends on the shapes, the device
+#: and the thread count, so :func:`choose_conv_method` measures them.
+CONV_METHODS = ("grouped", "channels_last", "per_member")
+#: A first layer whose members all read one input ``(B, C, H, W)`` (same data order, no input noise; see
+#: :class:`_ToConv`) can also be one dense convolution with the K filter banks stacked (``stacked``); the other
+#: methods then tile the input K times first.
+SHARED_INPUT_METHODS = ("stacked",) + CONV_METHODS
+#: Environment variable that forces one of :data:`CONV_METHODS` for every packed convolution (benchmarks and tests;
+#: a shared input is then tiled, as before the measured choice).
+CONV_METHOD_ENV = "WALKING_NOISE_PACKED_CONV"
+#: Measured choices of this process: key of :func:`_conv_key` -> (method, {method: seconds per step}).
+CONV_CHOICES: dict[tuple, tuple[str, dict[str, float]]] = {}
+
+
+def _conv_key(layer: "PackedConv2d", x: torch.Tensor) -> tuple:
+    return (tuple(x.shape), tuple(layer.weight.shape), layer.K, layer.stride, layer.padding, x.requires_grad,
+            x.device.type, torch.get_num_threads())
+
+
+def conv_method_timings(layer: "PackedConv2d", x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Seconds of one training step of ``layer`` (forward, then backward to the weights and, if ``x`` needs it, to
+    the input) on random tensors of ``x``'s shape, per method (:data:`CONV_METHODS`, or :data:`SHARED_INPUT_METHODS`
+    for a shared input): best of ``repeats`` after a warm-up. A whole step, because the backward passes of grouped
+    convolutions are where they lose on a CPU."""
+    methods = SHARED_INPUT_METHODS if layer.shared_input(x) else CONV_METHODS
+    with torch.enable_grad():
+        xs = torch.randn(x.shape, device=x.device).requires_grad_(x.requires_grad)
+        weight = layer.weight.detach().clone().requires_grad_()
+        bias = layer.bias.detach().clone().requires_grad_()
+        grad = None
+        timings = {}
+        for method in methods:
+            best = math.inf
+            for i in range(repeats + 1):
+                started = time.perf_counter()
+                y = layer.conv(xs, weight, bias, method)
+                grad = torch.randn_like(y) if grad is None else grad
+                y.backward(grad)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                if i:  # the first call is the warm-up (allocations, kernel selection)
+                    best = min(best, time.perf_counter() - started)
+            timings[method] = best
+    return timings
+
+
+def choose_conv_method(layer: "PackedConv2d", x: torch.Tensor) -> str:
+    """The fastest method for ``layer`` on inputs shaped like ``x``, measured once per shape, device and thread count
+    in a process (:data:`CONV_CHOICES`); :data:`CONV_METHOD_ENV` forces one. On a GPU the grouped convolution (cuDNN
+    runs groups in one kernel), unmeasured."""
+    forced = os.environ.get(CONV_METHOD_ENV)
+    if forced:
+        if forced not in CONV_METHODS:
+            raise ValueError(f"{CONV_METHOD_ENV}={forced!r}: not one of {', '.join(CONV_METHODS)}")
+        return forced
+    if x.device.type != "cpu":
+        return "grouped"
+    key = _conv_key(layer, x)
+    if key not in CONV_CHOICES:
+        timings = conv_method_timings(layer, x)
+        method = min(timings, key=timings.__getitem__)
+        CONV_CHOICES[key] = (method, timings)
+        logger.debug("packed conv %s on %s: %s -> %s", tuple(layer.weight.shape), tuple(x.shape),
+                     ", ".join(f"{m} {1e3 * t:.1f} ms" for m, t in timings.items()), method)
+    return CONV_CHOICES[key][0]
+
+
 class PackedConv2d(_PackedMap):
+    """K convolutions in the grouped layout: input ``(B, K*C_in, H, W)`` (or ``(B, C_in, H, W)`` read by every
+    member), output ``(B, K*C_out, H', W')``; how the K convolutions are computed is measured at the first call
+    (:func:`choose_conv_method`)."""
+
     def __init__(self, layers: Sequence[nn.Conv2d]):
         super().__init__()
         self.K = len(layers)
@@ -127,13 +205,41 @@ class PackedConv2d(_PackedMap):
         self.fan_in = first.in_channels * math.prod(first.kernel_size)
         self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]).contiguous())  # (K*out, in, kh, kw)
         self.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]).contiguous())
-        self.out_channels = first.out_channels
+        self.in_channels, self.out_channels = first.in_channels, first.out_channels
+        self.methods: dict[bool, str] = {}  # shared input or not -> method, chosen at the first such call
+
+    def shared_input(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is one input every member reads, ``(B, C_in, H, W)``, rather than the grouped layout."""
+        return x.shape[1] == self.in_channels
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+             method: str | None = None) -> torch.Tensor:
+        """The K members' convolutions of ``x`` with ``weight`` and ``bias`` in the packed layouts, by ``method``
+        (None: the layer's, measured at its first call with this kind of input)."""
+        shared = self.shared_input(x)
+        if method is None:
+            if shared not in self.methods:
+                self.methods[shared] = choose_conv_method(self, x)
+            method = self.methods[shared]
+        if shared:
+            if method == "stacked":  # one dense conv, K*C_out output channels: the grouped output layout
+                return F.conv2d(x, weight, bias, self.stride, self.padding)
+            x = x.repeat(1, self.K, 1, 1)  # member k's channels k*C..(k+1)*C-1, as _ToConv lays them out
+        if method == "per_member":  # split, not sliced: the backward of a split is one concatenation, that of K
+            # slices K zero-filled tensors of the whole input
+            biases = [None] * self.K if bias is None else bias.split(self.out_channels)
+            return torch.cat([F.conv2d(xk, wk, bk, self.stride, self.padding) for xk, wk, bk in
+                              zip(x.split(self.in_channels, dim=1), weight.split(self.out_channels), biases)], dim=1)
+        if method == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+            return F.conv2d(x, weight, bias, self.stride, self.padding, groups=self.K).contiguous()
+        return F.conv2d(x, weight, bias, self.stride, self.padding, groups=self.K)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.K)
+        return self.conv(x, self.weight, self.bias)
 
     def apply(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, weight, None, self.stride, self.padding, groups=self.K)
+        return self.conv(x, weight, None)
 
     def weight_layout(self, z: torch.Tensor) -> torch.Tensor:
         return z.view(self.weight.shape)  # member-major, each member's block in one-model order
@@ -273,10 +379,15 @@ class _PackedPoint(nn.Module):
 
 
 class _ToConv(nn.Module):
-    """(K, B, C, H, W) member-major input -> (B, K*C, H, W) grouped-conv layout."""
+    """(K, B, C, H, W) member-major input -> (B, K*C, H, W) grouped-conv layout; an input every member shares (one
+    tensor expanded over K, as evaluation and same-seed training pass it, with no input noise drawn) stays
+    ``(B, C, H, W)``, and the first convolution may compute all members from it at once (:meth:`PackedConv2d.conv`,
+    method ``stacked``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K, B = x.shape[:2]
+        if K > 1 and x.stride(0) == 0:
+            return x[0]
         return x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
 
 

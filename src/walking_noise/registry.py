@@ -18,9 +18,12 @@ class ModelEntry:
     """A registered architecture.
 
     ``builder``: ``module:function(input_shape, num_classes, batchnorm=...)`` returning an ``nn.Sequential``;
-    ``display``: the name in tables and figures; ``packs_on_cpu``: whether the batched engine packs it on a CPU
-    (grouped convolutions on a CPU are slower than separate ones, ``benchmarks/batched_throughput.py``; on a GPU
-    every registered model packs).
+    ``display``: the name in tables and figures; ``packs_on_cpu``: whether the batched engine packs it on a CPU (the
+    one rule, read by :func:`walking_noise.units.auto_members`; on a GPU every registered model packs). It is set from
+    ``benchmarks/batched_throughput.py --threads 1`` on a 2-core CPU, 2026-12-05: packed LeNet-5 trains at 1.1x one
+    model's member-samples/s with seeds per member and 1.5x for a pack of one seed (walking campaigns), CNN-S at
+    1.04-1.10x, since each packed convolution is computed by the method measured fastest for its shapes
+    (:func:`walking_noise.batched.choose_conv_method`); with every convolution grouped they ran at 0.8x and 1.05x.
     """
 
     name: str
@@ -43,8 +46,8 @@ class DatasetEntry:
 
 MODELS: dict[str, ModelEntry] = {e.name: e for e in (
     ModelEntry("mlp", "walking_noise.models:mlp", "MLP", packs_on_cpu=True),
-    ModelEntry("lenet5", "walking_noise.models:lenet5", "LeNet-5", packs_on_cpu=False),
-    ModelEntry("cnn_s", "walking_noise.models:cnn_s", "CNN-S", packs_on_cpu=False),
+    ModelEntry("lenet5", "walking_noise.models:lenet5", "LeNet-5", packs_on_cpu=True),
+    ModelEntry("cnn_s", "walking_noise.models:cnn_s", "CNN-S", packs_on_cpu=True),
 )}
 
 DATASETS: dict[str, DatasetEntry] = {e.name: e for e in (

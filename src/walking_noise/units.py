@@ -125,9 +125,8 @@ _SAID_ONE_MODEL: set[str] = set()
 
 
 def auto_members(cfg: RunConfig) -> int:
-    """Members per batch: packing pays for the FC models on CPU and for every registered model on a GPU
-    (``benchmarks/batched_throughput.py``; the registry's ``packs_on_cpu``); grouped convolutions on CPU are slower
-    than separate ones. A model outside the registry is not packed: it trains on the one-model path (said once), and
+    """Members per batch: packing pays for every registered model on a GPU and, where the registry's ``packs_on_cpu``
+    says so (measured by ``benchmarks/batched_throughput.py``), on a CPU. A model outside the registry is not packed: it trains on the one-model path (said once), and
     so do operation points (``points: operations``: :func:`walking_noise.batched.packable` is the one rule): the
     registered models are ``nn.Sequential``s, whose operation points are their module points, so they pack either
     way."""
@@ -175,6 +174,12 @@ def plan_units(runs: list[Run], members: int | None = None, workers: int = 1) ->
         elif key[0] == "evaluate":
             size = len(group)
         else:
+            # runs of one seed side by side: a pack whose members share the data order reads one input tensor, and
+            # its first convolution computes every member at once (walking_noise.batched._ToConv); runs with input
+            # noise (point 0) together, since they cannot share it
+            group = sorted(group, key=lambda r: (r.config.seed, r.config.noise.placement,
+                                                 -1 if r.config.noise.injection_layer is None
+                                                 else r.config.noise.injection_layer))
             size = min(members or auto_members(group[0].config), -(-len(group) // max(1, workers)))
         units += [group[i:i + max(1, size)] for i in range(0, len(group), max(1, size))]
     return units
