@@ -251,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; note it in your results)")
     p.add_argument("--retry-failed", action="store_true", help="run again the configs that failed before")
     p.add_argument("--members", type=int, default=None,
-                   help="configs trained together as one batch (default: 16 for the MLP on CPU, 1 for conv models "
-                        "on CPU, 64 on a GPU)")
+                   help="configs trained together as one batch (default: 16 on CPU for the registered models, "
+                        "registry packs_on_cpu; 64 on a GPU; 1 for other models). A batch is stored when all its "
+                        "members finish: --members 1 stores every run as it ends (long runs on a machine that may "
+                        "go away)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
