@@ -11,9 +11,10 @@ BatchNorm and global additive noise:
 - ``batched K``: ``batched.train_members`` with K members (seeds 0..K-1), convolutions computed by the method
   measured fastest per layer (``batched.choose_conv_method``; the choices and their timings are printed at the end);
 - conv models also ``batched K, grouped conv``: the same with every packed convolution grouped over members (the
-  engine before the measured choice), and ``batched K, one seed, walking``: a walking campaign's pack (one seed, each
-  member noisy at its own point after the input), whose members read one input tensor, so the first convolution
-  computes them all at once;
+  engine before the measured choice);
+- ``batched K, one seed, walking``: a walking campaign's pack (one seed, each member noisy at its own point after the
+  input), whose members read one input tensor: one gathered batch instead of K, and a first convolution that may
+  compute them all at once;
 - ``batched K, torch twin noise``: the same with the noise drawn by the torch twin of ``walking_noise.gaussian``
   instead of its compiled generator (what the compiled generator is worth; ``--no-twin`` skips these rows).
 Throughput is trained member-samples per second, per epoch with its evaluation and in the training loop alone
@@ -208,6 +209,7 @@ def main() -> None:
                 rows.append((f"batched K={k}, grouped conv", *rates(lambda: train_members(configs, data), k,
                                                                     repeats=1)))
                 del os.environ[CONV_METHOD_ENV]
+            if k > 1:
                 # a walking campaign's pack: one seed, each member noisy at its own point after the input, so all
                 # members read one input tensor (the first convolution computes them at once)
                 walking = [walking_cfg(p) for p in range(k)]
