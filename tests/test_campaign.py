@@ -240,6 +240,23 @@ def test_small_groups_are_split_over_the_workers():
     assert sorted(run.config.seed for u in units for run in u) == list(range(16))
 
 
+def test_packs_hold_one_seed_so_their_members_share_the_data_order():
+    """A walking grid listed seed-major or point-major: the planner cuts packs of one seed (one data order, so one
+    input tensor for the pack, batched._ToConv), with the input-noise runs (point 0) together."""
+    from walking_noise.study import study_run
+    from walking_noise.units import plan_units
+
+    runs = [study_run({"model": "lenet5", "seed": seed, "noise": {"kind": "additive", "noise_std": s,
+                                                                   "placement": "walking", "injection_layer": p}})
+            for p in range(4) for s in (0.5, 1.0) for seed in range(3)]
+    units = plan_units(runs, members=4)
+    assert sorted(len(u) for u in units) == [4, 4, 4, 4, 4, 4]
+    for unit in units:
+        assert len({r.config.seed for r in unit}) == 1
+    first = [u for u in units if any(r.config.noise.injection_layer == 0 for r in u)]
+    assert len(first) == 3 and all(sum(r.config.noise.injection_layer == 0 for r in u) == 2 for u in first)
+
+
 def test_workers_fork_only_where_it_is_safe(monkeypatch):
     from walking_noise.campaign import START_METHOD_ENV, worker_start_method
 
