@@ -178,18 +178,15 @@ def main() -> None:
     for model_name, host_data, ks in suites:
         data = move_dataset(host_data, device) if device.type != "cpu" else host_data
 
-        def cfg(seed: int) -> RunConfig:
+        def cfg(seed: int, **noise: object) -> RunConfig:
             return RunConfig.from_dict({"dataset": data.name, "model": model_name, "batchnorm": True,
                                         "seed": seed, "device": args.device, "training": {"epochs": 1},
-                                        "noise": {"kind": "additive", "noise_std": 0.1}})
+                                        "noise": {"kind": "additive", "noise_std": 0.1, **noise}})
         noisy_points = configure_noise(build_model(model_name, data.input_shape, data.num_classes, batchnorm=True),
                                        NoiseConfig(kind="additive", noise_std=0.1))[1:]  # not the input, not BN
 
         def walking_cfg(i: int) -> RunConfig:
-            return RunConfig.from_dict({"dataset": data.name, "model": model_name, "batchnorm": True, "seed": 0,
-                                        "device": args.device, "training": {"epochs": 1},
-                                        "noise": {"kind": "additive", "noise_std": 0.1, "placement": "walking",
-                                                  "injection_layer": noisy_points[i % len(noisy_points)]}})
+            return cfg(0, placement="walking", injection_layer=noisy_points[i % len(noisy_points)])
         flops = training_flops_per_sample(build_model(model_name, data.input_shape, data.num_classes, batchnorm=True),
                                           data.input_shape)
         n = len(data.train_x)

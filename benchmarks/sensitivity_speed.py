@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/sensitivity_speed.py [--models lenet5,residual] [--max-test 500] [--repeats 1]
     # + the MRFI row: MRFI beside the project's packages, outside .venv
-    pip install --no-deps --target /tmp/mrfi mrfi && PYTHONPATH=/tmp/mrfi .venv/bin/python benchmarks/sensitivity_speed.py
+    pip install --no-deps --target /tmp/mrfi mrfi
+    PYTHONPATH=/tmp/mrfi .venv/bin/python benchmarks/sensitivity_speed.py
 
 Each model is trained clean on the embedded MNIST subset (mnist_5k, 2 epochs; not timed) and scanned for walking
 additive noise on the activations of every injection point after the input, three ways, one after the other

@@ -37,9 +37,9 @@ for block in "mlp 10" "mlp 30" "mlp 100" "lenet5 3" "lenet5 10" "lenet5 30" "len
   # LeNet-5 one run per unit: a packed unit is stored when all its members finish, hours for 50-epoch runs, and
   # packing gains little on these global-noise cells (benchmarks/batched_throughput.py)
   members=()
-  [[ "$model" == lenet5 ]] && members=(--members 1)
-  .venv/bin/walking-noise run "$study" --set "data_dir=$data_dir" --store "$store" --workers "$workers" "${threads[@]}" \
-    "${members[@]}" --filter "model=$model" --filter "training.epochs=$epochs"
+  if [[ "$model" == lenet5 ]]; then members=(--members 1); fi
+  .venv/bin/walking-noise run "$study" --set "data_dir=$data_dir" --store "$store" --workers "$workers" \
+    "${threads[@]}" "${members[@]}" --filter "model=$model" --filter "training.epochs=$epochs"
   echo "$model, $epochs epochs: $(($(date +%s) - started)) s (this call)"
   # the per-run export grows with every block: commit it, and a later session resumes from it (walking-noise import).
   # Every run of the store, not only those the current searches choose: a run an earlier design chose is kept.

@@ -5,8 +5,8 @@ one-model path builds for its seed, sees its own data order (the same permutatio
 has its own optimiser state, BatchNorm statistics, noise level, injection point, phase and noise draws. The members
 are packed into one network (stacked FC weights multiplied with ``baddbmm``, convolutions computed by the method
 measured fastest for the layer's shapes, :func:`choose_conv_method`, BatchNorm over members x channels), so a step
-costs one set of kernel launches for all K members (per member for a convolution where that is faster). Adam, the cosine
-schedule and clamping act elementwise, so on stacked tensors they are exactly K independent optimisers.
+costs one set of kernel launches for all K members (per member for a convolution where that is faster). Adam, the
+cosine schedule and clamping act elementwise, so on stacked tensors they are exactly K independent optimisers.
 
 Layouts inside the packed network: FC activations are ``(K, B, F)``; conv activations ``(B, K*C, H, W)``.
 """

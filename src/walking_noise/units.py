@@ -126,10 +126,10 @@ _SAID_ONE_MODEL: set[str] = set()
 
 def auto_members(cfg: RunConfig) -> int:
     """Members per batch: packing pays for every registered model on a GPU and, where the registry's ``packs_on_cpu``
-    says so (measured by ``benchmarks/batched_throughput.py``), on a CPU. A model outside the registry is not packed: it trains on the one-model path (said once), and
-    so do operation points (``points: operations``: :func:`walking_noise.batched.packable` is the one rule): the
-    registered models are ``nn.Sequential``s, whose operation points are their module points, so they pack either
-    way."""
+    says so (measured by ``benchmarks/batched_throughput.py``), on a CPU. A model outside the registry is not packed:
+    it trains on the one-model path (said once), and so do operation points (``points: operations``:
+    :func:`walking_noise.batched.packable` is the one rule): the registered models are ``nn.Sequential``s, whose
+    operation points are their module points, so they pack either way."""
     from walking_noise.training import resolve_device
 
     if is_foreign(cfg.model):
