@@ -70,3 +70,38 @@ def test_an_undeclared_config_field_cannot_be_hashed():
     values["noise"]["brand_new_option"] = 1
     with pytest.raises(IdentityError, match="noise.brand_new_option.*LATER_KEYS"):
         config_hash(values)
+
+
+def test_a_stored_run_is_found_whatever_numpy_rounded_its_grid_level(tmp_path):
+    """np.logspace's last bit differs between numpy builds (10**-1.25: ...034905 stored, ...03491 now): the study
+    still finds its stored run, keeps that run's hash (so its noise), and does not train it again; a level that
+    really differs (1e-9 relative) is a new run."""
+    import math
+
+    from _studies import tiny_study
+
+    from walking_noise.config import Run
+    from walking_noise.identity import level_hash
+    from walking_noise.selection import pending_runs, study_selection
+    from walking_noise.store import COMPLETED, LocalStore
+    from walking_noise.study import load_study
+
+    level = 0.05623413251903491
+    study = load_study(tiny_study(tmp_path, levels=f"[{level!r}, 1.0]", seeds=1))
+    run = next(r for r in study.runs if r.values["noise"]["noise_std"] == level)
+    twin_values = {**run.values, "noise": {**run.values["noise"], "noise_std": math.nextafter(level, 0.0)}}
+    twin = Run.from_dict(twin_values)
+    far = Run.from_dict({**run.values, "noise": {**run.values["noise"], "noise_std": level * (1 + 1e-9)}})
+    assert twin.hash != run.hash and level_hash(twin.values) == level_hash(run.values)
+    assert level_hash(far.values) != level_hash(run.values)
+
+    store = LocalStore(tmp_path / "store")
+    with store:
+        for stored in (twin, far):
+            store.put({"config_hash": stored.hash, "config": stored.values, "status": COMPLETED,
+                       "result": {"final_accuracy": 0.5}})
+    latest = store.latest()
+    pending, done, _ = pending_runs(study, latest)
+    assert done == 1 and [p.values["noise"]["noise_std"] for p in pending] == [1.0]
+    hashes, _ = study_selection(study, latest)
+    assert twin.hash in hashes and run.hash not in hashes and far.hash not in hashes

@@ -109,6 +109,10 @@ def test_table1_recovers_the_known_midpoints_in_the_papers_layout(campaign, tmp_
     for row in fits.itertuples():
         truth = GLOBAL_MU[(row[fits.columns.get_loc("noise.kind") + 1], bool(row.batchnorm))]
         assert row.mu == pytest.approx(truth, rel=0.05)
+    # one column, one meaning: mu_err is the quoted error (half the 68 % interval), the covariance error is apart
+    assert "mu_err_reported" not in fits.columns
+    assert fits["mu_err"].to_numpy() == pytest.approx(((fits["mu_hi68"] - fits["mu_lo68"]) / 2).to_numpy())
+    assert not np.allclose(fits["mu_err"], fits["mu_err_covariance"])
 
 
 def test_fig1_puts_every_global_series_on_a_panel_and_pages_beyond_the_limit(campaign, tmp_path):

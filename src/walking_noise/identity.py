@@ -9,6 +9,12 @@ config that already exists. Two rules keep them stable:
 - a field added to the config after runs were first stored (:data:`LATER_KEYS`) is left out while it holds its
   default, so adding an option never changes the identity of an existing run.
 
+A grid level is a float computed by SEML (``loguniform`` is ``np.logspace``), and numpy builds differ in its last
+bit: 10**-1.25 is 0.056234132519034905 under the numpy that stored the MNIST reproduction and 0.05623413251903491
+under numpy 2.4.6 (the exact value lies between them, 3.5e-18 from each). The hash keeps the exact float (changing it
+would change every stored run's noise), and :func:`level_hash` names a config up to 12 significant digits, so a
+study can find its stored run whatever numpy expanded it (:class:`walking_noise.selection.StoredRuns`).
+
 The config's field list at the time the first runs were stored is frozen in :data:`ORIGINAL_FIELDS`. A field that is
 neither there nor in :data:`LATER_KEYS` makes :func:`config_hash` raise: a new config field cannot be added without
 saying how old runs keep their identity (``tests/test_identity.py`` checks the config classes against both lists).
@@ -100,6 +106,27 @@ def stable_hash(value: Any) -> str:
 def config_hash(config: dict[str, Any]) -> str:
     """A stable identity of a run's scientific config (sorted JSON, location keys dropped), as hex sha1."""
     return stable_hash(hashed_fields(config))
+
+
+#: Significant digits to which :func:`level_hash` rounds floats: far above any noise grid's spacing, far below the
+#: 1-ulp (1e-16 relative) differences between numpy builds.
+LEVEL_DIGITS = 12
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.{LEVEL_DIGITS}g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def level_hash(config: dict[str, Any]) -> str:
+    """The identity of a config with its floats rounded to :data:`LEVEL_DIGITS` significant digits: equal for two
+    expansions of one grid whose levels differ in the last bits (numpy builds), different for any two real levels."""
+    return stable_hash(_rounded(hashed_fields(config)))
 
 
 def noise_key(config: dict[str, Any]) -> int:

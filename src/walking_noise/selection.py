@@ -15,9 +15,54 @@ from typing import Any
 
 from walking_noise.adaptive import AdaptiveGrid, AdaptiveResult, find_transition
 from walking_noise.config import Run, flatten
-from walking_noise.identity import stable_hash
+from walking_noise.identity import level_hash, stable_hash
 from walking_noise.store import COMPLETED, FAILED
 from walking_noise.study import Study
+
+class StoredRuns:
+    """A store's latest documents, looked up by run: by the run's hash, else by its :func:`level_hash`, so a run whose
+    grid level another numpy build expanded a last bit differently finds its stored twin (and keeps that twin's hash,
+    hence its noise). The level index is built at the first miss only."""
+
+    def __init__(self, latest: dict[str, dict[str, Any]]):
+        self.latest = latest
+        self.size = len(latest)
+        self._by_level: dict[str, str] | None = None
+
+    def _level_index(self) -> dict[str, str]:
+        if self._by_level is None:
+            index: dict[str, str] = {}
+            for key, doc in self.latest.items():
+                level = level_hash(doc.get("config", {}))
+                held = index.get(level)
+                if held is None or (doc.get("status") == COMPLETED and self.latest[held].get("status") != COMPLETED):
+                    index[level] = key
+            self._by_level = index
+        return self._by_level
+
+    def hash_of(self, run: Run) -> str:
+        """The hash under which ``run`` is stored: its own, or its stored twin's; its own if neither is stored."""
+        if run.hash in self.latest:
+            return run.hash
+        return self._level_index().get(level_hash(run.values), run.hash)
+
+    def doc(self, run: Run) -> dict[str, Any]:
+        """The stored document of ``run`` (``{}`` if none)."""
+        return self.latest.get(self.hash_of(run), {})
+
+
+_STORED: list[StoredRuns] = []
+
+
+def stored_runs(latest: dict[str, dict[str, Any]]) -> StoredRuns:
+    """The :class:`StoredRuns` of ``latest``, kept while the same (unchanged) dict is asked again: a search replay
+    looks runs up round by round in one dict, and should index its levels once."""
+    if _STORED and _STORED[0].latest is latest and len(latest) == _STORED[0].size:
+        return _STORED[0]
+    view = StoredRuns(latest)
+    _STORED[:] = [view]
+    return view
+
 
 #: ``execute_round(runs)``: make sure every run of a round is stored; return the store's latest documents by hash.
 ExecuteRound = Callable[[list[Run]], dict[str, dict[str, Any]]]
@@ -49,10 +94,10 @@ def run_search(base: dict[str, Any], settings: dict[str, Any], execute_round: Ex
 
     def measure(levels: Any, seeds: Any) -> list[tuple[float, int, float]]:
         wanted = {(float(s), int(seed)): run_for(s, seed) for s in levels for seed in seeds}
-        done = execute_round(list(wanted.values()))
+        done = stored_runs(execute_round(list(wanted.values())))
         rows = []
         for (s, seed), run in wanted.items():
-            result = done.get(run.hash, {}).get("result") or {}
+            result = done.doc(run).get("result") or {}
             rows.append((s, seed, float(result.get("final_accuracy", float("nan")))))
         return rows
 
@@ -72,12 +117,13 @@ def search_runs(study: Study, latest: dict[str, dict[str, Any]]
     is cut there; its hashes are those it asked for up to then.
     """
     out = []
+    stored = stored_runs(latest)
     for number, (base, settings) in enumerate(distinct_searches(study.searches), 1):
         chosen: set[str] = set()
 
         def lookup(runs: list[Run], chosen: set[str] = chosen) -> dict[str, dict[str, Any]]:
-            chosen.update(run.hash for run in runs)
-            missing = sum(latest.get(run.hash, {}).get("status") != COMPLETED for run in runs)
+            chosen.update(stored.hash_of(run) for run in runs)
+            missing = sum(stored.doc(run).get("status") != COMPLETED for run in runs)
             if missing:
                 raise _SearchIncomplete(f"{missing} of its {len(runs)} runs of a round are not in the store")
             return latest
@@ -100,7 +146,8 @@ def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[se
     A store may hold runs that earlier designs, engines or studies left there; a report of one study should use
     only its own.
     """
-    hashes = {run.hash for run in study.runs}
+    stored = stored_runs(latest)
+    hashes = {stored.hash_of(run) for run in study.runs}
     notes = []
     for _base, _settings, chosen, note in search_runs(study, latest):
         hashes |= chosen
@@ -112,8 +159,9 @@ def study_selection(study: Study, latest: dict[str, dict[str, Any]]) -> tuple[se
 def missing_runs(runs: Iterable[Run], latest: dict[str, dict[str, Any]]) -> list[Run]:
     """The runs (each once) that have no COMPLETED document in ``latest``."""
     out: dict[str, Run] = {}
+    stored = stored_runs(latest)
     for run in runs:
-        if latest.get(run.hash, {}).get("status") != COMPLETED:
+        if stored.doc(run).get("status") != COMPLETED:
             out.setdefault(run.hash, run)
     return list(out.values())
 
@@ -124,11 +172,12 @@ def pending_runs(study: Study, latest: dict[str, dict[str, Any]],
     the same run twice runs it once."""
     pending, done, skipped = [], 0, 0
     seen: set[str] = set()
+    stored = stored_runs(latest)
     for run in study.runs:
         if run.hash in seen:
             continue
         seen.add(run.hash)
-        status = latest.get(run.hash, {}).get("status")
+        status = stored.doc(run).get("status")
         if status == COMPLETED:
             done += 1
         elif status == FAILED and not retry_failed:

@@ -45,9 +45,12 @@ PARTIAL_DROP_MARGIN = 0.1
 MIN_LEVELS = wfit.MIN_LEVELS_SINGLE
 MIN_LEVELS_DOUBLE = wfit.MIN_LEVELS_DOUBLE
 
-#: Fit fields copied into every fit table (CSV), in this order.
+#: Fit fields copied into every fit table (CSV), in this order. ``mu_err`` is the one error every table and figure
+#: quotes (:func:`walking_noise.fit.errors.reported_error`, half the 68 % interval); the fit's covariance error, a
+#: different number, is ``mu_err_covariance`` (one column, one meaning).
 FIT_FIELDS = ("converged", "reason", "model", "axis", "mu", "mu_lo68", "mu_hi68", "mu_lo95", "mu_hi95", "error_flag",
-              "interval_method", "interval_se", "interval_dof", "mu_err", "mu_err_unscaled", "mu_err_jackknife",
+              "interval_method", "interval_se", "interval_dof", "mu_err", "mu_err_covariance", "mu_err_unscaled",
+              "mu_err_jackknife",
               "sigma", "sigma_err", "delta_a", "delta_a_err", "a_min", "a_min_err", "chi2_red", "n_levels", "n_runs",
               "spread_floor", "error_method", "mu_lower_bound", "mu_upper_bound", "n_dropped_nonfinite")
 
@@ -322,9 +325,9 @@ def fit_row(series: Series, fit: wfit.FitResult) -> dict[str, Any]:
     row: dict[str, Any] = dict(series.key)
     row["n_seeds"] = int(column(series.runs, "seed", 0).nunique())
     done = fit.to_dict()
+    done["mu_err_covariance"], done["mu_err"] = done.get("mu_err"), reported_error(fit)
     for name in FIT_FIELDS:  # the fit's "model" (single/double) must not overwrite the network's
         row["fit_model" if name == "model" else name] = done.get(name)
-    row["mu_err_reported"] = reported_error(fit)
     row["notes"] = "; ".join(str(n) for n in fit.notes)
     row["mu_extrapolated"] = fit.params.get("mu_extrapolated")
     row["n_diverged"] = int(diverged(series.runs).sum())

@@ -354,7 +354,7 @@ def _fit_parameters(path: Path, out_dir: Path) -> list[str]:
     if "role" in keys:  # the role names the phase and the clamping already
         keys = [k for k in keys if k not in ("noise.phase", "weight_clamping")]
     fields = [(c, h) for c, h in FIT_COLUMNS if c in table.columns]
-    err = "mu_err_reported" if "mu_err_reported" in table.columns else "mu_err"
+    err = "mu_err_reported" if "mu_err_reported" in table.columns else "mu_err"  # tables written before mu_err was it
     rows = []
     for _, row in table.head(MAX_ROWS).iterrows():
         if not bool(row.get("converged", True)):

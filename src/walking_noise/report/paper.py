@@ -68,7 +68,7 @@ def table1_vs_paper(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         epochs = column(series.runs, "training.epochs").dropna().unique()
         rows.append({
             "dataset": row.get("dataset"), "model": row.get("model"), "noise.kind": row.get("noise.kind"),
-            "batchnorm": bool(row.get("batchnorm")), "mu": mu, "mu_err": row["mu_err_reported"],
+            "batchnorm": bool(row.get("batchnorm")), "mu": mu, "mu_err": row["mu_err"],
             "mu_lo68": row["mu_lo68"], "mu_hi68": row["mu_hi68"], "mu_lo95": row["mu_lo95"],
             "mu_hi95": row["mu_hi95"], "axis": row["axis"], "error_flag": row["error_flag"], "paper_mu": paper,
             "ratio": mu / paper if mu is not None else np.nan,
