@@ -238,6 +238,24 @@ def test_the_walking_line_breaks_at_a_point_that_only_bounds_mu(tmp_path, monkey
     assert np.flatnonzero(np.isnan(x))[0] == 1  # between point 1 and point 3: no line passes point 2
 
 
+def test_a_partial_drop_gets_an_end_accuracy_panel_with_the_accuracy_at_the_largest_level(tmp_path, monkeypatch):
+    from walking_noise.report import walking
+
+    figures = []
+    monkeypatch.setattr(walking, "save_figure", lambda fig, path: figures.append(fig) or path)
+    levels = np.logspace(-2, 4, 13)
+    full = _walking(1, levels, lambda s: 0.1 + 0.85 * expit(-(np.log10(s) - 0.5) / 0.2))
+    partial = _walking(2, levels, lambda s: 0.6 + 0.35 * expit(-(np.log10(s) - 0.5) / 0.2))
+    walking.fig2_walking_mu(runs_frame(full + partial), tmp_path, kind="multiplicative")
+    assert len(figures[-1].axes) == 2  # the mu panel and, under it, the end accuracy
+    ends = [ln for ln in figures[-1].axes[1].lines if ln.get_linestyle() == "--"]
+    assert len(ends) == 1
+    assert np.asarray(ends[0].get_ydata(), dtype=float) == pytest.approx([10.0, 60.0], abs=0.5)
+    figures.clear()
+    walking.fig2_walking_mu(runs_frame(full), tmp_path, kind="multiplicative")
+    assert len(figures[-1].axes) == 1  # every drop full: no second panel
+
+
 def test_an_analysis_script_makes_its_one_output_from_a_store(tmp_path):
     import subprocess
     import sys

@@ -372,10 +372,18 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         marks = walking_marks(group, [table.iloc[by_id[id(s)]] for s in group], alike)
         if not marks.drawn:  # no point of the panel has a fit or a bound (its rows stay in the CSV): no empty figure
             continue
-        fig = new_figure(7.5, 5.2)
-        ax = fig.subplots()
+        rows = [table.iloc[by_id[id(s)]] for s in group]
+        lower = marks.shown["partial"] or any(m.kind == "lower_bound" for c in marks.curves for m in c.points)
+        fig = new_figure(7.5, 6.8 if lower else 5.2)
+        if lower:
+            ax, low = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
+        else:
+            ax, low = fig.subplots(), None
         _draw_walking_marks(ax, marks)
-        point_axis(ax, pd.concat([s.runs for s in group]), {int(s.key["noise.injection_layer"]) for s in group})
+        point_axis(low if low is not None else ax, pd.concat([s.runs for s in group]),
+                   {int(s.key["noise.injection_layer"]) for s in group})
+        if low is not None:
+            _draw_end_accuracy(low, group, marks)
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
@@ -385,11 +393,34 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         omitted = marks.omitted
         if omitted:
-            ax.text(0.0, -0.32, "omitted (fit not converged): " + "; ".join(omitted[:4])
+            (low if low is not None else ax).text(0.0, -0.32 if low is None else -0.9, "omitted (fit not converged): " + "; ".join(omitted[:4])
                     + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="top",
-                    transform=ax.transAxes)
+                    transform=(low if low is not None else ax).transAxes)
         paths.append(save_figure(fig, out_dir / f"fig2_walking_mu_{kind}_{group_slug(key, extra)}.png"))
     return paths
+
+
+def _draw_end_accuracy(ax: Any, group: list[Series], marks: WalkingMarks) -> None:
+    """The panel under Fig. 2 where some drop is partial or never happens: each curve's mean accuracy at the largest
+    level all points of the curve share, so that a curve whose mu looks no better but keeps its accuracy shows it."""
+    shared = _shared_levels(group)
+    largest: set[str] = set()
+    for c, drawn in zip(_curves(group), marks.curves):
+        members = sorted([i for i, s in enumerate(group) if curve(s.key) == c],
+                         key=lambda i: group[i].key["noise.injection_layer"])
+        ends = [_extremes(group[i], None, shared[i][1]) for i in members]
+        acc = np.array([100 * e["acc_largest_noise"] for e in ends], dtype=float)
+        ax.plot([m.x for m in drawn.points], acc, drawn.marker + "--", color=drawn.color, mfc="none", lw=0.8, ms=5)
+        largest |= {f"{e['largest_noise']:.3g}" for e in ends if np.isfinite(e["largest_noise"])}
+    chance = chance_level(pd.concat([s.runs for s in group]))
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", ls=":", lw=1)
+        ax.text(ax.get_xlim()[1], 100 * chance, " chance", fontsize=6, va="center", color="gray")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%) at the\nlargest level", fontsize=8)
+    levels = ", ".join(sorted(largest, key=float)[:3]) + (" ..." if len(largest) > 3 else "")
+    ax.set_title(f"end accuracy: mean over seeds at the largest level each curve shares (s = {levels})", fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def fig3_amin(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
