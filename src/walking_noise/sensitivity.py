@@ -23,8 +23,12 @@ batches of ``training.batch_size`` samples: exactly what the one-model evaluatio
 - **Bit-identical however packed.** The noise of a run is computed on exactly the tensors its one-model evaluation
   perturbs, so the draws never depend on packing. That the clean layers give each block of a pack the numbers they
   give a batch of ``B`` alone is a property of the arithmetic library (a matrix product may round a row differently
-  when it sits beside other rows): the evaluator checks it once per batch size on a clean pack of three copies,
-  layer by layer, and evaluates run by run (still with the cached prefix) where it does not hold.
+  when it sits beside other rows, and which kernel it picks depends on the number of rows): packs hold a power of
+  two of runs, and the evaluator checks each pack size once per batch size on a clean pack of that many copies,
+  layer by layer, packing fewer (down to run by run, still with the cached prefix) where it does not hold.
+- **Exact kernels.** A ``MaxPool2d`` whose stride is its window (no padding, dilation or ceil mode) is computed as
+  elementwise maxima of strided views: the same numbers as CPU ``max_pool2d``, which always fills an index tensor
+  too and took half of LeNet-5's evaluation time.
 - **Bounded memory.** The cache holds one test batch: :attr:`Evaluator.cache_bytes_per_sample` bytes per sample
   (every leaf call's output, the Linear/Conv inputs when a weight or MAC run needs them, and the outputs of an
   ``nn.Sequential``'s top-level children), so ``B x`` that in all; a pack is sized so that ``R x B`` samples of
@@ -63,12 +67,14 @@ from walking_noise.training import (
 
 logger = logging.getLogger(__name__)
 
-#: Largest number of runs packed into one forward pass.
-MAX_PACK = 64
+#: Largest number of runs packed into one forward pass, per device type. On one CPU thread larger packs are slower
+#: (their activations leave the cache; LeNet-5 on the 396-run grid of benchmarks/sensitivity_speed.py, 2026-12-06:
+#: 1.5 s at 4 or 8 runs per pack, 1.9 s at 1, 2.2 s at 32-64); every pack size is also checked once for exactness.
+MAX_PACK = {"cpu": 4}
+#: ... and on other devices (a GPU gains from wide batches).
+MAX_PACK_OTHER = 64
 #: Memory a pack's activations may take (bytes): ``R x B x`` :attr:`Evaluator.cache_bytes_per_sample`.
 PACK_BYTES = 256 * 2**20
-#: Runs packed in the check that the clean layers compute every block of a pack as they compute a batch alone.
-CHECK_PACK = 3
 
 
 # ---- trained weights ---------------------------------------------------------------------------------------
@@ -172,10 +178,10 @@ def plain_evaluation(net: NoisyNetwork, cfg: RunConfig, data: DatasetSplits) -> 
 
 @dataclass
 class _RunNoise:
-    """One run's noise: its own injection point per point of the model (configured as the one-model path configures
-    the model's own), its stream, and the positions that inject."""
+    """One run's noise: its own injection point at each position that injects (configured as the one-model path
+    configures the model's own; None where the run adds no noise), its stream, and the positions that inject."""
 
-    injections: list[NoiseInjection]
+    injections: list[NoiseInjection | None]
     stream: NoiseStream
     active: list[int]
 
@@ -184,23 +190,77 @@ class _RunNoise:
         return min(self.active) if self.active else None
 
 
+class _Setting:
+    """Stands in for a point's injection while :func:`configure_noise` sets a run: remembers what it was told, so
+    that only the points that inject get an injection of their own (building one per point and run cost more than
+    the evaluation of a small model)."""
+
+    def __init__(self) -> None:
+        self.told: tuple[tuple, dict] | None = None
+
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        self.told = (args, kwargs)
+
+    def clear(self) -> None:
+        self.told = None
+
+
 @dataclass
 class _Proxy:
-    """What :func:`configure_noise` needs: a name and points (here with a run's own injections)."""
+    """What :func:`configure_noise` needs: a name and points (here with stand-ins for the injections)."""
 
     name: str
     injection_points: list[Any]
 
 
-def run_noise(net: NoisyNetwork, cfg: RunConfig) -> _RunNoise:
-    """The injection points of one run, set from ``cfg.noise`` as :func:`configure_noise` sets a model's."""
-    injections = [NoiseInjection(p.index).eval() for p in net.injection_points]
-    proxy = _Proxy(net.name, [replace(p, injection=i) for p, i in zip(net.injection_points, injections)])
+def run_noise(net: NoisyNetwork, cfg: RunConfig, proxy: _Proxy | None = None) -> _RunNoise:
+    """The injection points of one run, set from ``cfg.noise`` as :func:`configure_noise` sets a model's (``proxy``:
+    a proxy of ``net`` from :func:`noise_proxy`, reused from run to run)."""
+    proxy = proxy or noise_proxy(net)
     active = configure_noise(proxy, cfg.noise)
     stream = NoiseStream([cfg.noise_key])
-    for injection in injections:
+    injections: list[NoiseInjection | None] = [None] * len(proxy.injection_points)
+    for i in active:
+        args, kwargs = proxy.injection_points[i].injection.told
+        injection = NoiseInjection(i).eval()
+        injection.set(*args, **kwargs)
         injection.stream = stream
+        injections[i] = injection
     return _RunNoise(injections, stream, active)
+
+
+def noise_proxy(net: NoisyNetwork) -> _Proxy:
+    """The points of ``net``, each with a :class:`_Setting` for :func:`configure_noise` to set."""
+    return _Proxy(net.name, [replace(p, injection=_Setting()) for p in net.injection_points])
+
+
+def _window_max(size: int) -> Any:
+    """The max over ``size x size`` windows at stride ``size`` (what ``max_pool2d`` without padding, dilation or
+    ceil mode computes) as ``size**2 - 1`` elementwise maxima of strided views: the same numbers (a maximum is exact,
+    and a NaN in a window gives NaN in both), without the index tensor CPU ``max_pool2d`` always fills; 4-6x faster
+    for LeNet-5's pools on one CPU thread."""
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        h, w = (x.shape[-2] // size) * size, (x.shape[-1] // size) * size
+        out = x[..., 0:h:size, 0:w:size]
+        for i in range(size):
+            for j in range(size):
+                if i or j:
+                    out = torch.maximum(out, x[..., i:h:size, j:w:size])
+        return out
+
+    return pool
+
+
+def _fast_equivalent(module: nn.Module) -> Any:
+    """A faster computation of ``module``'s forward with exactly its numbers, or None (see :func:`_window_max`)."""
+    if type(module) is nn.MaxPool2d and not module.return_indices and not module.ceil_mode:
+        k, stride, pad, dil = (module.kernel_size, module.stride, module.padding, module.dilation)
+        k = k if isinstance(k, int) else (k[0] if len(set(k)) == 1 else None)
+        stride = stride if isinstance(stride, int) else (stride[0] if len(set(stride)) == 1 else None)
+        if k and k == stride and pad in (0, (0, 0)) and dil in (1, (1, 1)):
+            return _window_max(k)
+    return None
 
 
 def _tile(value: Any, R: int) -> Any:
@@ -283,7 +343,7 @@ class Evaluator:
         self._position = {(id(p.layer), p.call): p.index for p in self.points[1:]}
         self._in_layer = {p.index for p in self.points if p.layer is not None and p.is_learnable}
         self._modules = [m for _, m in net.model.named_modules()]
-        self._packs: dict[int, bool] = {}  # batch size -> whether packing computes exactly what one batch does
+        self._packs: dict[tuple[int, int], bool] = {}  # (batch size, runs packed) -> packing computes exactly
         self.cache_bytes_per_sample = 0
         self._pass = _Pass()
         self._batch: _Batch | None = None
@@ -294,6 +354,9 @@ class Evaluator:
     def _install(self) -> None:
         for module in self._modules:
             original = module.forward
+            fast = _fast_equivalent(module)
+            if fast is not None:
+                original = lambda x, _f=fast: _f(x)  # noqa: E731 - one positional input, as the module takes
             module.forward = lambda *a, _m=module, _f=original, **k: self._call(_m, _f, *a, **k)
 
     def _uninstall(self) -> None:
@@ -351,7 +414,10 @@ class Evaluator:
                 continue
             if skipped is not None:
                 state.calls, state.last = skipped.calls.copy(), skipped.last
-                x, skipped = _tile(skipped.output, state.R), None
+                starts = self._position.get((id(child), state.calls[id(child)] + 1)) == state.first
+                # the child that computes the first noisy point starts from its own recorded output (see _call),
+                # not from its input: R copies of that input would be made for nothing
+                x, skipped = (skipped.output if starts else _tile(skipped.output, state.R)), None
             x = child(x)
         if skipped is not None:
             state.calls, state.last = skipped.calls.copy(), skipped.last
@@ -379,29 +445,35 @@ class Evaluator:
                              f"noise is added (check the weights and the inputs' preprocessing)")
         return batch
 
-    def _packs_exactly(self, batch: _Batch) -> bool:
-        """Whether a clean pack of :data:`CHECK_PACK` copies gives, at every module call and at the output, exactly
-        ``CHECK_PACK`` copies of what the batch alone gives (batch-invariant arithmetic, batch-first layouts)."""
+    def _packs_exactly(self, batch: _Batch, R: int) -> bool:
+        """Whether a clean pack of ``R`` copies gives, at every module call and at the output, exactly ``R`` copies
+        of what the batch alone gives (batch-invariant arithmetic, batch-first layouts). Checked for every pack size
+        used, once per batch size: a matrix library may pick another kernel (and rounding) by the number of rows,
+        so exactness at one pack size says nothing about another (one CPU's sgemm: the MLP's first layer with 128
+        rows is exact packed up to 24 copies on two threads, not from 25)."""
         size = len(batch.x)
-        if size not in self._packs:
-            state = _Pass(R=CHECK_PACK, record={})
+        if R == 1:
+            return True
+        if (size, R) not in self._packs:
+            state = _Pass(R=R, record={})
             self._batch, kept = None, batch
             try:
-                logits = self._forward(_tile(batch.x, CHECK_PACK), state)
+                logits = self._forward(_tile(batch.x, R), state)
             finally:
                 self._batch = kept
-            self._packs[size] = _same(logits, _tile(batch.logits, CHECK_PACK)) and all(
-                key in batch.calls and _same(call.output, _tile(batch.calls[key].output, CHECK_PACK))
+            self._packs[size, R] = _same(logits, _tile(batch.logits, R)) and all(
+                key in batch.calls and _same(call.output, _tile(batch.calls[key].output, R))
                 for key, call in state.record.items())
-            if not self._packs[size]:
-                logger.info("%s: packed runs would not compute exactly what one batch of %d computes on this device; "
-                            "evaluating run by run", self.net.name, size)
-        return self._packs[size]
+            if not self._packs[size, R]:
+                logger.info("%s: %d packed runs would not compute exactly what one batch of %d computes on this "
+                            "device; packing fewer", self.net.name, R, size)
+        return self._packs[size, R]
 
     def evaluate(self, configs: Sequence[RunConfig]) -> list[tuple[float, float, float, list[int]]]:
         """(accuracy, mean loss, non-finite fraction, active points) of every config, each exactly as
         :func:`plain_evaluation` computes it."""
-        runs = [run_noise(self.net, cfg) for cfg in configs]
+        proxy = noise_proxy(self.net)
+        runs = [run_noise(self.net, cfg, proxy) for cfg in configs]
         inputs = any(self._in_layer & set(run.active) for run in runs)
         n = len(runs)
         correct = torch.zeros(n, dtype=torch.float64, device=self.test_x.device)
@@ -418,10 +490,12 @@ class Evaluator:
                     xb, yb = self.test_x[start:start + self.batch_size], self.test_y[start:start + self.batch_size]
                     self._batch = self._record(xb, yb, inputs)
                     clean_correct += float(count_correct(self._batch.logits.unsqueeze(0), yb)[0][0])
-                    pack = self._pack_size(len(xb))
+                    cap = self._pack_cap(len(xb))
                     for first, members in starts.items():
-                        for at in range(0, len(members), pack):
-                            chosen = members[at:at + pack]
+                        at = 0
+                        while at < len(members):
+                            R = self._pack_size(len(members) - at, cap)
+                            chosen, at = members[at:at + R], at + R
                             logits = self._run_pack([runs[i] for i in chosen], first, j)
                             hits, guesses = count_correct(logits, yb.expand(len(chosen), -1))
                             index = torch.tensor(chosen, device=correct.device)
@@ -436,11 +510,20 @@ class Evaluator:
         return [(float(correct[i] / N), float(loss[i] / N), float(nonfinite[i] / N), runs[i].active)
                 for i in range(n)]
 
-    def _pack_size(self, batch: int) -> int:
-        if not self._packs_exactly(self._batch):
-            return 1
+    def _pack_cap(self, batch: int) -> int:
+        """The most runs one pass may hold: :data:`MAX_PACK` of the device, and ``R x batch`` samples of cached
+        activations within ``pack_bytes``."""
         per_pack = max(1, batch * self.cache_bytes_per_sample)
-        return max(1, min(MAX_PACK, self.pack_bytes // per_pack))
+        most = MAX_PACK.get(self.test_x.device.type, MAX_PACK_OTHER)
+        return max(1, min(most, self.pack_bytes // per_pack))
+
+    def _pack_size(self, left: int, cap: int) -> int:
+        """The next pack: the largest power of two up to ``left`` and ``cap`` whose packing is exact (so that a
+        batch size meets at most seven pack sizes, each checked once); 1 at worst."""
+        R = 1 << (min(left, cap).bit_length() - 1)
+        while R > 1 and not self._packs_exactly(self._batch, R):
+            R //= 2
+        return R
 
     def _run_pack(self, runs: list[_RunNoise], first: int | None, j: int) -> torch.Tensor:
         """Logits (R, B, classes) of ``runs``, which all start at position ``first`` (None: no noise at all)."""
