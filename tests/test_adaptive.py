@@ -178,6 +178,28 @@ def test_searches_run_in_lockstep_and_each_finds_its_own_transition(tmp_path):
     assert len(calls) == max(rounds_alone) < sum(rounds_alone)
 
 
+def test_members_caps_the_units_of_a_search_round_as_it_caps_a_grids(tmp_path):
+    # `walking-noise run --members 1` must store every run of a search as it ends: a 50-epoch round of 14 LeNet-5
+    # runs was packed 7 to a worker before (an hour before anything was stored)
+    from walking_noise.searches import run_searches
+    from walking_noise.store import LocalStore
+
+    sizes: dict[object, list[int]] = {}
+    for members in (None, 1, 3):
+        calls: list[list[dict]] = []
+        store = LocalStore(tmp_path / f"m{members}")
+        known = _known_curves({1: 0.3, 3: 2.0}, calls)
+
+        def run_units(units, store=store, known=known, members=members):
+            sizes.setdefault(members, []).extend(len(u) for u in units)
+            known(store, units)
+
+        run_searches([_walking_search(1), _walking_search(3)], "known", store, run_units=run_units, workers=2,
+                     members=members)
+    assert max(sizes[None]) > 3  # the default packs a round's runs (MLPs: many per unit)
+    assert set(sizes[1]) == {1} and max(sizes[3]) == 3
+
+
 def test_a_failing_search_does_not_end_the_others(tmp_path):
     from walking_noise.searches import run_searches
     from walking_noise.store import LocalStore

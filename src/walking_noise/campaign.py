@@ -119,7 +119,8 @@ def run_campaign(study: Study, store: LocalStore, *, workers: int = 1, retry_fai
         found_all: list[Any] = []
         try:
             if study.searches and not grid_error:
-                found_all = run_searches(study.searches, study.name, store, run_units=run_units, workers=workers)
+                found_all = run_searches(study.searches, study.name, store, run_units=run_units, workers=workers,
+                                         members=members)
         finally:
             grid.join()
             bar.close()

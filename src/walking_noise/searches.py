@@ -78,9 +78,11 @@ class _Rounds:
 
 
 def run_searches(searches: list[Search], study: str, store: LocalStore, *,
-                 run_units: Callable[[list[list[Run]]], None] | None = None, workers: int = 1) -> list[Any]:
+                 run_units: Callable[[list[list[Run]]], None] | None = None, workers: int = 1,
+                 members: int | None = None) -> list[Any]:
     """Run adaptive searches side by side, in lockstep: each round, the runs every search asks for are planned
-    together (batched across searches) and handed to ``run_units`` (default: train here, one unit at a time).
+    together (batched across searches, in units of at most ``members`` runs as a grid's are: ``--members 1`` stores
+    every run as it ends) and handed to ``run_units`` (default: train here, one unit at a time).
 
     Returns one :class:`walking_noise.adaptive.AdaptiveResult` per distinct search (the same base config and
     settings twice is one search), or the exception that ended that search; one failing search ends no other.
@@ -110,7 +112,7 @@ def run_searches(searches: list[Search], study: str, store: LocalStore, *,
             logger.info("adaptive round %d: %d search(es) waiting, %d run(s) to train", number, len(taken),
                         len(pending))
         try:
-            run_units(plan_units(pending, workers=workers))
+            run_units(plan_units(pending, members, workers))
             rounds.answer(taken, store.latest())
         except BaseException as err:  # e.g. KeyboardInterrupt: release the threads, then stop
             rounds.answer(taken, None, err)
