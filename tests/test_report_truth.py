@@ -414,3 +414,26 @@ def test_a_far_lower_bound_is_drawn_at_the_top_not_where_it_squeezes_the_midpoin
     ax.set_yscale("log")
     assert ax.get_ylim()[1] < 10 * BOUND_CLIP * 2.4
     assert any(t.get_text() == "> 3e+11" for t in ax.texts)
+
+
+def test_the_sensitivity_figure_draws_a_far_bound_near_the_midpoints_and_breaks_its_line_there(tmp_path, monkeypatch):
+    from walking_noise.report import sensitivity
+
+    figures = []
+    monkeypatch.setattr(sensitivity, "save_figure", lambda fig, path: figures.append(fig) or path)
+
+    def row(index, mu=None, bound=None):
+        fitted = mu is not None
+        return {"mode": "walking", "site": "activation", "kind": "multiplicative", "index": index,
+                "point": f"{index} x", "mu": mu if fitted else np.nan, "mu_lo68": 0.95 * mu if fitted else np.nan,
+                "mu_hi68": 1.05 * mu if fitted else np.nan, "mu_text": "", "a_min": 0.1 if fitted else np.nan,
+                "partial_drop": False, "converged": fitted, "mu_lower_bound": bound if bound else np.nan,
+                "clean_accuracy": 0.98}
+
+    table = pd.DataFrame([row(1, 0.8), row(2, 1.2), row(3, bound=1e16), row(4, 2.0)])
+    sensitivity.fig_sensitivity(table, pd.DataFrame({"noise.injection_layer": [1, 2, 3, 4]}), tmp_path)
+    ax = figures[-1].axes[0]
+    assert ax.get_ylim()[1] < 1e4  # not squeezed towards 1e16
+    assert any(t.get_text() == "> 1e+16" for t in ax.texts)
+    line = next(ln for ln in ax.lines if len(ln.get_xdata()) == 4)
+    assert np.isnan(np.asarray(line.get_ydata(), dtype=float)[2])  # no line across the bound

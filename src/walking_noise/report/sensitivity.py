@@ -31,7 +31,7 @@ from walking_noise.report.common import (
     ACCURACY, NOISE_STD, NotEnoughRuns, Series, column, fit_row, fit_series, format_interval, layer_labels,
     markdown_table, new_figure, plain_log_ticks, reported_error, save_figure, series_of, write_csv, write_text,
 )
-from walking_noise.report.walking import point_axis
+from walking_noise.report.walking import BOUND_CLIP, point_axis
 from walking_noise.sites import SITES
 
 #: ``noise.placement`` -> the mode's name in tables and figures, and its line style.
@@ -149,6 +149,10 @@ def fig_sensitivity(table: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> l
         fig = new_figure(8.0, 5.0)
         ax = fig.subplots()
         used: set[int] = set()
+        # a bound far above every midpoint (mu > 1e16 where the accuracy never drops) would squeeze them all into
+        # the bottom of the log axis: it is drawn at BOUND_CLIP x the highest interval, its value written beside it
+        tops = group.loc[group["converged"], "mu_hi68"].astype(float)
+        ceiling = BOUND_CLIP * float(tops.max()) if tops.notna().any() else None
         for (mode, site), curve in group.groupby(["mode", "site"], sort=False):
             color, marker = SITES[site].color, SITES[site].marker
             style = next(line for name, line in MODES.values() if name == mode)
@@ -166,17 +170,27 @@ def fig_sensitivity(table: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> l
             lo, hi = fitted["mu_lo68"].to_numpy(float), fitted["mu_hi68"].to_numpy(float)
             partial = fitted["partial_drop"].to_numpy(bool)
             used |= set(curve["index"].astype(int))
-            ax.plot(x, mu, ls=style, lw=1, color=color)
+            # the line joins fitted points; it breaks at a point that only bounds mu (or has no fit)
+            line = curve.sort_values("index")
+            ax.plot(line["index"].to_numpy(float) + shift,
+                    np.where(line["converged"].to_numpy(bool), line["mu"].to_numpy(float), np.nan), ls=style, lw=1,
+                    color=color)
             ax.errorbar(x, mu, yerr=np.vstack([np.nan_to_num(mu - lo), np.nan_to_num(hi - mu)]), fmt="none",
                         color=color, lw=1, capsize=2)
             ax.plot(x[~partial], mu[~partial], marker, color=color, ls="none", ms=5, label=label)
             ax.plot(x[partial], mu[partial], marker, mfc="white", mec=color, ls="none", ms=7)
             for xi, yi, a in zip(x[partial], mu[partial], fitted["a_min"].to_numpy(float)[partial]):
-                ax.annotate(f"a_min {a:.2f}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=6,
-                            color=color)
+                ax.annotate(f"a_min {a:.2f}", (xi, yi), textcoords="offset points", xytext=(3, 5), fontsize=6,
+                            color=color, rotation=45)
             bound = curve[~curve["converged"] & curve["mu_lower_bound"].notna()]
-            ax.plot(bound["index"].to_numpy(float) + shift, bound["mu_lower_bound"].to_numpy(float), "^", mfc="none",
-                    mec=color, ms=7, ls="none")
+            at = bound["mu_lower_bound"].to_numpy(float)
+            drawn = np.minimum(at, ceiling) if ceiling else at
+            bx = bound["index"].to_numpy(float) + shift
+            ax.plot(bx, drawn, "^", mfc="none", mec=color, ms=7, ls="none")
+            for xi, yi, value in zip(bx, drawn, at):
+                if yi < value:  # drawn below its value: say the value
+                    ax.annotate(f"> {value:.0e}", (xi, yi), textcoords="offset points", xytext=(0, -10), fontsize=6,
+                                color=color, ha="center", va="top", rotation=90)
         if used:
             point_axis(ax, runs, used)
         ax.set_yscale("log")
@@ -190,7 +204,7 @@ def fig_sensitivity(table: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> l
         if fitted_all["partial_drop"].any():
             ax.plot([], [], "o", mfc="white", mec="gray", label="partial drop (labelled with its a_min)")
         if (~group["converged"] & group["mu_lower_bound"].notna()).any():
-            ax.plot([], [], "^", mfc="none", mec="gray", label="no drop in range: mu above the triangle")
+            ax.plot([], [], "^", mfc="none", mec="gray", label="no drop in range: mu above the triangle (value written where drawn lower)")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
         paths.append(save_figure(fig, out_dir / f"sensitivity_mu_{kind}.png"))
     return paths
