@@ -84,8 +84,8 @@ def study_yaml(base: dict[str, Any], blocks: dict[str, dict[str, Any]], name: st
 #: Levels a search measures before its error may stop it (:attr:`AdaptiveGrid.min_levels`). Without it a search
 #: stopped after its five coarse levels (one on the slope, the 4-parameter fit through them nearly exact, the draws'
 #: jackknife error small): LeNet-5's midpoints then agreed with a 9-level naive grid's within 2 combined errors at
-#: 7 of 11 points (up to 6.5 errors apart), with 7 levels at 10 of 11, for 16 % more runs (the residual CNN: 12 -> 14
-#: of 22, 12 % more runs; benchmarks/sensitivity_speed.py's models, 2026-12-06).
+#: 7 of 11 points (up to 6.5 errors apart), with 7 levels at 10 of 11, for 16 % more runs (the residual CNN: 14 -> 15
+#: of 22, 40 % more runs; benchmarks/sensitivity_speed.py, 2026-12-06).
 MIN_LEVELS = 7
 
 
