@@ -19,6 +19,7 @@ from walking_noise.identity import level_hash, stable_hash
 from walking_noise.store import COMPLETED, FAILED
 from walking_noise.study import Study
 
+
 class StoredRuns:
     """A store's latest documents, looked up by run: by the run's hash, else by its :func:`level_hash`, so a run whose
     grid level another numpy build expanded a last bit differently finds its stored twin (and keeps that twin's hash,

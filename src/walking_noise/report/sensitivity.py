@@ -204,7 +204,8 @@ def fig_sensitivity(table: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> l
         if fitted_all["partial_drop"].any():
             ax.plot([], [], "o", mfc="white", mec="gray", label="partial drop (labelled with its a_min)")
         if (~group["converged"] & group["mu_lower_bound"].notna()).any():
-            ax.plot([], [], "^", mfc="none", mec="gray", label="no drop in range: mu above the triangle (value written where drawn lower)")
+            ax.plot([], [], "^", mfc="none", mec="gray",
+                    label="no drop in range: mu above the triangle (value written where drawn lower)")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
         paths.append(save_figure(fig, out_dir / f"sensitivity_mu_{kind}.png"))
     return paths

@@ -372,30 +372,28 @@ def fig2_walking_mu(df: pd.DataFrame, out_dir: str | Path, *, kind: str = "addit
         marks = walking_marks(group, [table.iloc[by_id[id(s)]] for s in group], alike)
         if not marks.drawn:  # no point of the panel has a fit or a bound (its rows stay in the CSV): no empty figure
             continue
-        rows = [table.iloc[by_id[id(s)]] for s in group]
         lower = marks.shown["partial"] or any(m.kind == "lower_bound" for c in marks.curves for m in c.points)
         fig = new_figure(7.5, 6.8 if lower else 5.2)
-        if lower:
-            ax, low = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
+        if lower:  # a panel of end accuracy under the midpoints: the x axis and the notes go under it
+            ax, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
         else:
-            ax, low = fig.subplots(), None
+            ax = bottom = fig.subplots()
+        runs = pd.concat([s.runs for s in group])
         _draw_walking_marks(ax, marks)
-        point_axis(low if low is not None else ax, pd.concat([s.runs for s in group]),
-                   {int(s.key["noise.injection_layer"]) for s in group})
-        if low is not None:
-            _draw_end_accuracy(low, group, marks)
+        point_axis(bottom, runs, {int(s.key["noise.injection_layer"]) for s in group})
+        if lower:
+            _draw_end_accuracy(bottom, group, marks)
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
         ax.set_ylabel("midpoint noise level mu (noise std)")
-        ax.set_title(wrap("Walking noise: " + group_title(key, extra, pd.concat([s.runs for s in group])), 95),
-                     fontsize=9)
+        ax.set_title(wrap("Walking noise: " + group_title(key, extra, runs), 95), fontsize=9)
         ax.grid(alpha=0.3, which="both")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
         omitted = marks.omitted
         if omitted:
-            (low if low is not None else ax).text(0.0, -0.32 if low is None else -0.9, "omitted (fit not converged): " + "; ".join(omitted[:4])
-                    + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="top",
-                    transform=(low if low is not None else ax).transAxes)
+            bottom.text(0.0, -0.9 if lower else -0.32, "omitted (fit not converged): " + "; ".join(omitted[:4])
+                        + (f"; +{len(omitted) - 4} more" if len(omitted) > 4 else ""), fontsize=6, va="top",
+                        transform=bottom.transAxes)
         paths.append(save_figure(fig, out_dir / f"fig2_walking_mu_{kind}_{group_slug(key, extra)}.png"))
     return paths
 
