@@ -229,3 +229,45 @@ def test_a_search_never_asks_for_noise_beyond_the_float32_ceiling():
     found = find_transition(flat, AdaptiveGrid(low=1.0, high=1e12, max_widenings=5))
     assert max(asked) == NOISE_CEILING
     assert "ceiling" in found.stopped_because
+
+
+def test_a_search_replays_to_its_stored_runs_when_its_fits_differ_in_the_last_digits(tmp_path, monkeypatch):
+    # a search places levels at mu + u |sigma|; another scipy, BLAS or fit code moves mu in the 9th digit, which
+    # must not make a resumed search or a report's replay ask for levels next to the stored ones (retraining them)
+    from walking_noise import adaptive, selection
+    from walking_noise.searches import run_searches
+    from walking_noise.store import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    base, settings = _walking_search(3)
+    settings = {**settings, "design": "offsets", "min_levels": 8}
+    known = _known_curves({3: 2.0}, [])
+    first = run_searches([(base, settings)], "known", store, run_units=lambda units: known(store, units))[0]
+    assert "refine" in first.steps  # levels placed from the fit
+    exact = adaptive.fit_midpoint
+
+    def jittered(*args, **kwargs):
+        fit = exact(*args, **kwargs)
+        if fit.mu is not None:
+            fit.mu *= 1 + 1e-9
+        return fit
+
+    monkeypatch.setattr(adaptive, "fit_midpoint", jittered)
+    latest = store.latest()
+
+    def replay():
+        asked: list = []
+
+        def lookup(runs):
+            asked.extend(runs)
+            return latest
+
+        result = selection.run_search(base, settings, lookup)
+        return result, {selection.stored_runs(latest).hash_of(run) for run in asked}
+
+    again, asked = replay()
+    assert asked <= set(latest)
+    assert again.runs == first.runs and again.levels == first.levels
+    monkeypatch.setattr(selection, "SNAP_RELATIVE", 0.0)
+    _, unsnapped = replay()
+    assert not unsnapped <= set(latest)  # without the snap the same replay asks for runs never trained

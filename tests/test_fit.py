@@ -187,6 +187,27 @@ def test_auto_picks_double_on_plateau_curve_and_recovers_it():
     assert r.sigma is None and r.params["sigma1"] < 0 and r.params["sigma2"] < 0
 
 
+@pytest.mark.parametrize("model", ["single", "double"])
+def test_the_analytic_jacobian_is_the_curves_derivative(model):
+    # the solver steps along these derivatives instead of finite differences: a wrong one fits a wrong curve
+    from walking_noise.fit.curves import curve_function, curve_jacobian
+
+    x = np.array([-np.inf, -3.0, -0.4, 0.0, 0.2, 0.5, 0.9, 2.0, 40.0, np.inf])
+    params = (np.array([0.3, -0.2, 0.7, 0.1]) if model == "single"
+              else np.array([0.2, -0.1, 0.4, 0.7, -0.15, 0.35, 0.12]))
+    func, jac = curve_function(model), curve_jacobian(model)
+    got = jac(x, *params)
+    assert got.shape == (x.size, params.size) and np.all(np.isfinite(got))
+    for j in range(params.size):
+        h = 1e-6
+        up, down = params.copy(), params.copy()
+        up[j] += h
+        down[j] -= h
+        numeric = (func(x, *up) - func(x, *down)) / (2 * h)
+        numeric = np.where(np.isfinite(numeric), numeric, 0.0)
+        np.testing.assert_allclose(got[:, j], numeric, rtol=1e-6, atol=1e-8)
+
+
 def test_auto_picks_single_on_single_logistic_curve():
     rng = np.random.default_rng(11)
     x, y, _ = draw_runs(rng, LOG_GRID, 1e5, -0.7, 0.85, 0.1, 3, 0.01, 0.02, "log10")

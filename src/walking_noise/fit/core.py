@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from walking_noise.fit.curves import curve_function, double_midpoint
+from walking_noise.fit.curves import curve_function, curve_jacobian, double_midpoint
 
 #: Default spread floor as a fraction of the range (max - min) of the level means.
 DEFAULT_SPREAD_FLOOR_FRACTION = 0.02
@@ -120,7 +120,7 @@ def _run_curve_fit(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, star
     """Weighted least squares (Eq. 2: residuals over ``w``, absolute_sigma) from each start; the lowest chi2 wins.
     ``pinned`` parameters are held at their values: only the others are fitted, and their rows and columns of the
     covariance are zero."""
-    full_func = curve_function(model)
+    full_func, full_jac = curve_function(model), curve_jacobian(model)
     pinned = dict(pinned or {})
     free = np.array([j for j in range(lo.size) if j not in pinned], dtype=int)
 
@@ -134,6 +134,9 @@ def _run_curve_fit(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, star
     def func(x: np.ndarray, *values: float) -> np.ndarray:
         return full_func(x, *expand(np.asarray(values)))
 
+    def jac(x: np.ndarray, *values: float) -> np.ndarray:
+        return full_jac(x, *expand(np.asarray(values)))[:, free]
+
     lo_f, hi_f = lo[free], hi[free]
     best = None
     last_err = ""
@@ -145,7 +148,7 @@ def _run_curve_fit(model: str, u: np.ndarray, v: np.ndarray, w: np.ndarray, star
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
                 popt, pcov = curve_fit(
-                    func, u, v, p0=p0, sigma=w, absolute_sigma=True,
+                    func, u, v, p0=p0, sigma=w, absolute_sigma=True, jac=jac,
                     bounds=(lo_f, hi_f), method="trf", max_nfev=2000 * len(p0),
                 )
         except (RuntimeError, ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:

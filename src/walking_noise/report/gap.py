@@ -385,8 +385,9 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
         ax.legend(fontsize=6)
     adaptive = cells[(cells["model"] == model) & (cells["grid"] == "adaptive")]
     drew_unfinished = bool((~adaptive["finished"]).any())
-    seeds = int(adaptive["seeds"].max())
-    fig.suptitle(f"Midpoint noise level of global noise against training epochs (adaptive grids, {seeds} seeds)"
+    low, high = int(adaptive["seeds"].min()), int(adaptive["seeds"].max())
+    seeds = f"{low} seeds" if low == high else f"{low}-{high} seeds per series"
+    fig.suptitle(f"Midpoint noise level of global noise against training epochs (adaptive grids, {seeds})"
                  + ("; hollow: search not finished" if drew_unfinished else ""), fontsize=10)
     name = "gap_mu_vs_epochs.png" if model == "mlp" else f"gap_mu_vs_epochs_{model}.png"
     return save_figure(fig, out_dir / name)
