@@ -117,6 +117,30 @@ def test_torn_last_line_is_skipped_and_nothing_else_is_lost(tmp_path):
     assert [d["config"]["i"] for d in docs] == [0, 1, 2] and store.skipped_lines == 1
 
 
+def test_a_store_read_again_parses_only_what_was_appended_and_reads_what_a_fresh_reader_reads(tmp_path):
+    # an adaptive search reads the store every round: each segment is parsed once, then only its new lines
+    writer, reader = LocalStore(tmp_path), LocalStore(tmp_path)
+    with writer:
+        writer.put({"config": {"i": 0}, "config_hash": "0", "status": COMPLETED})
+        assert [d["config"]["i"] for d in reader.documents()] == [0]
+        writer.put({"config": {"i": 1}, "config_hash": "1", "status": COMPLETED})
+    segment = next((tmp_path / "runs").glob("*.jsonl"))
+    with open(segment, "ab") as fh:
+        fh.write(b'{"config": {"i": 2}, "config_ha')  # a line whose write has not finished yet
+    assert [d["config"]["i"] for d in reader.documents()] == [0, 1] and reader.skipped_lines == 1
+    with open(segment, "ab") as fh:
+        fh.write(b'sh": "2", "status": "COMPLETED"}\nnot json\n')  # it finishes; then a line that is not JSON
+    again = list(reader.documents())
+    assert [d["config"]["i"] for d in again] == [0, 1, 2] and reader.skipped_lines == 1
+    fresh = LocalStore(tmp_path)
+    assert list(fresh.documents()) == again and fresh.skipped_lines == reader.skipped_lines
+    assert reader.latest() == fresh.latest()
+    replaced = segment.with_suffix(".new")  # a segment replaced by another file of the same name is read anew
+    replaced.write_bytes(b'{"config": {"i": 7}, "config_hash": "7", "status": "COMPLETED"}\n')
+    os.replace(replaced, segment)
+    assert [d["config"]["i"] for d in reader.documents()] == [7] and reader.skipped_lines == 0
+
+
 def test_batched_and_train_once_units_store_one_document_per_config(tmp_path):
     text = tiny_text(max_train=600, epochs=2).replace(
         "  noise.kind: additive", "  noise.kind: additive\n  noise.phase: {phase}")

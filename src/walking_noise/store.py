@@ -49,6 +49,7 @@ class LocalStore:
         self._fd: int | None = None
         self._segment: Path | None = None
         self.skipped_lines = 0
+        self._read: dict[str, _SegmentRead] = {}  # segment name -> what was parsed of it
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
@@ -92,23 +93,38 @@ class LocalStore:
         self.close()
 
     def documents(self) -> Iterator[dict[str, Any]]:
-        """Every complete document in every segment, oldest segment first; torn lines are counted and skipped."""
+        """Every complete document in every segment, oldest segment first; torn lines are counted and skipped.
+
+        Segments only grow, so each is parsed once: a later call parses only the lines appended since (an adaptive
+        search reads the store every round; re-parsing it all made a third of a sensitivity scan). A segment that
+        shrank or was replaced (another inode) is parsed again. The documents are shared between calls: read them,
+        do not change them."""
         self.skipped_lines = 0
         if not self.segments.is_dir():
             return
         for segment in sorted(self.segments.glob("*.jsonl"), key=lambda p: (p.stat().st_mtime, p.name)):
-            data = segment.read_bytes()
-            lines = data.split(b"\n")
-            if lines and lines[-1] == b"":
-                lines.pop()
-            elif lines:  # last line without newline: a write that did not finish
-                lines.pop()
-                self.skipped_lines += 1
-            for line in lines:
+            read = self._segment_read(segment)
+            self.skipped_lines += read.invalid + read.torn
+            yield from read.documents
+
+    def _segment_read(self, segment: Path) -> _SegmentRead:
+        stat = segment.stat()
+        read = self._read.get(segment.name)
+        if read is None or read.inode != stat.st_ino or read.offset > stat.st_size:
+            read = self._read[segment.name] = _SegmentRead(stat.st_ino)
+        if stat.st_size > read.offset:
+            with open(segment, "rb") as handle:
+                handle.seek(read.offset)
+                data = handle.read(stat.st_size - read.offset)
+            complete = data[:data.rfind(b"\n") + 1]  # a last line without its newline is a write not finished
+            for line in complete.split(b"\n")[:-1]:
                 try:
-                    yield json.loads(line)
+                    read.documents.append(json.loads(line))
                 except ValueError:
-                    self.skipped_lines += 1
+                    read.invalid += 1
+            read.offset += len(complete)
+            read.torn = int(len(data) > len(complete))
+        return read
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """One document per config hash: the first COMPLETED one, else the newest FAILED one (:func:`latest_by_hash`)."""
@@ -116,6 +132,18 @@ class LocalStore:
 
     def completed_hashes(self) -> set[str]:
         return {h for h, doc in self.latest().items() if doc.get("status") == COMPLETED}
+
+
+class _SegmentRead:
+    """How far one segment was parsed: its complete documents up to ``offset`` bytes, the lines that were not JSON,
+    and whether unfinished bytes follow (a torn last line)."""
+
+    def __init__(self, inode: int):
+        self.inode = inode
+        self.offset = 0
+        self.documents: list[dict[str, Any]] = []
+        self.invalid = 0
+        self.torn = 0
 
 
 def latest_by_hash(documents: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
