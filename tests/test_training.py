@@ -165,3 +165,18 @@ def test_fused_adam_equals_torch_adam_with_cosine_schedule():
         assert opt_a.lr == pytest.approx(opt_b.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
     for a, b in zip(ours.parameters(), theirs.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_run_results_dict_is_a_deep_plain_copy_equal_to_asdict():
+    # the store keeps what to_dict returns; a later change to the result must not reach a stored document
+    from dataclasses import asdict
+
+    from walking_noise.training import RunResult
+
+    result = RunResult(0.5, 5, [0.1, 0.2], [1.0], [0.0], [0.3], [0.4], {"fc1": 1.0}, False, None, 5, [1, 2],
+                       [{"index": 0, "shape": [1, 28, 28]}], None, {"scale": {"low": 0}}, 1.0, "cpu", {"e": [1]})
+    plain = result.to_dict()
+    assert plain == asdict(result)
+    plain["layer_table"][0]["shape"].append(3)
+    plain["extra"]["e"].clear()
+    assert result.layer_table[0]["shape"] == [1, 28, 28] and result.extra == {"e": [1]}

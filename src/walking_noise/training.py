@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,17 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A deep copy as plain dicts and lists (what ``dataclasses.asdict`` gives for these plain fields, at a
+        fraction of its cost: a scan stores hundreds of these per second)."""
+        return {f.name: _plain_copy(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain_copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain_copy(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain_copy(item) for key, item in value.items()}
+    return value
 
 
 def final_epochs(epochs: int) -> int:
