@@ -219,6 +219,25 @@ def test_the_gap_figure_draws_no_unresolved_midpoint_of_an_unfinished_search(tmp
     assert not gap.resolved_midpoint(1.0, 88.0) and not gap.resolved_midpoint(float("nan"), 0.1)
 
 
+def test_the_gap_figure_shows_every_midpoint_it_draws_the_linear_fits_and_hollow_points_included(tmp_path,
+                                                                                                  monkeypatch):
+    # the MLP figure cut off the linear fits' 10-epoch points (1.27 and 1.11 below an axis starting at 1.42)
+    from walking_noise.report import gap
+
+    def row(epochs, mu, mu_linear, finished=True):
+        return {"model": "lenet5", "noise.kind": "additive", "batchnorm": False, "epochs": epochs,
+                "backward": "autograd", "grid": "adaptive", "finished": finished, "runs": 30, "seeds": 3,
+                "native_axis": "log10", "mu_log10": mu, "err_log10": 0.01, "mu_linear": mu_linear,
+                "err_linear": 0.02}
+
+    figures = []
+    monkeypatch.setattr(gap, "save_figure", lambda fig, path: figures.append(fig) or path)
+    cells = pd.DataFrame([row(3, 1.44, 1.27), row(10, 1.56, 1.49), row(30, 1.70, 1.60, finished=False)])
+    gap.gap_figure(cells, tmp_path, model="lenet5")
+    low, high = figures[-1].axes[0].get_ylim()
+    assert low < 1.27 - 0.02 and high > 1.70 + 0.01
+
+
 def test_the_walking_line_breaks_at_a_point_that_only_bounds_mu(tmp_path, monkeypatch):
     from walking_noise.report import walking
 

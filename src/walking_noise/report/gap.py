@@ -323,7 +323,7 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
         mine = cells[(cells["model"] == model) & (cells["noise.kind"] == kind) & (cells["batchnorm"] == bn)
                      & (cells["grid"] == "adaptive")]
         drawn = 0  # midpoints drawn in this cell
-        span: list[float] = []  # the values the y range shows: autograd midpoints with errors, the paper's
+        span: list[float] = []  # what the y range shows: every drawn midpoint with its error, the paper's
         for backward, style, color in (("autograd", "o-", "tab:blue"), ("straight_through", "s--", "tab:green")):
             every = mine[mine["backward"] == backward].sort_values("epochs")
             part = every[every["finished"]]
@@ -342,12 +342,15 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                             color=color, label=label)
                 drawn += len(part)
                 if kind == "additive" and "mu_linear" in part:
-                    ax.errorbar(part["epochs"], part["mu_linear"], yerr=_bars(part, "linear"), fmt="^:", capsize=3,
+                    linear = _bars(part, "linear")
+                    span += list(part["mu_linear"] - linear[0]) + list(part["mu_linear"] + linear[1])
+                    ax.errorbar(part["epochs"], part["mu_linear"], yerr=linear, fmt="^:", capsize=3,
                                 color="tab:gray", label="here, linear fit of the same runs")
             for _, row in every[~every["finished"]].iterrows():
                 mu, err = _mu(row).mu, _mu(row).err
                 label = f"{backward.replace('_', '-')}, search unfinished ({row['runs']} runs)"
                 if resolved_midpoint(mu, err):  # a search cut short: its midpoint so far, drawn hollow and named
+                    span += [mu - err, mu + err]
                     ax.errorbar([row["epochs"]], [mu], yerr=[err], fmt=style[0], mfc="none", color=color,
                                 capsize=3, alpha=0.7, label=label)
                     drawn += 1
@@ -361,6 +364,7 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
         if paper:
             ax.axhline(paper, color="tab:red", lw=1, label=f"paper: {paper:g} ({authors} epochs)")
             span.append(paper)
+        span = [v for v in span if math.isfinite(v)]
         if span:
             low, high = min(span), max(span)
             ax.set_ylim(low - 0.08 * (high - low + 1e-9), high + 0.08 * (high - low + 1e-9))
