@@ -456,3 +456,21 @@ def test_the_sensitivity_figure_draws_a_far_bound_near_the_midpoints_and_breaks_
     assert any(t.get_text() == "> 1e+16" for t in ax.texts)
     line = next(ln for ln in ax.lines if len(ln.get_xdata()) == 4)
     assert np.isnan(np.asarray(line.get_ydata(), dtype=float)[2])  # no line across the bound
+
+
+def test_the_reports_fit_table_names_a_bound_as_the_figure_draws_it(tmp_path):
+    # a curve that never leaves its upper plateau gives mu > the largest tested level: the figure draws it as a
+    # bound, so the table beside it must not call it "not converged"
+    from walking_noise.report.index import _fit_parameters
+
+    path = tmp_path / "fits.csv"
+    pd.DataFrame([
+        {"noise.injection_layer": 1, "converged": True, "mu": 2.0, "mu_err": 0.1, "mu_lower_bound": None},
+        {"noise.injection_layer": 2, "converged": False, "mu": None, "mu_err": None, "mu_lower_bound": 1e16},
+        {"noise.injection_layer": 3, "converged": False, "mu": None, "mu_err": None, "mu_lower_bound": None},
+    ]).to_csv(path, index=False)
+    text = "\n".join(_fit_parameters(path, tmp_path))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert "2.00 ± 0.10" in rows[0]
+    assert "> 1e+16 (bound)" in rows[1] and "not converged" not in rows[1]
+    assert "not converged" in rows[2]

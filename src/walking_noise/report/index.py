@@ -358,7 +358,7 @@ def _fit_parameters(path: Path, out_dir: Path) -> list[str]:
     rows = []
     for _, row in table.head(MAX_ROWS).iterrows():
         if not bool(row.get("converged", True)):
-            mu = "not converged"
+            mu = _bound(row)
         elif "mu_lo68" in table.columns:
             mu = format_fit(row)
         else:  # a fit table written before the intervals
@@ -370,6 +370,17 @@ def _fit_parameters(path: Path, out_dir: Path) -> list[str]:
     if len(table) > MAX_ROWS:
         lines += [f"... and {len(table) - MAX_ROWS} more fits in {path.name}.", ""]
     return lines
+
+
+def _bound(row: pd.Series) -> str:
+    """A fit table's mu cell where no midpoint was fitted: the bound the data give, as the figures draw it (a
+    curve that never leaves its upper plateau: mu above the largest tested level), else "not converged"."""
+    low, high = _number(row.get("mu_lower_bound")), _number(row.get("mu_upper_bound"))
+    if low is not None:
+        return f"> {low:.3g} (bound)"
+    if high is not None:
+        return f"< {high:.3g} (bound)"
+    return "not converged"
 
 
 def _number(value: Any) -> float | None:
