@@ -9,6 +9,7 @@ against stored runs finds exactly the runs it chooses under the current design.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,7 +30,7 @@ class StoredRuns:
         self.latest = latest
         self.size = len(latest)
         self._by_level: dict[str, str] | None = None
-        self._by_sibling: dict[str, list[float]] | None = None
+        self._levels: tuple[list[float], list[str]] | None = None  # for stored_level, built at its first call
 
     def _level_index(self) -> dict[str, str]:
         if self._by_level is None:
@@ -59,17 +60,22 @@ class StoredRuns:
         A search places its later levels where its fit puts mu; a fit that differs in the last digits (another
         scipy, BLAS or fit code) would otherwise ask for a level next to a stored one, train it again and cut the
         replay of the runs the store already holds."""
-        if self._by_sibling is None:
-            index: dict[str, list[float]] = {}
-            for doc in self.latest.values():
-                stored = doc.get("config", {})
-                level = (stored.get("noise") or {}).get("noise_std")
-                if isinstance(level, (int, float)):
-                    index.setdefault(_sibling_key(stored), []).append(float(level))
-            self._by_sibling = index
+        if self._levels is None:  # every stored level, sorted, with its document's key
+            pairs = sorted((float(level), key) for key, doc in self.latest.items()
+                           if isinstance(level := ((doc.get("config") or {}).get("noise") or {}).get("noise_std"),
+                                         (int, float)))
+            self._levels = ([level for level, _ in pairs], [key for _, key in pairs])
         noise_std = float(run.values["noise"]["noise_std"])
-        near = [level for level in self._by_sibling.get(_sibling_key(run.values), [])
-                if abs(level - noise_std) <= SNAP_RELATIVE * max(abs(level), abs(noise_std))]
+        levels, keys = self._levels
+        reach = 2 * SNAP_RELATIVE * abs(noise_std)  # a superset of the levels within SNAP_RELATIVE
+        window = range(bisect.bisect_left(levels, noise_std - reach), bisect.bisect_right(levels, noise_std + reach))
+        near, own = [], None
+        for i in window:
+            if abs(levels[i] - noise_std) > SNAP_RELATIVE * max(abs(levels[i]), abs(noise_std)):
+                continue
+            own = own or _sibling_key(run.values)  # the search's identity: hashed only when a level is this near
+            if _sibling_key(self.latest[keys[i]]["config"]) == own:
+                near.append(levels[i])
         return min(near, key=lambda level: abs(level - noise_std)) if near else noise_std
 
 

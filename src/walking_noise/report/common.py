@@ -353,6 +353,17 @@ def half_drop_level(series: Series) -> float | None:
 # ---- output ------------------------------------------------------------------------------------------------
 
 
+def format_bound(lower: float | None, upper: float | None) -> str | None:
+    """``> x`` or ``< x`` (3 significant digits) for a fit that only bounds mu, the lower bound first; None when it
+    gives no bound. One notation for every table that prints a bound (Table I, the sensitivity table, the report's
+    fit tables)."""
+    if lower is not None:
+        return f"> {lower:.3g}"
+    if upper is not None:
+        return f"< {upper:.3g}"
+    return None
+
+
 def format_pm(mu: float | None, err: float | None) -> str:
     """``"1.69 ± 0.05"``: the error to two significant digits, mu to the same decimal place."""
     if mu is None or not np.isfinite(mu):

@@ -337,13 +337,13 @@ def gap_figure(cells: pd.DataFrame, out_dir: Path, model: str = "mlp") -> Path:
                     drawn += len(part)
                     continue
                 bars = _bars(part, axis)
-                span += list(part[f"mu_{axis}"] - bars[0]) + list(part[f"mu_{axis}"] + bars[1])
+                span += _extent(part[f"mu_{axis}"], bars)
                 ax.errorbar(part["epochs"], part[f"mu_{axis}"], yerr=bars, fmt=style, capsize=3,
                             color=color, label=label)
                 drawn += len(part)
                 if kind == "additive" and "mu_linear" in part:
                     linear = _bars(part, "linear")
-                    span += list(part["mu_linear"] - linear[0]) + list(part["mu_linear"] + linear[1])
+                    span += _extent(part["mu_linear"], linear)
                     ax.errorbar(part["epochs"], part["mu_linear"], yerr=linear, fmt="^:", capsize=3,
                                 color="tab:gray", label="here, linear fit of the same runs")
             for _, row in every[~every["finished"]].iterrows():
@@ -425,6 +425,13 @@ def _combination_outputs(df: pd.DataFrame, study: Any, out_dir: Path) -> list[Pa
 def _interval_cell(row: pd.Series, axis: str) -> str:
     return format_interval(row[f"mu_{axis}"], row.get(f"lo68_{axis}"), row.get(f"hi68_{axis}"), axis,
                            row.get(f"flag_{axis}") or "")
+
+
+def _extent(mu: Any, bars: np.ndarray) -> list[float]:
+    """The lower and upper ends of error bars ``bars`` ((2, n), as :func:`_bars` gives) around ``mu``: what a
+    figure's y range must hold."""
+    mu = np.asarray(mu, dtype=float)
+    return list(mu - bars[0]) + list(mu + bars[1])
 
 
 def _bars(part: pd.DataFrame, axis: str) -> np.ndarray:

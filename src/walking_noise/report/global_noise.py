@@ -15,7 +15,7 @@ import pandas as pd
 
 from walking_noise.report.common import (
     MIN_LEVELS, MIN_LEVELS_DOUBLE, NOISE_STD, NotEnoughRuns, Series, accuracy_points, column, dataset_name, display,
-    diverged_levels, overflow_levels, fit_row, fit_series, format_fit, markdown_table, model_name,
+    diverged_levels, overflow_levels, fit_row, fit_series, format_bound, format_fit, markdown_table, model_name,
     new_figure, panel_grid, paper_runs, save_figure, series_of, short_name, sort_key, varying, wrap,
     write_csv, write_text,
 )
@@ -56,11 +56,8 @@ def series_title(s: Series, extra: list[str] | None = None) -> str:
 def _cell(fit_row_: dict[str, Any]) -> str:
     if fit_row_["converged"]:
         return format_fit(fit_row_)
-    if fit_row_.get("mu_lower_bound") is not None:
-        return f"> {fit_row_['mu_lower_bound']:.3g} (n.c.)"
-    if fit_row_.get("mu_upper_bound") is not None:
-        return f"< {fit_row_['mu_upper_bound']:.3g} (n.c.)"
-    return "n.c."
+    bound = format_bound(fit_row_.get("mu_lower_bound"), fit_row_.get("mu_upper_bound"))
+    return "n.c." if bound is None else f"{bound} (n.c.)"
 
 
 def table1(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:

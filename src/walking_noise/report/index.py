@@ -27,8 +27,8 @@ import pandas as pd
 
 from walking_noise.report.activations import fig4_self_binarization
 from walking_noise.report.common import (
-    NOISE_STD, NotEnoughRuns, column, display, format_fit, format_pm, markdown_table, paper_runs, select, series_of,
-    short_name, varying,
+    NOISE_STD, NotEnoughRuns, column, display, format_bound, format_fit, format_pm, markdown_table, paper_runs,
+    select, series_of, short_name, varying,
 )
 from walking_noise.report.global_noise import fig1_fit, fig6_training_curves, fig7_double_logistic, table1
 from walking_noise.report.paper import table1_vs_paper
@@ -375,12 +375,8 @@ def _fit_parameters(path: Path, out_dir: Path) -> list[str]:
 def _bound(row: pd.Series) -> str:
     """A fit table's mu cell where no midpoint was fitted: the bound the data give, as the figures draw it (a
     curve that never leaves its upper plateau: mu above the largest tested level), else "not converged"."""
-    low, high = _number(row.get("mu_lower_bound")), _number(row.get("mu_upper_bound"))
-    if low is not None:
-        return f"> {low:.3g} (bound)"
-    if high is not None:
-        return f"< {high:.3g} (bound)"
-    return "not converged"
+    bound = format_bound(_number(row.get("mu_lower_bound")), _number(row.get("mu_upper_bound")))
+    return "not converged" if bound is None else f"{bound} (bound)"
 
 
 def _number(value: Any) -> float | None:

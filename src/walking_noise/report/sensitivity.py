@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from walking_noise.report.common import (
-    ACCURACY, NOISE_STD, NotEnoughRuns, Series, column, fit_row, fit_series, format_interval, layer_labels,
-    markdown_table, new_figure, plain_log_ticks, reported_error, save_figure, series_of, write_csv, write_text,
+    ACCURACY, NOISE_STD, NotEnoughRuns, Series, column, fit_row, fit_series, format_bound, format_interval,
+    layer_labels, markdown_table, new_figure, plain_log_ticks, reported_error, save_figure, series_of, write_csv,
+    write_text,
 )
 from walking_noise.report.walking import BOUND_CLIP, point_axis
 from walking_noise.sites import SITES
@@ -67,12 +68,8 @@ def _row(s: Series) -> dict[str, Any]:
     accuracy = pd.to_numeric(s.runs[ACCURACY], errors="coerce").to_numpy(float)
     if fit.converged:
         text = format_interval(fit.mu, fit.mu_lo68, fit.mu_hi68, fit.axis, fit.error_flag or "")
-    elif fit.mu_lower_bound is not None:
-        text = f"> {fit.mu_lower_bound:.3g}"
-    elif fit.mu_upper_bound is not None:
-        text = f"< {fit.mu_upper_bound:.3g}"
     else:
-        text = "no fit"
+        text = format_bound(fit.mu_lower_bound, fit.mu_upper_bound) or "no fit"
     labels = layer_labels(s.runs)
     return {
         "mode": MODES.get(placement, (placement, "-"))[0], "site": s.key.get("noise.site") or "activation",
